@@ -1,0 +1,460 @@
+"""The Python API behind the CLI: fine-tune, distil, evaluate.
+
+    from kdkit import api
+    from kdkit.config import DistillConfig, DataConfig
+    result = api.distill(DistillConfig(loss="kd", data=DataConfig(task="sst2", data_dir="../shared/data/glue")))
+    print(result.metrics, result.run_dir)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from pydantic import BaseModel
+from rich.console import Console
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+import kdkit
+from kdkit import models
+from kdkit.config import (
+    DataConfig,
+    DistillConfig,
+    FinetuneConfig,
+    RunConfig,
+    TrainingConfig,
+    build_config,
+    deep_merge,
+    kdkit_home,
+)
+from kdkit.data import DistillationCollator, TaskData, glue_source, load_task_data
+from kdkit.errors import ConfigError, DataError
+from kdkit.losses import DistillationLoss, LossContext
+from kdkit.metrics import compute_metrics
+from kdkit.plugins import PluginManager, get_plugin_manager
+from kdkit.progress import PlainLogCallback, RichProgressCallback
+from kdkit.runs import BEST_DIR, LAST_DIR, RUN_FILE, RunDirectory, is_main_process, resolve_model_dir
+from kdkit.tasks import TaskSpec
+from kdkit.teacher_cache import add_teacher_signals
+from kdkit.trainer import DistillationTrainer, provider_factory, resolve_device, training_arguments
+
+
+@dataclass
+class RunResult:
+    """What a finished training run returns.
+
+    Attributes:
+        run_dir: the finished run directory (``best/``, ``last/``, ``run.json``).
+        metrics: the best model's validation metrics (fractions; MNLI keys are prefixed by split).
+        summary: the content of ``run.json``.
+    """
+
+    run_dir: Path
+    metrics: dict[str, float]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+# -- configuration helpers --------------------------------------------------------------------------
+
+
+def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = None) -> DistillConfig:
+    """Validate a distill config dict, applying the loss's ``preset`` beneath the user's own values."""
+    plugins = plugins or get_plugin_manager()
+    preset = raw.get("preset")
+    if preset:
+        loss_cls = plugins.loss(str(raw.get("loss", "kd")))
+        if preset not in loss_cls.presets:
+            known = ", ".join(loss_cls.presets) or "none"
+            raise ConfigError(f"loss '{loss_cls.name}' has no preset '{preset}'", f"available presets: {known}")
+        task = (raw.get("data") or {}).get("task")
+        if not task:
+            raise ConfigError(f"--preset {preset} needs a --task", "name the task the preset is for")
+        raw = deep_merge(loss_cls.presets[preset](str(task)), raw)
+    return build_config(DistillConfig, raw)  # type: ignore[no-any-return]
+
+
+def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, BaseModel]:
+    """Validate ``config.options`` against each component's options model (unknown names are errors)."""
+    resolved: dict[str, BaseModel] = {}
+    for name, values in config.options.items():
+        options_model = plugins.component_options(name)
+        if options_model is None:
+            known = ", ".join(sorted([*plugins.losses, *plugins.providers]))
+            raise ConfigError(f"unknown component '{name}' in --set/options", f"known components: {known}")
+        resolved[name] = build_config(options_model, values or {}, where=f"{name}.")
+    loss_cls = plugins.loss(config.loss)
+    resolved.setdefault(loss_cls.name, loss_cls.Options())
+    return resolved
+
+
+def default_output(task: str, what: str) -> Path:
+    return Path("runs") / f"{task}-{what}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _console(config: RunConfig, console: Console | None) -> Console:
+    return console or Console(stderr=True, quiet=not is_main_process())
+
+
+# -- the shared training pipeline -------------------------------------------------------------------
+
+
+def _train(
+    *,
+    config: RunConfig,
+    command: str,
+    task_data: TaskData,
+    tokenizer: PreTrainedTokenizerBase,
+    student: PreTrainedModel,
+    loss: DistillationLoss,
+    teacher: PreTrainedModel | None,
+    plugins: PluginManager,
+    options: dict[str, BaseModel],
+    use_teacher_cache: bool,
+    run_dir: RunDirectory,
+    console: Console,
+    extra_summary: dict[str, Any],
+) -> RunResult:
+    task = task_data.task
+    assert task_data.train is not None
+    training: TrainingConfig = config.training
+    first_split = next(iter(task_data.validation))
+    args = training_arguments(
+        training,
+        task,
+        str(run_dir.checkpoints),
+        first_split=first_split,
+        group_by_length=config.data.group_by_length,
+    )
+    with args.main_process_first(local=False, desc="run directory"):
+        run_dir.prepare()
+
+    factory = provider_factory(plugins.providers, options)
+    train_dataset = task_data.train
+    cache_seconds = 0.0
+    cached = False
+    if loss.requires_teacher and use_teacher_cache:
+        assert teacher is not None
+        teacher.to(args.device)
+        ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
+        start = time.perf_counter()
+        with args.main_process_first(local=False, desc="teacher signals"):
+            train_dataset = add_teacher_signals(
+                train_dataset,
+                loss,
+                teacher,
+                ctx,
+                device=args.device,
+                pad_token_id=int(tokenizer.pad_token_id or 0),
+                batch_size=max(training.eval_batch_size, 1),
+            )
+        cache_seconds = time.perf_counter() - start
+        cached = True
+
+    pad_to = config.data.max_length if config.data.padding == "max_length" else None
+    collator = DistillationCollator(int(tokenizer.pad_token_id or 0), pad_to=pad_to, token_signals=sorted(loss.token_signals))
+    eval_dataset: Any = task_data.validation[first_split] if len(task_data.validation) == 1 else task_data.validation
+    trainer = DistillationTrainer(
+        model=student,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        loss=loss,
+        task=task,
+        teacher=None if cached else teacher,
+        provider_factory=factory,
+        term_grad_norm_steps=training.term_grad_norm_steps if training.term_grad_norm_steps else 0,
+    )
+    trainer.remove_callback(PrinterCallback)
+    if config.quiet:
+        trainer.add_callback(PlainLogCallback(console))
+    else:
+        trainer.add_callback(RichProgressCallback(console, description=f"{command} {task.name}"))
+
+    resume_from = get_last_checkpoint(str(run_dir.checkpoints)) if config.resume and run_dir.checkpoints.is_dir() else None
+    if config.resume:
+        console.print(f"resuming from {resume_from or 'the start (no checkpoint was saved yet)'}")
+    start = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - start
+
+    metrics: dict[str, float] = {}
+    summary: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        max_length = config.data.max_length
+        models.save_model(trainer.model, tokenizer, task, run_dir.work / LAST_DIR, max_length)  # type: ignore[arg-type]
+        best = trainer.state.best_model_checkpoint
+        if best:
+            best_model = models.load_classifier(best, task, role="best checkpoint")
+            trainer.model.load_state_dict(best_model.state_dict())  # type: ignore[union-attr]
+        models.save_model(trainer.model, tokenizer, task, run_dir.work / BEST_DIR, max_length)  # type: ignore[arg-type]
+        metrics = _evaluate_splits(trainer.model, task_data, collator, training.eval_batch_size, args.device)  # type: ignore[arg-type]
+        history = [entry for entry in trainer.state.log_history if any(k.startswith("eval_") for k in entry)]
+        train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+        steps = trainer.state.global_step
+        examples_seen = steps * training.batch_size * training.gradient_accumulation_steps * args.world_size
+        summary = {
+            "kdkit_version": kdkit.__version__,
+            "command": command,
+            "task": task.to_dict(),
+            "loss": loss.name,
+            "options": {name: value.model_dump(mode="json") for name, value in options.items()},
+            "config": config.model_dump(mode="json"),
+            "metrics": metrics,
+            "main_metric": task.main_metric,
+            "best_checkpoint": Path(best).name if best else None,
+            "history": history,
+            "train_log": train_logs,
+            "term_grad_norms": trainer.term_grad_norms,
+            "train": {
+                "wall_time_s": round(train_seconds, 2),
+                "steps": steps,
+                "epochs": trainer.state.epoch,
+                "examples": len(task_data.train),
+                "examples_per_second": round(examples_seen / train_seconds, 2) if train_seconds > 0 else None,
+                "final_loss": train_output.training_loss,
+            },
+            "teacher_cache": {"used": cached, "seconds": round(cache_seconds, 2)},
+            "student_parameters": models.count_parameters(trainer.model),  # type: ignore[arg-type]
+            "environment": {
+                "device": str(args.device),
+                "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+                "world_size": args.world_size,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "python": platform.python_version(),
+                "torch_threads": torch.get_num_threads(),
+            },
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **extra_summary,
+        }
+        run_dir.write_json(RUN_FILE, summary)
+        run_dir.write_yaml("config.yaml", config.model_dump(mode="json", exclude={"resume", "overwrite"}))
+        final = run_dir.commit(keep_checkpoints=training.keep_checkpoints)
+    else:
+        final = run_dir.final
+    trainer.accelerator.wait_for_everyone()
+    return RunResult(run_dir=final, metrics=metrics, summary=summary)
+
+
+def _evaluate_splits(
+    model: PreTrainedModel, task_data: TaskData, collator: DistillationCollator, batch_size: int, device: torch.device
+) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, split in task_data.validation.items():
+        values = evaluate_dataset(model, split, task_data.task, collator, batch_size, device)
+        prefix = "" if len(task_data.validation) == 1 else f"{name}/"
+        metrics.update({f"{prefix}{k}": v for k, v in values.items()})
+    return metrics
+
+
+def evaluate_dataset(
+    model: PreTrainedModel,
+    dataset: Any,
+    task: TaskSpec,
+    collator: DistillationCollator,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Task metrics of ``model`` on a tokenised split."""
+    model.eval().to(device)
+    logits, labels = [], []
+    columns = [c for c in dataset.column_names if not c.startswith("teacher_")]
+    loader = DataLoader(dataset.select_columns(columns), batch_size=batch_size, collate_fn=collator)
+    with torch.no_grad():
+        for batch in loader:
+            gold = batch.pop("labels")
+            batch.pop("length", None)
+            out = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            logits.append(out.float().cpu().numpy())
+            labels.append(gold.numpy())
+    return compute_metrics(task, np.concatenate(logits), np.concatenate(labels))
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def finetune(
+    config: FinetuneConfig, *, plugins: PluginManager | None = None, console: Console | None = None
+) -> RunResult:
+    """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
+    plugins = plugins or get_plugin_manager()
+    console = _console(config, console)
+    base = config.model or models.default_base_model()
+    tokenizer = models.load_tokenizer(base)
+    task_data = load_task_data(config.data, tokenizer)
+    task = task_data.task
+    model = models.load_base_for_task(base, task)
+    loss_cls = plugins.loss("ce")
+    loss = loss_cls(loss_cls.Options(), task)
+    run_dir = RunDirectory(config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume)
+    return _train(
+        config=config,
+        command="finetune",
+        task_data=task_data,
+        tokenizer=tokenizer,
+        student=model,
+        loss=loss,
+        teacher=None,
+        plugins=plugins,
+        options={"ce": loss.options},
+        use_teacher_cache=False,
+        run_dir=run_dir,
+        console=console,
+        extra_summary={"base_model": base},
+    )
+
+
+def _teacher_key(config: DistillConfig, base: str) -> str:
+    data = config.data
+    identity = {
+        "base": base,
+        "task": data.task,
+        "source": None if data.is_custom else glue_source(data),
+        "train_file": str(data.train_file.resolve()) if data.train_file else None,
+        "validation_file": str(data.validation_file.resolve()) if data.validation_file else None,
+        "label_names": data.label_names,
+        "text_columns": data.text_columns,
+        "max_length": data.max_length,
+        "max_train_samples": data.max_train_samples,
+        "max_eval_samples": data.max_eval_samples,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_teacher_dir(config: DistillConfig) -> Path:
+    """KDKIT_HOME/teachers/<task>-<base model>-<hash of the data options>."""
+    base = config.base_model or models.default_base_model()
+    task = config.data.task or Path(config.data.train_file or "custom").stem
+    slug = Path(base.rstrip("/")).name.replace("/", "_") or "model"
+    if slug == "model":  # the embedded package's folder is called 'model'
+        slug = "all-MiniLM-L6-v2"
+    return kdkit_home() / "teachers" / f"{task}-{slug}-{_teacher_key(config, base)}"
+
+
+def ensure_teacher(
+    config: DistillConfig, *, plugins: PluginManager | None = None, console: Console | None = None
+) -> str:
+    """The teacher to distil from: ``config.teacher``, a cached teacher, or one fine-tuned now and cached."""
+    if config.teacher:
+        return str(resolve_model_dir(Path(config.teacher))) if Path(config.teacher).exists() else config.teacher
+    console = _console(config, console)
+    directory = default_teacher_dir(config)
+    if (directory / RUN_FILE).is_file():
+        console.print(f"using the cached teacher {directory}")
+        return str(directory / BEST_DIR)
+    console.print(
+        f"no cached teacher for task '{config.data.task or 'custom'}': fine-tuning one now "
+        f"(cached at {directory}; pass --teacher to use your own)"
+    )
+    teacher_config = FinetuneConfig(
+        data=config.data,
+        training=TrainingConfig(
+            seed=config.training.seed,
+            device=config.training.device,
+            precision=config.training.precision,
+            batch_size=config.training.batch_size,
+            eval_batch_size=config.training.eval_batch_size,
+        ),
+        model=config.base_model,
+        output=directory,
+        resume=(directory.with_name(directory.name + ".partial")).is_dir(),
+        quiet=config.quiet,
+    )
+    result = finetune(teacher_config, plugins=plugins, console=console)
+    return str(result.run_dir / BEST_DIR)
+
+
+def distill(
+    config: DistillConfig, *, plugins: PluginManager | None = None, console: Console | None = None
+) -> RunResult:
+    """Distil a teacher into a student with the loss plugin ``config.loss``."""
+    plugins = plugins or get_plugin_manager()
+    console = _console(config, console)
+    loss_cls = plugins.loss(config.loss)
+    options = resolve_options(plugins, config)
+    teacher_path = ensure_teacher(config, plugins=plugins, console=console) if loss_cls.requires_teacher or (
+        config.student.startswith("copy:")
+    ) else None
+    tokenizer_source = teacher_path or config.student
+    tokenizer = models.load_tokenizer(tokenizer_source)
+    task_data = load_task_data(config.data, tokenizer)
+    task = task_data.task
+    attn = "eager" if loss_cls.needs_double_backward else None
+    teacher = models.load_classifier(teacher_path, task, role="teacher") if teacher_path else None
+    if teacher is not None:
+        models.freeze(teacher)
+    if config.student.startswith("copy:"):
+        assert teacher is not None
+        student = models.build_student(config.student, teacher, task, attn_implementation=attn)
+    else:
+        models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student))
+        student = models.build_student(config.student, teacher, task, attn_implementation=attn)  # type: ignore[arg-type]
+    if attn is not None:
+        models.set_attention(student, attn)
+    loss = loss_cls(options[loss_cls.name], task)
+    for provider_name in loss.providers_used():
+        plugins.provider(provider_name)  # fail early on a missing provider
+    run_dir = RunDirectory(
+        config.output or default_output(task.name, loss.name), overwrite=config.overwrite, resume=config.resume
+    )
+    return _train(
+        config=config,
+        command="distill",
+        task_data=task_data,
+        tokenizer=tokenizer,
+        student=student,
+        loss=loss,
+        teacher=teacher if loss.requires_teacher else None,
+        plugins=plugins,
+        options=options,
+        use_teacher_cache=config.teacher_cache,
+        run_dir=run_dir,
+        console=console,
+        extra_summary={
+            "teacher": teacher_path,
+            "student": config.student,
+            "teacher_parameters": models.count_parameters(teacher) if teacher is not None else None,
+        },
+    )
+
+
+def evaluate(
+    model: str | Path,
+    data: DataConfig,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> tuple[TaskSpec, dict[str, float]]:
+    """Evaluate a saved model (or a run directory's best model) on a task's validation split(s)."""
+    model_dir = resolve_model_dir(Path(model)) if Path(model).exists() else Path(str(model))
+    saved = models.read_task_file(model_dir) if model_dir.exists() else None
+    if data.task is None and not data.is_custom:
+        if saved is None:
+            raise DataError(f"{model} does not record its task", "pass --task (or your data files)")
+        data = data.model_copy(update={"task": saved[0].name})
+        if saved[0].hub_config is None:
+            raise DataError(f"{model} was trained on custom data", "pass --validation-file with that data")
+    if data.is_custom and saved is not None and data.label_names is None and saved[0].label_names:
+        data = data.model_copy(update={"label_names": list(saved[0].label_names)})
+    if saved is not None and data.max_length == DataConfig().max_length:
+        data = data.model_copy(update={"max_length": saved[1]})
+    tokenizer = models.load_tokenizer(str(model_dir))
+    task_data = load_task_data(data, tokenizer, need_train=False)
+    classifier = models.load_classifier(str(model_dir), task_data.task)
+    target = resolve_device(TrainingConfig(device=device))  # type: ignore[arg-type]
+    collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
+    return task_data.task, _evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))

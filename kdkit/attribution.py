@@ -1,0 +1,164 @@
+"""Attribution providers: per-token, per-hidden-dimension attributions at the embedding output.
+
+A provider explains a classifier's score for chosen target classes in terms of ``E``, the output of the
+model's embedding block (word + position + token-type embeddings after their LayerNorm), shape (B, L, D).
+Providers are contributed by plugins through :func:`kdkit.hookspecs.kdkit_attribution_providers`.
+
+This module also holds the model-agnostic plumbing that providers share: finding the embedding block
+through the model's own API (:func:`embedding_block`), hooking its output (:func:`replace_embedding_output`,
+:func:`capture_embedding_output`) and the score function (:func:`class_scores`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from kdkit.errors import ModelError
+
+
+class NoOptions(BaseModel):
+    """Options model for components without options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class EmbeddingForward:
+    """A forward pass whose embedding output is part of the autograd graph.
+
+    Attributes:
+        embeddings: E, the embedding block's output, (B, L, D), in the graph of ``logits``.
+        logits: the model's output for E, (B, C).
+    """
+
+    embeddings: Tensor
+    logits: Tensor
+
+
+class AttributionProvider(abc.ABC):
+    """Base class of attribution providers.
+
+    Subclasses set the class attributes and implement :meth:`attribute`. They are built with their
+    validated options: ``Provider(Provider.Options(**user_options))``.
+    """
+
+    #: the name users refer to (``--set NAME.option=value``, loss options that pick a provider)
+    name: ClassVar[str]
+    #: pydantic model of the provider's options
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: True if ``attribute(..., create_graph=True)`` returns attributions differentiable w.r.t. the
+    #: model's parameters (needed for the student side of attribution distillation)
+    differentiable: ClassVar[bool] = False
+    #: one line for ``kdkit plugins``
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @abc.abstractmethod
+    def attribute(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        targets: Tensor,
+        *,
+        create_graph: bool = False,
+        forward: EmbeddingForward | None = None,
+    ) -> Tensor:
+        """Attributions of ``model``'s score for each target class to each token and hidden dimension.
+
+        Args:
+            model: a sequence classifier (``model(**inputs).logits`` is (B, C)).
+            inputs: model inputs; ``input_ids`` and ``attention_mask`` are (B, L).
+            targets: (B, V) long tensor of the classes to explain, one column per view. For regression
+                (C = 1) the single output is explained and the values are ignored.
+            create_graph: build a graph through the attributions (only if ``differentiable``).
+            forward: optionally, a forward pass of ``model`` on ``inputs`` whose embeddings are in the
+                graph; providers may reuse it instead of running their own forward at the input itself.
+
+        Returns:
+            (B, V, L, D) attributions at the embedding output, D the hidden size (or 1 for providers that
+            score whole tokens). Padding positions are exactly zero.
+        """
+
+    def cache_key(self) -> str:
+        """Identity of this provider's behaviour, for the teacher-signal cache key."""
+        return f"{self.name}:{self.options.model_dump_json()}"
+
+
+def embedding_block(model: nn.Module) -> nn.Module:
+    """The module whose output is E: the owner of ``model.get_input_embeddings()``.
+
+    Works for BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa and other encoders whose word embeddings sit
+    inside an embeddings block, without relying on attribute paths such as ``.bert.embeddings``.
+    """
+    get_input_embeddings = getattr(model, "get_input_embeddings", None)
+    if get_input_embeddings is None:
+        raise ModelError(
+            f"{type(model).__name__} has no get_input_embeddings()",
+            "use a transformers sequence classifier",
+        )
+    word_embeddings = get_input_embeddings()
+    owners = [
+        module
+        for module in model.modules()
+        if any(child is word_embeddings for child in module.children())
+    ]
+    if not owners:
+        raise ModelError(
+            f"cannot find the embedding block of {type(model).__name__}",
+            "use an encoder whose word embeddings live in an embeddings module",
+        )
+    return owners[-1]
+
+
+@contextmanager
+def replace_embedding_output(model: nn.Module, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
+    """Within the block, the embedding block's output E is replaced by ``fn(E)`` on every forward."""
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    handle = embedding_block(model).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class _Captured:
+    tensor: Tensor | None = None
+
+
+@contextmanager
+def capture_embedding_output(model: nn.Module) -> Iterator[_Captured]:
+    """Record the embedding block's output of the forward passes run inside the block (the last one)."""
+    captured = _Captured()
+
+    def keep(embeddings: Tensor) -> Tensor:
+        captured.tensor = embeddings
+        return embeddings
+
+    with replace_embedding_output(model, keep):
+        yield captured
+
+
+def class_scores(logits: Tensor, targets: Tensor) -> Tensor:
+    """F_c: the score explained for each view, (B, V).
+
+    Classification (C > 1): log p_c = log_softmax(logits)[c] (the reference code differentiates the
+    log-probability). Regression (C = 1): the raw output, repeated for each view.
+    """
+    if logits.shape[-1] == 1:
+        return logits[:, :1].expand(-1, targets.shape[1])
+    return torch.log_softmax(logits.float(), dim=-1).gather(1, targets)

@@ -1,0 +1,66 @@
+"""The built-in plugin: the ``ce`` (student alone / teacher fine-tuning) and ``kd`` (Hinton) losses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from kdkit.attribution import AttributionProvider
+from kdkit.hookspecs import hookimpl
+from kdkit.losses import Batch, DistillationLoss, LossContext, soft_distillation_loss, task_loss
+
+
+class CrossEntropy(DistillationLoss):
+    """Supervised training without a teacher: CE (MSE for regression). Used to fine-tune teachers."""
+
+    name = "ce"
+    description = "the task loss alone (cross-entropy, or MSE for regression); no teacher"
+    requires_teacher = False
+
+    def __call__(
+        self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
+    ) -> dict[str, Tensor]:
+        key = "mse" if self.task.is_regression else "ce"
+        return {key: task_loss(self.task, student_logits, batch.labels)}
+
+
+class KDOptions(BaseModel):
+    """Options of vanilla KD."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the KD term; the task loss gets 1-alpha")
+    temperature: float = Field(2.0, gt=0.0, description="softmax temperature T (classification only)")
+
+
+class VanillaKD(DistillationLoss):
+    """Hinton et al. (2015): (1-α)·CE(s, y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)).
+
+    For regression: (1-α)·MSE(s, y) + α·MSE(s, t).
+    """
+
+    name = "kd"
+    Options = KDOptions
+    description = "vanilla KD: (1-a)*CE + a*T^2*KL(teacher/T || student/T); MSE on outputs for regression"
+
+    def __call__(
+        self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
+    ) -> dict[str, Tensor]:
+        options = self.options
+        assert isinstance(options, KDOptions)
+        key = "mse" if self.task.is_regression else "ce"
+        supervised = task_loss(self.task, student_logits, batch.labels)
+        distill = soft_distillation_loss(self.task, student_logits, teacher_signals["logits"], options.temperature)
+        return {key: (1.0 - options.alpha) * supervised, "kd": options.alpha * distill}
+
+
+@hookimpl
+def kdkit_losses() -> list[type[DistillationLoss]]:
+    return [CrossEntropy, VanillaKD]
+
+
+@hookimpl
+def kdkit_attribution_providers() -> list[type[AttributionProvider]]:
+    return []

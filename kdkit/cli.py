@@ -1,0 +1,383 @@
+"""The ``kdkit`` command line: a thin Typer layer over :mod:`kdkit.api`.
+
+Every command builds a pydantic config (defaults < ``--preset`` < ``--config FILE`` < flags) and calls the
+API. A :class:`~kdkit.errors.KdkitError` is printed as one line (``error: problem: fix``) with exit status 2.
+"""
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import kdkit
+from kdkit import plugins as plugin_host
+from kdkit.config import describe_fields, parse_set_options, read_config_file
+from kdkit.errors import KdkitError
+
+app = typer.Typer(
+    name="kdkit",
+    help="Knowledge distillation for transformer classifiers: fine-tune, distil, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DATA = "Data"
+TRAIN = "Training"
+RUN = "Run"
+
+# -- shared options --------------------------------------------------------------------------------
+
+TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="GLUE task (see 'kdkit tasks') or a name for custom data.", rich_help_panel=DATA)]
+DataDirOpt = Annotated[Optional[Path], typer.Option(help="Hub-layout GLUE folder (else KDKIT_GLUE_DIR, else the hub).", rich_help_panel=DATA)]
+TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Custom training data: CSV, TSV, JSON or JSONL.", rich_help_panel=DATA)]
+ValidationFileOpt = Annotated[Optional[Path], typer.Option(help="Custom validation data.", rich_help_panel=DATA)]
+TextColumnsOpt = Annotated[Optional[str], typer.Option(help="Text column(s) of custom data: a or a,b.", rich_help_panel=DATA)]
+LabelColumnOpt = Annotated[Optional[str], typer.Option(help="Label column of custom data [default: label].", rich_help_panel=DATA)]
+LabelNamesOpt = Annotated[Optional[str], typer.Option(help="The custom task's labels in id order: a,b,c.", rich_help_panel=DATA)]
+MaxLengthOpt = Annotated[Optional[int], typer.Option(help="Truncate to this many tokens [default: 128].", rich_help_panel=DATA)]
+MaxTrainOpt = Annotated[Optional[int], typer.Option(help="Use only the first N training examples.", rich_help_panel=DATA)]
+MaxEvalOpt = Annotated[Optional[int], typer.Option(help="Use only the first N validation examples.", rich_help_panel=DATA)]
+PaddingOpt = Annotated[Optional[str], typer.Option(help="dynamic (per batch) or max_length [default: dynamic].", rich_help_panel=DATA)]
+GroupOpt = Annotated[Optional[bool], typer.Option("--group-by-length/--no-group-by-length", help="Batch examples of similar length together [default: off].", rich_help_panel=DATA)]
+
+EpochsOpt = Annotated[Optional[float], typer.Option(help="Training epochs [default: 3].", rich_help_panel=TRAIN)]
+MaxStepsOpt = Annotated[Optional[int], typer.Option(help="Stop after N optimiser steps.", rich_help_panel=TRAIN)]
+BatchOpt = Annotated[Optional[int], typer.Option(help="Batch size per device [default: 32].", rich_help_panel=TRAIN)]
+EvalBatchOpt = Annotated[Optional[int], typer.Option(help="Evaluation batch size [default: 64].", rich_help_panel=TRAIN)]
+LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Peak learning rate [default: 5e-5].", rich_help_panel=TRAIN)]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed [default: 42].", rich_help_panel=TRAIN)]
+PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 [default: auto].", rich_help_panel=TRAIN)]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto].", rich_help_panel=TRAIN)]
+WarmupOpt = Annotated[Optional[float], typer.Option(help="Warm-up fraction of the steps [default: 0.1].", rich_help_panel=TRAIN)]
+GradNormOpt = Annotated[Optional[float], typer.Option(help="Gradient clipping norm [default: 1.0].", rich_help_panel=TRAIN)]
+LoggingOpt = Annotated[Optional[int], typer.Option(help="Log every N steps [default: 50].", rich_help_panel=TRAIN)]
+EvalStepsOpt = Annotated[Optional[int], typer.Option(help="Evaluate every N steps [default: each epoch].", rich_help_panel=TRAIN)]
+
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory [default: runs/<task>-<what>-<time>].", rich_help_panel=RUN)]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML, TOML or JSON config; flags override it.", rich_help_panel=RUN)]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.", rich_help_panel=RUN)]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in <output>.partial.", rich_help_panel=RUN)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of the live display.", rich_help_panel=RUN)]
+
+_DATA_FLAGS = (
+    "task", "data_dir", "train_file", "validation_file", "text_columns", "label_column", "label_names",
+    "max_length", "max_train_samples", "max_eval_samples", "padding", "group_by_length",
+)
+_TRAIN_FLAGS = (
+    "epochs", "max_steps", "batch_size", "eval_batch_size", "learning_rate", "seed", "precision", "device",
+    "warmup_ratio", "max_grad_norm", "logging_steps", "eval_steps",
+)
+
+
+def _overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Flags that were given (not None) as a nested config dict."""
+    result: dict[str, Any] = {"data": {}, "training": {}}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in _DATA_FLAGS:
+            result["data"][key] = str(value) if isinstance(value, Path) else value
+        elif key in _TRAIN_FLAGS:
+            result["training"][key] = value
+        else:
+            result[key] = str(value) if isinstance(value, Path) else value
+    return result
+
+
+def _raw_config(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
+    from kdkit.config import deep_merge
+
+    base = read_config_file(config_file) if config_file else {}
+    return deep_merge(base, _overrides(flags))
+
+
+def handle_errors(fn: F) -> F:
+    """Print KdkitErrors as one line and exit 2; Ctrl-C exits 130 and says the run can be resumed."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KdkitError as exc:
+            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted:[/] the unfinished run is kept; continue it with --resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _manager() -> "plugin_host.PluginManager":
+    return plugin_host.get_plugin_manager()
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _print_metrics(title: str, metrics: dict[str, float]) -> None:
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, _percent(value) if key.split("/")[-1] != "mse" else f"{value:.4f}")
+    out.print(table)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"kdkit {kdkit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
+    disable_plugin: Annotated[Optional[list[str]], typer.Option("--disable-plugin", help="Block a plugin by name (repeatable); also KDKIT_DISABLE_PLUGINS=a,b.")] = None,
+    enable_plugin: Annotated[Optional[list[str]], typer.Option("--enable-plugin", help="Load an entry point or module even when KDKIT_DISABLE_PLUGIN_AUTOLOAD is set (repeatable).")] = None,
+) -> None:
+    """Knowledge distillation for transformer classifiers."""
+    from kdkit.progress import quiet_libraries
+
+    quiet_libraries()
+    plugin_host.set_plugin_manager(
+        plugin_host.PluginManager(disable=disable_plugin or (), enable=enable_plugin or ())
+    )
+
+
+@app.command()
+@handle_errors
+def finetune(
+    task: TaskOpt = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model id or path [default: embedded all-MiniLM-L6-v2].")] = None,
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    validation_file: ValidationFileOpt = None,
+    text_columns: TextColumnsOpt = None,
+    label_column: LabelColumnOpt = None,
+    label_names: LabelNamesOpt = None,
+    max_length: MaxLengthOpt = None,
+    max_train_samples: MaxTrainOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    padding: PaddingOpt = None,
+    group_by_length: GroupOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: MaxStepsOpt = None,
+    batch_size: BatchOpt = None,
+    eval_batch_size: EvalBatchOpt = None,
+    learning_rate: LrOpt = None,
+    seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = None,
+    warmup_ratio: WarmupOpt = None,
+    max_grad_norm: GradNormOpt = None,
+    logging_steps: LoggingOpt = None,
+    eval_steps: EvalStepsOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a teacher on a task (the task loss alone)."""
+    flags = dict(locals())
+    from kdkit import api
+    from kdkit.config import FinetuneConfig, build_config
+
+    flags.pop("config")
+    for key in ("overwrite", "resume", "quiet"):
+        flags[key] = flags[key] or None
+    cfg = build_config(FinetuneConfig, _raw_config(config, flags))
+    result = api.finetune(cfg, plugins=_manager(), console=err)
+    _print_metrics(f"{result.summary['task']['name']} validation (best checkpoint)", result.metrics)
+    out.print(f"teacher saved to {result.run_dir}")
+
+
+@app.command()
+@handle_errors
+def distill(
+    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') [default: kd].")] = None,
+    task: TaskOpt = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Fine-tuned teacher (run dir, model dir or hub id) [default: cached, or fine-tuned now].")] = None,
+    student: Annotated[Optional[str], typer.Option(help="copy:N (N teacher layers) or a model id/path [default: copy:3].")] = None,
+    base_model: Annotated[Optional[str], typer.Option(help="Base model of the default teacher [default: embedded all-MiniLM-L6-v2].")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="A named preset of the loss, e.g. 'paper'.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Plugin option NAME.OPTION=VALUE (repeatable), e.g. kd.temperature=2.")] = None,
+    teacher_cache: Annotated[Optional[bool], typer.Option("--teacher-cache/--no-teacher-cache", help="Cache teacher signals on disk [default: on].")] = None,
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    train_file: TrainFileOpt = None,
+    validation_file: ValidationFileOpt = None,
+    text_columns: TextColumnsOpt = None,
+    label_column: LabelColumnOpt = None,
+    label_names: LabelNamesOpt = None,
+    max_length: MaxLengthOpt = None,
+    max_train_samples: MaxTrainOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    padding: PaddingOpt = None,
+    group_by_length: GroupOpt = None,
+    epochs: EpochsOpt = None,
+    max_steps: MaxStepsOpt = None,
+    batch_size: BatchOpt = None,
+    eval_batch_size: EvalBatchOpt = None,
+    learning_rate: LrOpt = None,
+    seed: SeedOpt = None,
+    precision: PrecisionOpt = None,
+    device: DeviceOpt = None,
+    warmup_ratio: WarmupOpt = None,
+    max_grad_norm: GradNormOpt = None,
+    logging_steps: LoggingOpt = None,
+    eval_steps: EvalStepsOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Distil a teacher into a smaller student with a loss plugin."""
+    flags = dict(locals())
+    from kdkit import api
+    from kdkit.config import deep_merge
+
+    flags.pop("config")
+    set_options = parse_set_options(flags.pop("set_") or [])
+    flags["loss"] = flags.pop("plugin")
+    for key in ("overwrite", "resume", "quiet"):
+        flags[key] = flags[key] or None
+    raw = _raw_config(config, flags)
+    if set_options:
+        raw = deep_merge(raw, {"options": set_options})
+    manager = _manager()
+    cfg = api.resolve_distill_config(raw, manager)
+    result = api.distill(cfg, plugins=manager, console=err)
+    _print_metrics(f"{result.summary['task']['name']} validation, student (best checkpoint)", result.metrics)
+    out.print(f"student saved to {result.run_dir}")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Run directory (uses its best/ model), model directory or hub id.")],
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    validation_file: ValidationFileOpt = None,
+    text_columns: TextColumnsOpt = None,
+    label_column: LabelColumnOpt = None,
+    label_names: LabelNamesOpt = None,
+    max_length: MaxLengthOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a model on a task's validation set(s)."""
+    flags = {k: v for k, v in locals().items() if k in _DATA_FLAGS and v is not None}
+    from kdkit import api
+    from kdkit.config import DataConfig, build_config
+
+    data = build_config(DataConfig, {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
+    task_spec, metrics = api.evaluate(model, data, device=device or "auto", batch_size=batch_size)
+    if as_json:
+        out.print_json(json.dumps({"task": task_spec.name, "metrics": metrics}))
+    else:
+        _print_metrics(f"{task_spec.name}: {model}", metrics)
+
+
+def _options_text(options_model: Any) -> str:
+    return describe_fields(options_model)
+
+
+@app.command()
+@handle_errors
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """List installed plugins, where each came from, what it provides, and failures."""
+    manager = _manager()
+    rows = []
+    for info in manager.plugins():
+        for kind, components in (("loss", info.losses), ("attribution provider", info.providers)):
+            for component in components:
+                entry: dict[str, Any] = {
+                    "plugin": info.name,
+                    "source": info.source,
+                    "kind": kind,
+                    "name": component.name,
+                    "description": component.description,
+                    "options": {
+                        name: {
+                            "type": getattr(field.annotation, "__name__", str(field.annotation)),
+                            "default": field.get_default(call_default_factory=True),
+                            "description": field.description or "",
+                        }
+                        for name, field in component.Options.model_fields.items()
+                    },
+                }
+                if kind == "attribution provider":
+                    entry["differentiable"] = bool(getattr(component, "differentiable", False))
+                else:
+                    entry["presets"] = list(getattr(component, "presets", {}))
+                rows.append(entry)
+        if not info.losses and not info.providers:
+            rows.append({"plugin": info.name, "source": info.source, "kind": "-", "name": "-", "options": {}})
+    failures = [{"plugin": f.name, "source": f.source, "error": f.error} for f in manager.failures]
+    if as_json:
+        out.print_json(json.dumps({"components": rows, "failures": failures}, default=str))
+        return
+    table = Table(title="kdkit plugins", show_lines=True)
+    for column in ("plugin", "source", "kind", "name", "options (type, default)"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        options = "\n".join(f"{k}: {v['type']} = {v['default']!r}" for k, v in row["options"].items()) or "-"
+        extra = []
+        if row.get("differentiable"):
+            extra.append("differentiable")
+        if row.get("presets"):
+            extra.append("presets: " + ", ".join(row["presets"]))
+        name = row["name"] + (f"\n({'; '.join(extra)})" if extra else "")
+        table.add_row(row["plugin"], row["source"], row["kind"], name, options)
+    out.print(table)
+    for failure in failures:
+        out.print(f"[red]failed:[/] {failure['plugin']} ({failure['source']}): {failure['error']}", soft_wrap=True)
+    if os.environ.get(plugin_host.ENV_DISABLE_AUTOLOAD):
+        out.print(f"entry-point autoloading is disabled ({plugin_host.ENV_DISABLE_AUTOLOAD})")
+
+
+@app.command()
+@handle_errors
+def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """List the built-in tasks: text fields, labels and metrics."""
+    from kdkit.tasks import GLUE_TASKS
+
+    if as_json:
+        out.print_json(json.dumps({name: spec.to_dict() for name, spec in GLUE_TASKS.items()}))
+        return
+    table = Table(title="GLUE tasks (custom data: --train-file/--validation-file)")
+    for column in ("task", "text fields", "labels", "metrics", "description"):
+        table.add_column(column)
+    for spec in GLUE_TASKS.values():
+        labels = ", ".join(spec.label_names) if spec.label_names else "regression (1 output)"
+        table.add_row(spec.name, ", ".join(spec.text_fields), labels, ", ".join(spec.metrics), spec.description)
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="kdkit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Run configuration: pydantic models for every option, config files, and ``--set`` overrides.
+
+Precedence, lowest first: defaults < the loss's ``--preset`` < ``--config FILE`` < command-line flags.
+Plugin options live under ``options.<component name>`` (``--set kd.temperature=2``) and are validated
+against the component's own options model when the run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kdkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how it is tokenised."""
+
+    task: str | None = Field(None, description="GLUE task name, or a name for custom data")
+    data_dir: Path | None = Field(None, description="hub-layout GLUE folder (else KDKIT_GLUE_DIR, else the hub)")
+    train_file: Path | None = Field(None, description="custom training data (CSV, TSV, JSON or JSONL)")
+    validation_file: Path | None = Field(None, description="custom validation data")
+    text_columns: list[str] | None = Field(None, description="one or two text columns of the custom data")
+    label_column: str = Field("label", description="label column of the custom data")
+    label_names: list[str] | None = Field(None, description="the custom task's labels, in id order")
+    max_length: int = Field(128, ge=8, le=8192, description="truncate inputs to this many tokens")
+    max_train_samples: int | None = Field(None, ge=1, description="use only the first N training examples")
+    max_eval_samples: int | None = Field(None, ge=1, description="use only the first N validation examples")
+    padding: Literal["dynamic", "max_length"] = Field(
+        "dynamic", description="pad each batch to its longest example, or always to max_length"
+    )
+    group_by_length: bool = Field(False, description="batch examples of similar length together")
+
+    @field_validator("text_columns", "label_names", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def is_custom(self) -> bool:
+        return self.train_file is not None or self.validation_file is not None
+
+
+class TrainingConfig(_Strict):
+    """Optimisation and run-time options (passed on to transformers' TrainingArguments)."""
+
+    epochs: float = Field(3.0, gt=0, description="training epochs")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    batch_size: int = Field(32, ge=1, description="training batch size per device")
+    eval_batch_size: int = Field(64, ge=1, description="evaluation batch size per device")
+    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear decay)")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    seed: int = Field(42, description="random seed (data order and initialisation)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp32"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
+    logging_steps: int = Field(50, ge=1)
+    eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: each epoch)")
+    term_grad_norm_steps: int = Field(
+        10, ge=0, description="log each loss term's gradient norm for the first N steps"
+    )
+    dataloader_workers: int = Field(0, ge=0)
+    keep_checkpoints: bool = Field(False, description="keep optimizer checkpoints after a finished run")
+
+
+class RunConfig(_Strict):
+    """Options shared by every training command."""
+
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
+    output: Path | None = Field(None, description="run directory (default: runs/<task>-<loss>-<time>)")
+    overwrite: bool = Field(False, description="replace an existing run directory")
+    resume: bool = Field(False, description="continue the interrupted run in <output>.partial")
+    quiet: bool = Field(False, description="plain log lines instead of the live progress display")
+
+
+class FinetuneConfig(RunConfig):
+    """``kdkit finetune``: train a teacher with the task loss."""
+
+    model: str | None = Field(None, description="base model (default: the embedded all-MiniLM-L6-v2)")
+
+
+class DistillConfig(RunConfig):
+    """``kdkit distill``: distil a teacher into a student with a loss plugin."""
+
+    loss: str = Field("kd", description="the loss plugin to distil with")
+    teacher: str | None = Field(None, description="fine-tuned teacher (default: cached or fine-tuned now)")
+    base_model: str | None = Field(None, description="base model for the default teacher")
+    student: str = Field("copy:3", description="copy:N (N teacher layers) or a model id/path")
+    preset: str | None = Field(None, description="a named preset of the loss (for example 'paper')")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="component options: {name: {option: value}}"
+    )
+    teacher_cache: bool = Field(True, description="cache teacher signals on disk (else compute every step)")
+
+
+def kdkit_home() -> Path:
+    """KDKIT_HOME (default ~/.cache/kdkit): cached teachers and teacher signals."""
+    return Path(os.environ.get("KDKIT_HOME", Path.home() / ".cache" / "kdkit")).expanduser()
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file into a dict."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "check the path given to --config")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path} has an unknown format", "use .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(f"cannot parse config file {path}: {first_line}", "fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level", "see docs/configuration.md")
+    return data
+
+
+def parse_set_options(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """Parse ``["kd.temperature=2", "adkd.views=all"]`` into ``{"kd": {"temperature": 2}, ...}``.
+
+    Values are read as YAML scalars (``2`` is an int, ``0.5`` a float, ``true`` a bool, else a string).
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        component, dot, option = key.strip().partition(".")
+        if not sep or not dot or not component or not option:
+            raise ConfigError(f"cannot read --set {item!r}", "write --set COMPONENT.OPTION=VALUE, e.g. kd.alpha=0.5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        options.setdefault(component, {})[option] = value
+    return options
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (override wins)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def describe_fields(model: type[BaseModel]) -> str:
+    """``name (type, default X)`` for each field, for error messages and ``kdkit plugins``."""
+    parts = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            parts.append(f"{name} (section)")
+            continue
+        parts.append(f"{name} ({type_name}, default {info.get_default(call_default_factory=True)!r})")
+    return ", ".join(parts) or "none"
+
+
+def validation_message(exc: ValidationError, model: type[BaseModel], where: str) -> str:
+    """One line naming the first bad option of ``where`` and its problem."""
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown option {where}{location}"
+    value = error.get("input")
+    return f"bad value {value!r} for {where}{location}: {error['msg']}"
+
+
+def build_config(model: type[BaseModel], data: dict[str, Any], where: str = "") -> Any:
+    """Validate ``data`` into ``model`` or raise a one-line :class:`ConfigError` listing valid options."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = error["loc"]
+        sub: type[BaseModel] = model
+        for part in loc[:-1]:
+            field = sub.model_fields.get(str(part))
+            annotation = getattr(field, "annotation", None)
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                sub = annotation
+        raise ConfigError(
+            validation_message(exc, model, where),
+            f"valid options: {describe_fields(sub)}",
+        ) from None

