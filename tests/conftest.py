@@ -1,0 +1,86 @@
+"""Test configuration: offline, an isolated KDKIT_HOME, tiny models and the shared data sets."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports transformers/datasets: a missed download must fail loudly, not hang.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdkit.plugins import PluginManager, set_plugin_manager
+from kdkit.tasks import TaskSpec
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test session gets its own KDKIT_HOME; each test a fresh plugin manager."""
+    monkeypatch.setenv("KDKIT_HOME", str(tmp_path_factory.getbasetemp() / "kdkit-home"))
+    set_plugin_manager(None)
+    yield
+    set_plugin_manager(None)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"{SHARED} is missing: the tests read the shared data sets from ../shared")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def glue_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "glue"
+
+
+@pytest.fixture(scope="session")
+def agnews_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "agnews"
+
+
+@pytest.fixture
+def plugin_manager() -> PluginManager:
+    """A plugin manager with only the built-in plugin (no entry points)."""
+    return PluginManager(autoload=False)
+
+
+BINARY_TASK = TaskSpec(
+    name="tiny",
+    text_fields=("text",),
+    label_names=("neg", "pos"),
+    metrics=("accuracy", "macro_f1"),
+    main_metric="accuracy",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(train.csv, validation.csv) with text,label columns and labels pos/neg."""
+    from kdkit.testing import write_tiny_csv
+
+    directory = tmp_path_factory.mktemp("tiny-data")
+    return (
+        write_tiny_csv(directory / "train.csv", 96, seed=1),
+        write_tiny_csv(directory / "validation.csv", 32, seed=2),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny 2-layer BERT teacher (random weights) for the tiny binary task (labels neg, pos)."""
+    from kdkit.testing import save_tiny_classifier
+
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny-teacher") / "teacher", BINARY_TASK, num_layers=2)
