@@ -1,9 +1,9 @@
 """The Python API behind the CLI: fine-tune, distil, evaluate.
 
-    from kdkit import api
-    from kdkit.config import DistillConfig, DataConfig
-    result = api.distill(DistillConfig(loss="kd", data=DataConfig(task="sst2", data_dir="../shared/data/glue")))
-    print(result.metrics, result.run_dir)
+from kdkit import api
+from kdkit.config import DistillConfig, DataConfig
+result = api.distill(DistillConfig(loss="kd", data=DataConfig(task="sst2", data_dir="../shared/data/glue")))
+print(result.metrics, result.run_dir)
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = 
         if not task:
             raise ConfigError(f"--preset {preset} needs a --task", "name the task the preset is for")
         raw = deep_merge(loss_cls.presets[preset](str(task)), raw)
-    return build_config(DistillConfig, raw)  # type: ignore[no-any-return]
+    return build_config(DistillConfig, raw)
 
 
 def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, BaseModel]:
@@ -146,7 +146,7 @@ def _train(
     cached = False
     if loss.requires_teacher and use_teacher_cache:
         assert teacher is not None
-        teacher.to(args.device)
+        teacher.to(args.device)  # type: ignore[arg-type]
         ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
         start = time.perf_counter()
         with args.main_process_first(local=False, desc="teacher signals"):
@@ -163,7 +163,9 @@ def _train(
         cached = True
 
     pad_to = config.data.max_length if config.data.padding == "max_length" else None
-    collator = DistillationCollator(int(tokenizer.pad_token_id or 0), pad_to=pad_to, token_signals=sorted(loss.token_signals))
+    collator = DistillationCollator(
+        int(tokenizer.pad_token_id or 0), pad_to=pad_to, token_signals=sorted(loss.token_signals)
+    )
     eval_dataset: Any = task_data.validation[first_split] if len(task_data.validation) == 1 else task_data.validation
     trainer = DistillationTrainer(
         model=student,
@@ -184,7 +186,9 @@ def _train(
     else:
         trainer.add_callback(RichProgressCallback(console, description=f"{command} {task.name}"))
 
-    resume_from = get_last_checkpoint(str(run_dir.checkpoints)) if config.resume and run_dir.checkpoints.is_dir() else None
+    resume_from = (
+        get_last_checkpoint(str(run_dir.checkpoints)) if config.resume and run_dir.checkpoints.is_dir() else None
+    )
     if config.resume:
         console.print(f"resuming from {resume_from or 'the start (no checkpoint was saved yet)'}")
     start = time.perf_counter()
@@ -300,7 +304,9 @@ def finetune(
     model = models.load_base_for_task(base, task)
     loss_cls = plugins.loss("ce")
     loss = loss_cls(loss_cls.Options(), task)
-    run_dir = RunDirectory(config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume)
+    run_dir = RunDirectory(
+        config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
+    )
     return _train(
         config=config,
         command="finetune",
@@ -386,9 +392,11 @@ def distill(
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
     options = resolve_options(plugins, config)
-    teacher_path = ensure_teacher(config, plugins=plugins, console=console) if loss_cls.requires_teacher or (
-        config.student.startswith("copy:")
-    ) else None
+    teacher_path = (
+        ensure_teacher(config, plugins=plugins, console=console)
+        if loss_cls.requires_teacher or (config.student.startswith("copy:"))
+        else None
+    )
     tokenizer_source = teacher_path or config.student
     tokenizer = models.load_tokenizer(tokenizer_source)
     task_data = load_task_data(config.data, tokenizer)
@@ -455,6 +463,6 @@ def evaluate(
     tokenizer = models.load_tokenizer(str(model_dir))
     task_data = load_task_data(data, tokenizer, need_train=False)
     classifier = models.load_classifier(str(model_dir), task_data.task)
-    target = resolve_device(TrainingConfig(device=device))  # type: ignore[arg-type]
+    target = resolve_device(TrainingConfig(device=device))
     collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
     return task_data.task, _evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))

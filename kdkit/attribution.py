@@ -107,11 +107,7 @@ def embedding_block(model: nn.Module) -> nn.Module:
             "use a transformers sequence classifier",
         )
     word_embeddings = get_input_embeddings()
-    owners = [
-        module
-        for module in model.modules()
-        if any(child is word_embeddings for child in module.children())
-    ]
+    owners = [module for module in model.modules() if any(child is word_embeddings for child in module.children())]
     if not owners:
         raise ModelError(
             f"cannot find the embedding block of {type(model).__name__}",

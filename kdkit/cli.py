@@ -7,10 +7,9 @@ API. A :class:`~kdkit.errors.KdkitError` is printed as one line (``error: proble
 import functools
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -39,45 +38,113 @@ RUN = "Run"
 
 # -- shared options --------------------------------------------------------------------------------
 
-TaskOpt = Annotated[Optional[str], typer.Option("--task", "-t", help="GLUE task (see 'kdkit tasks') or a name for custom data.", rich_help_panel=DATA)]
-DataDirOpt = Annotated[Optional[Path], typer.Option(help="Hub-layout GLUE folder (else KDKIT_GLUE_DIR, else the hub).", rich_help_panel=DATA)]
-TrainFileOpt = Annotated[Optional[Path], typer.Option(help="Custom training data: CSV, TSV, JSON or JSONL.", rich_help_panel=DATA)]
-ValidationFileOpt = Annotated[Optional[Path], typer.Option(help="Custom validation data.", rich_help_panel=DATA)]
-TextColumnsOpt = Annotated[Optional[str], typer.Option(help="Text column(s) of custom data: a or a,b.", rich_help_panel=DATA)]
-LabelColumnOpt = Annotated[Optional[str], typer.Option(help="Label column of custom data [default: label].", rich_help_panel=DATA)]
-LabelNamesOpt = Annotated[Optional[str], typer.Option(help="The custom task's labels in id order: a,b,c.", rich_help_panel=DATA)]
-MaxLengthOpt = Annotated[Optional[int], typer.Option(help="Truncate to this many tokens [default: 128].", rich_help_panel=DATA)]
-MaxTrainOpt = Annotated[Optional[int], typer.Option(help="Use only the first N training examples.", rich_help_panel=DATA)]
-MaxEvalOpt = Annotated[Optional[int], typer.Option(help="Use only the first N validation examples.", rich_help_panel=DATA)]
-PaddingOpt = Annotated[Optional[str], typer.Option(help="dynamic (per batch) or max_length [default: dynamic].", rich_help_panel=DATA)]
-GroupOpt = Annotated[Optional[bool], typer.Option("--group-by-length/--no-group-by-length", help="Batch examples of similar length together [default: off].", rich_help_panel=DATA)]
+TaskOpt = Annotated[
+    str | None,
+    typer.Option("--task", "-t", help="GLUE task (see 'kdkit tasks') or a name for custom data.", rich_help_panel=DATA),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Hub-layout GLUE folder (else KDKIT_GLUE_DIR, else the hub).", rich_help_panel=DATA),
+]
+TrainFileOpt = Annotated[
+    Path | None, typer.Option(help="Custom training data: CSV, TSV, JSON or JSONL.", rich_help_panel=DATA)
+]
+ValidationFileOpt = Annotated[Path | None, typer.Option(help="Custom validation data.", rich_help_panel=DATA)]
+TextColumnsOpt = Annotated[
+    str | None, typer.Option(help="Text column(s) of custom data: a or a,b.", rich_help_panel=DATA)
+]
+LabelColumnOpt = Annotated[
+    str | None, typer.Option(help="Label column of custom data [default: label].", rich_help_panel=DATA)
+]
+LabelNamesOpt = Annotated[
+    str | None, typer.Option(help="The custom task's labels in id order: a,b,c.", rich_help_panel=DATA)
+]
+MaxLengthOpt = Annotated[
+    int | None, typer.Option(help="Truncate to this many tokens [default: 128].", rich_help_panel=DATA)
+]
+MaxTrainOpt = Annotated[int | None, typer.Option(help="Use only the first N training examples.", rich_help_panel=DATA)]
+MaxEvalOpt = Annotated[int | None, typer.Option(help="Use only the first N validation examples.", rich_help_panel=DATA)]
+PaddingOpt = Annotated[
+    str | None, typer.Option(help="dynamic (per batch) or max_length [default: dynamic].", rich_help_panel=DATA)
+]
+GroupOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--group-by-length/--no-group-by-length",
+        help="Batch examples of similar length together [default: off].",
+        rich_help_panel=DATA,
+    ),
+]
 
-EpochsOpt = Annotated[Optional[float], typer.Option(help="Training epochs [default: 3].", rich_help_panel=TRAIN)]
-MaxStepsOpt = Annotated[Optional[int], typer.Option(help="Stop after N optimiser steps.", rich_help_panel=TRAIN)]
-BatchOpt = Annotated[Optional[int], typer.Option(help="Batch size per device [default: 32].", rich_help_panel=TRAIN)]
-EvalBatchOpt = Annotated[Optional[int], typer.Option(help="Evaluation batch size [default: 64].", rich_help_panel=TRAIN)]
-LrOpt = Annotated[Optional[float], typer.Option("--learning-rate", "--lr", help="Peak learning rate [default: 5e-5].", rich_help_panel=TRAIN)]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed [default: 42].", rich_help_panel=TRAIN)]
-PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto, fp32, bf16 or fp16 [default: auto].", rich_help_panel=TRAIN)]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu or cuda [default: auto].", rich_help_panel=TRAIN)]
-WarmupOpt = Annotated[Optional[float], typer.Option(help="Warm-up fraction of the steps [default: 0.1].", rich_help_panel=TRAIN)]
-GradNormOpt = Annotated[Optional[float], typer.Option(help="Gradient clipping norm [default: 1.0].", rich_help_panel=TRAIN)]
-LoggingOpt = Annotated[Optional[int], typer.Option(help="Log every N steps [default: 50].", rich_help_panel=TRAIN)]
-EvalStepsOpt = Annotated[Optional[int], typer.Option(help="Evaluate every N steps [default: each epoch].", rich_help_panel=TRAIN)]
+EpochsOpt = Annotated[float | None, typer.Option(help="Training epochs [default: 3].", rich_help_panel=TRAIN)]
+MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after N optimiser steps.", rich_help_panel=TRAIN)]
+BatchOpt = Annotated[int | None, typer.Option(help="Batch size per device [default: 32].", rich_help_panel=TRAIN)]
+EvalBatchOpt = Annotated[int | None, typer.Option(help="Evaluation batch size [default: 64].", rich_help_panel=TRAIN)]
+LrOpt = Annotated[
+    float | None,
+    typer.Option("--learning-rate", "--lr", help="Peak learning rate [default: 5e-5].", rich_help_panel=TRAIN),
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed [default: 42].", rich_help_panel=TRAIN)]
+PrecisionOpt = Annotated[
+    str | None, typer.Option(help="auto, fp32, bf16 or fp16 [default: auto].", rich_help_panel=TRAIN)
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].", rich_help_panel=TRAIN)]
+WarmupOpt = Annotated[
+    float | None, typer.Option(help="Warm-up fraction of the steps [default: 0.1].", rich_help_panel=TRAIN)
+]
+GradNormOpt = Annotated[
+    float | None, typer.Option(help="Gradient clipping norm [default: 1.0].", rich_help_panel=TRAIN)
+]
+LoggingOpt = Annotated[int | None, typer.Option(help="Log every N steps [default: 50].", rich_help_panel=TRAIN)]
+EvalStepsOpt = Annotated[
+    int | None, typer.Option(help="Evaluate every N steps [default: each epoch].", rich_help_panel=TRAIN)
+]
 
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Run directory [default: runs/<task>-<what>-<time>].", rich_help_panel=RUN)]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML, TOML or JSON config; flags override it.", rich_help_panel=RUN)]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.", rich_help_panel=RUN)]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the unfinished run in <output>.partial.", rich_help_panel=RUN)]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Plain log lines instead of the live display.", rich_help_panel=RUN)]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Run directory [default: runs/<task>-<what>-<time>].", rich_help_panel=RUN),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML, TOML or JSON config; flags override it.", rich_help_panel=RUN),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing run directory.", rich_help_panel=RUN)
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the unfinished run in <output>.partial.", rich_help_panel=RUN)
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Plain log lines instead of the live display.", rich_help_panel=RUN)
+]
 
 _DATA_FLAGS = (
-    "task", "data_dir", "train_file", "validation_file", "text_columns", "label_column", "label_names",
-    "max_length", "max_train_samples", "max_eval_samples", "padding", "group_by_length",
+    "task",
+    "data_dir",
+    "train_file",
+    "validation_file",
+    "text_columns",
+    "label_column",
+    "label_names",
+    "max_length",
+    "max_train_samples",
+    "max_eval_samples",
+    "padding",
+    "group_by_length",
 )
 _TRAIN_FLAGS = (
-    "epochs", "max_steps", "batch_size", "eval_batch_size", "learning_rate", "seed", "precision", "device",
-    "warmup_ratio", "max_grad_norm", "logging_steps", "eval_steps",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "eval_batch_size",
+    "learning_rate",
+    "seed",
+    "precision",
+    "device",
+    "warmup_ratio",
+    "max_grad_norm",
+    "logging_steps",
+    "eval_steps",
 )
 
 
@@ -96,7 +163,7 @@ def _overrides(values: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _raw_config(config_file: Optional[Path], flags: dict[str, Any]) -> dict[str, Any]:
+def _raw_config(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
     from kdkit.config import deep_merge
 
     base = read_config_file(config_file) if config_file else {}
@@ -148,24 +215,35 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_callback(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = False,
-    disable_plugin: Annotated[Optional[list[str]], typer.Option("--disable-plugin", help="Block a plugin by name (repeatable); also KDKIT_DISABLE_PLUGINS=a,b.")] = None,
-    enable_plugin: Annotated[Optional[list[str]], typer.Option("--enable-plugin", help="Load an entry point or module even when KDKIT_DISABLE_PLUGIN_AUTOLOAD is set (repeatable).")] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    disable_plugin: Annotated[
+        list[str] | None,
+        typer.Option("--disable-plugin", help="Block a plugin by name (repeatable); also KDKIT_DISABLE_PLUGINS=a,b."),
+    ] = None,
+    enable_plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--enable-plugin",
+            help="Load an entry point or module even when KDKIT_DISABLE_PLUGIN_AUTOLOAD is set (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Knowledge distillation for transformer classifiers."""
     from kdkit.progress import quiet_libraries
 
     quiet_libraries()
-    plugin_host.set_plugin_manager(
-        plugin_host.PluginManager(disable=disable_plugin or (), enable=enable_plugin or ())
-    )
+    plugin_host.set_plugin_manager(plugin_host.PluginManager(disable=disable_plugin or (), enable=enable_plugin or ()))
 
 
 @app.command()
 @handle_errors
 def finetune(
     task: TaskOpt = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model id or path [default: embedded all-MiniLM-L6-v2].")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Base model id or path [default: embedded all-MiniLM-L6-v2].")
+    ] = None,
     output: OutputOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -212,14 +290,30 @@ def finetune(
 @app.command()
 @handle_errors
 def distill(
-    plugin: Annotated[Optional[str], typer.Option("--plugin", "-p", help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') [default: kd].")] = None,
+    plugin: Annotated[
+        str | None,
+        typer.Option("--plugin", "-p", help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') [default: kd]."),
+    ] = None,
     task: TaskOpt = None,
-    teacher: Annotated[Optional[str], typer.Option(help="Fine-tuned teacher (run dir, model dir or hub id) [default: cached, or fine-tuned now].")] = None,
-    student: Annotated[Optional[str], typer.Option(help="copy:N (N teacher layers) or a model id/path [default: copy:3].")] = None,
-    base_model: Annotated[Optional[str], typer.Option(help="Base model of the default teacher [default: embedded all-MiniLM-L6-v2].")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="A named preset of the loss, e.g. 'paper'.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Plugin option NAME.OPTION=VALUE (repeatable), e.g. kd.temperature=2.")] = None,
-    teacher_cache: Annotated[Optional[bool], typer.Option("--teacher-cache/--no-teacher-cache", help="Cache teacher signals on disk [default: on].")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="Fine-tuned teacher (run dir, model dir or hub id) [default: cached, or fine-tuned now]."),
+    ] = None,
+    student: Annotated[
+        str | None, typer.Option(help="copy:N (N teacher layers) or a model id/path [default: copy:3].")
+    ] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="Base model of the default teacher [default: embedded all-MiniLM-L6-v2].")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="A named preset of the loss, e.g. 'paper'.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Plugin option NAME.OPTION=VALUE (repeatable), e.g. kd.temperature=2."),
+    ] = None,
+    teacher_cache: Annotated[
+        bool | None,
+        typer.Option("--teacher-cache/--no-teacher-cache", help="Cache teacher signals on disk [default: on]."),
+    ] = None,
     output: OutputOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -380,4 +474,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

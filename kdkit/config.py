@@ -77,9 +77,7 @@ class TrainingConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
     logging_steps: int = Field(50, ge=1)
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: each epoch)")
-    term_grad_norm_steps: int = Field(
-        10, ge=0, description="log each loss term's gradient norm for the first N steps"
-    )
+    term_grad_norm_steps: int = Field(10, ge=0, description="log each loss term's gradient norm for the first N steps")
     dataloader_workers: int = Field(0, ge=0)
     keep_checkpoints: bool = Field(False, description="keep optimizer checkpoints after a finished run")
 
@@ -87,8 +85,8 @@ class TrainingConfig(_Strict):
 class RunConfig(_Strict):
     """Options shared by every training command."""
 
-    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
-    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[arg-type]
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     output: Path | None = Field(None, description="run directory (default: runs/<task>-<loss>-<time>)")
     overwrite: bool = Field(False, description="replace an existing run directory")
     resume: bool = Field(False, description="continue the interrupted run in <output>.partial")

@@ -159,8 +159,10 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
         label_names: tuple[str, ...] | None = tuple(data.label_names)
     elif non_null and all(isinstance(v, str) for v in non_null):
         label_names = tuple(sorted({str(v) for v in non_null}))
-    elif non_null and all(_is_integral(v) and not isinstance(v, bool) for v in non_null) and not any(
-        isinstance(v, float) for v in non_null
+    elif (
+        non_null
+        and all(_is_integral(v) and not isinstance(v, bool) for v in non_null)
+        and not any(isinstance(v, float) for v in non_null)
     ):
         label_names = tuple(str(i) for i in range(int(max(non_null)) + 1))
     elif non_null and all(isinstance(v, (int, float, np.number)) for v in non_null):
@@ -205,9 +207,7 @@ def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Da
     if train is not None:
         train = _limit(train, data.max_train_samples)
         _validate_split(train, task, "training set")
-    validation_splits = {
-        name: _limit(split, data.max_eval_samples) for name, split in validation_splits.items()
-    }
+    validation_splits = {name: _limit(split, data.max_eval_samples) for name, split in validation_splits.items()}
     for name, split in validation_splits.items():
         _validate_split(split, task, f"{name} set")
     return task, train, validation_splits
@@ -261,9 +261,7 @@ def _validate_split(split: Dataset, task: TaskSpec, what: str) -> None:
 class _Tokenize:
     """``datasets.map`` function: texts -> model inputs, labels -> ids (hashable, so the map is cached)."""
 
-    def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_length: int, pad_to_max: bool
-    ) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, max_length: int, pad_to_max: bool) -> None:
         self.tokenizer = tokenizer
         self.text_fields = task.text_fields
         self.label_column = task.label_column

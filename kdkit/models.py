@@ -127,7 +127,9 @@ def check_head_fits(config: Any, task: TaskSpec, *, role: str = "model", name: s
         )
 
 
-def check_same_vocabulary(teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase) -> None:
+def check_same_vocabulary(
+    teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase
+) -> None:
     """Teacher and student must tokenise identically: attribution maps and KD compare them per token."""
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
         raise ModelError(
@@ -141,7 +143,7 @@ def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The transformer layer list (its state-dict prefix and the ModuleList): the ModuleList of the base
     model whose length is ``config.num_hidden_layers`` (``encoder.layer`` in BERT, ``transformer.layer`` in
     DistilBERT)."""
-    config = model.config  # type: ignore[union-attr]
+    config = model.config
     count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
@@ -154,7 +156,9 @@ def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> li
     return [round((i + 1) * num_teacher_layers / num_student_layers) - 1 for i in range(num_student_layers)]
 
 
-def copy_student(teacher: PreTrainedModel, num_layers: int, *, attn_implementation: str | None = None) -> PreTrainedModel:
+def copy_student(
+    teacher: PreTrainedModel, num_layers: int, *, attn_implementation: str | None = None
+) -> PreTrainedModel:
     """An N-layer student initialised from the teacher (see the module docstring)."""
     prefix, layers = layer_list(teacher)
     if not 1 <= num_layers <= len(layers):
@@ -237,7 +241,9 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, directory: Path, max_length: int) -> None:
+def save_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, directory: Path, max_length: int
+) -> None:
     """Save weights (safetensors), config, tokenizer and the task description."""
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory, safe_serialization=True)

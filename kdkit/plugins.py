@@ -140,18 +140,14 @@ class PluginManager:
         unknown = [caller.name for caller in self.hooks.get_hookcallers(plugin) or [] if not caller.has_spec()]
         if unknown:
             self.hooks.unregister(plugin)
-            self.failures.append(
-                PluginFailure(name, source, f"implements unknown hook(s) {', '.join(unknown)}")
-            )
+            self.failures.append(PluginFailure(name, source, f"implements unknown hook(s) {', '.join(unknown)}"))
             return
         self.sources[name] = source
 
     # -- components ------------------------------------------------------------------------------
 
     def _collect(self) -> None:
-        self.infos: dict[str, PluginInfo] = {
-            name: PluginInfo(name, source) for name, source in self.sources.items()
-        }
+        self.infos: dict[str, PluginInfo] = {name: PluginInfo(name, source) for name, source in self.sources.items()}
         self.losses: dict[str, type[DistillationLoss]] = {}
         self.providers: dict[str, type[AttributionProvider]] = {}
         owners: dict[str, str] = {}
@@ -181,9 +177,9 @@ class PluginManager:
                         )
                         continue
                     owners[component.name] = plugin_name
-                    registry[component.name] = component  # type: ignore[assignment]
+                    registry[component.name] = component
                     info = self.infos[plugin_name]
-                    (info.losses if base is DistillationLoss else info.providers).append(component)  # type: ignore[arg-type]
+                    (info.losses if base is DistillationLoss else info.providers).append(component)
         for name in broken:
             self._drop(name)
 
@@ -196,7 +192,7 @@ class PluginManager:
         for item in returned:
             if not (isinstance(item, type) and issubclass(item, base)):
                 raise TypeError(f"{item!r} is not a {base.__name__} subclass")
-            if not isinstance(getattr(item, "name", None), str) or not item.name:
+            if not isinstance(getattr(item, "name", None), str) or not getattr(item, "name", ""):
                 raise TypeError(f"{item.__name__} has no 'name'")
         return list(returned)
 

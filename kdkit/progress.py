@@ -42,7 +42,9 @@ class RichProgressCallback(TrainerCallback):
         self.throughput = _Throughput()
         self.latest = ""
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if not state.is_world_process_zero:
             return
         self.throughput = _Throughput()
@@ -75,18 +77,27 @@ class RichProgressCallback(TrainerCallback):
         )
 
     def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         if self.progress is None or not logs:
             return
         if "loss" in logs:
             self.latest = " ".join(
-                f"{k.removeprefix('loss_')}={v:.4f}" for k, v in logs.items() if k.startswith("loss") and isinstance(v, float)
+                f"{k.removeprefix('loss_')}={v:.4f}"
+                for k, v in logs.items()
+                if k.startswith("loss") and isinstance(v, float)
             )
         elif any(k.startswith("eval_") for k in logs):
             self.progress.console.print(f"[cyan]epoch {state.epoch or 0:.2f}[/] {_format_logs(logs)}")
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -99,12 +110,19 @@ class PlainLogCallback(TrainerCallback):
         self.console = console or Console(stderr=True, highlight=False)
         self.throughput = _Throughput()
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.throughput = _Throughput()
         self.throughput.start_step = state.global_step
 
     def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
         if not state.is_world_process_zero or not logs:
             return

@@ -80,7 +80,7 @@ def training_arguments(
         eval_strategy=strategy if has_eval else "no",
         eval_steps=training.eval_steps,
         save_strategy=strategy,
-        save_steps=training.eval_steps,
+        save_steps=training.eval_steps or 500,
         save_total_limit=2,
         metric_for_best_model=metric if has_eval else None,
         greater_is_better=task.main_metric not in LOWER_IS_BETTER,
@@ -190,11 +190,7 @@ class DistillationTrainer(Trainer):
         for name, value in terms.items():
             self._term_sums[name] = self._term_sums[name] + value.detach().double().cpu()
         self._term_count += 1
-        if (
-            self.state.global_step < self.term_grad_norm_steps
-            and len(terms) > 1
-            and self.args.world_size == 1
-        ):
+        if self.state.global_step < self.term_grad_norm_steps and len(terms) > 1 and self.args.world_size == 1:
             parameters = [p for p in student.parameters() if p.requires_grad]
             record: dict[str, float] = {"step": float(self.state.global_step)}
             for name, value in terms.items():
@@ -237,9 +233,7 @@ class DistillationTrainer(Trainer):
         return loss.detach(), (None if prediction_loss_only else logits.detach()), labels
 
 
-def provider_factory(
-    providers: dict[str, type[AttributionProvider]], options: dict[str, Any]
-) -> Any:
+def provider_factory(providers: dict[str, type[AttributionProvider]], options: dict[str, Any]) -> Any:
     """A cached ``name -> provider instance`` function over validated option objects."""
     built: dict[str, AttributionProvider] = {}
 

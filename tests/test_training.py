@@ -57,7 +57,12 @@ def test_distill_writes_a_complete_run_directory(tiny_csv, tiny_teacher, tmp_pat
 
 def test_best_checkpoint_is_the_best_evaluation(tiny_csv, tiny_teacher, tmp_path, plugin_manager):
     result = api.distill(
-        _config(tiny_csv, tiny_teacher, tmp_path / "run", training=TrainingConfig(epochs=3, batch_size=16, learning_rate=3e-3)),
+        _config(
+            tiny_csv,
+            tiny_teacher,
+            tmp_path / "run",
+            training=TrainingConfig(epochs=3, batch_size=16, learning_rate=3e-3),
+        ),
         plugins=plugin_manager,
     )
     history = result.summary["history"]
@@ -107,7 +112,9 @@ def test_resume_continues_an_interrupted_run(tiny_csv, tiny_teacher, tmp_path, p
     api.distill(first, plugins=plugin_manager)
     # Turn the finished run back into an unfinished one with its first-epoch checkpoint.
     full = _config(
-        tiny_csv, tiny_teacher, tmp_path / "run2",
+        tiny_csv,
+        tiny_teacher,
+        tmp_path / "run2",
         training=TrainingConfig(epochs=2, batch_size=16, logging_steps=2, keep_checkpoints=True),
     )
     api.distill(full, plugins=plugin_manager)
@@ -118,7 +125,10 @@ def test_resume_continues_an_interrupted_run(tiny_csv, tiny_teacher, tmp_path, p
     shutil.rmtree(partial / "checkpoints" / "checkpoint-12")
     resumed = api.distill(
         _config(
-            tiny_csv, tiny_teacher, tmp_path / "run3", resume=True,
+            tiny_csv,
+            tiny_teacher,
+            tmp_path / "run3",
+            resume=True,
             training=TrainingConfig(epochs=2, batch_size=16, logging_steps=2),
         ),
         plugins=plugin_manager,

@@ -5,10 +5,10 @@ Everything here builds small, randomly initialised models in memory, so tests ne
 
 from kdkit.testing.models import (
     TINY_WORDS,
+    save_tiny_classifier,
     tiny_classifier,
     tiny_config,
     tiny_tokenizer,
-    save_tiny_classifier,
     write_tiny_csv,
 )
 

@@ -1,7 +1,7 @@
 """Tiny random models, a tiny WordPiece tokenizer and tiny data sets for tests.
 
-    tokenizer = tiny_tokenizer(tmp_path)
-    model = tiny_classifier("bert", num_labels=2, vocab_size=len(tokenizer))
+tokenizer = tiny_tokenizer(tmp_path)
+model = tiny_classifier("bert", num_labels=2, vocab_size=len(tokenizer))
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
-    BertTokenizerFast,
+    BertTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -27,11 +27,86 @@ from kdkit.tasks import TaskSpec
 
 #: the words of the tiny vocabulary (plus single letters and ##letters, so any lowercase text tokenises)
 TINY_WORDS = (
-    "the a an and or but not no is was are be it this that movie film good great bad awful fine "
-    "love hate boring fun story actor plot very really quite too so of in on to with for at by "
-    "from as i you he she we they my your his her our their one two three cat dog sat mat ran "
-    "fast slow happy sad news world sports business science tech market game team win lose"
-).split()
+    "the",
+    "a",
+    "an",
+    "and",
+    "or",
+    "but",
+    "not",
+    "no",
+    "is",
+    "was",
+    "are",
+    "be",
+    "it",
+    "this",
+    "that",
+    "movie",
+    "film",
+    "good",
+    "great",
+    "bad",
+    "awful",
+    "fine",
+    "love",
+    "hate",
+    "boring",
+    "fun",
+    "story",
+    "actor",
+    "plot",
+    "very",
+    "really",
+    "quite",
+    "too",
+    "so",
+    "of",
+    "in",
+    "on",
+    "to",
+    "with",
+    "for",
+    "at",
+    "by",
+    "from",
+    "as",
+    "i",
+    "you",
+    "he",
+    "she",
+    "we",
+    "they",
+    "my",
+    "your",
+    "his",
+    "her",
+    "our",
+    "their",
+    "one",
+    "two",
+    "three",
+    "cat",
+    "dog",
+    "sat",
+    "mat",
+    "ran",
+    "fast",
+    "slow",
+    "happy",
+    "sad",
+    "news",
+    "world",
+    "sports",
+    "business",
+    "science",
+    "tech",
+    "market",
+    "game",
+    "team",
+    "win",
+    "lose",
+)
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -41,7 +116,7 @@ def tiny_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
     letters = list(string.ascii_lowercase) + [f"##{c}" for c in string.ascii_lowercase]
     punctuation = list(".,!?'-")
     vocab = list(dict.fromkeys(_SPECIAL + punctuation + list(TINY_WORDS) + letters))
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(directory)
     return tokenizer
 
@@ -118,8 +193,12 @@ def save_tiny_classifier(
     """Save a tiny BERT classifier for ``task`` with the tiny tokenizer into ``directory`` (a teacher)."""
     tokenizer = tiny_tokenizer(directory / "_tokenizer")
     model = tiny_classifier(
-        "bert", num_labels=task.num_labels, vocab_size=len(tokenizer), seed=seed,
-        num_layers=num_layers, hidden_size=hidden_size,
+        "bert",
+        num_labels=task.num_labels,
+        vocab_size=len(tokenizer),
+        seed=seed,
+        num_layers=num_layers,
+        hidden_size=hidden_size,
     )
     if task.label_names is not None:
         model.config.id2label = dict(enumerate(task.label_names))
