@@ -39,7 +39,7 @@ from kdkit.config import (
     deep_merge,
     kdkit_home,
 )
-from kdkit.data import DistillationCollator, TaskData, glue_source, load_task_data
+from kdkit.data import DistillationCollator, TaskData, glue_source, load_raw, load_task_data
 from kdkit.errors import ConfigError, DataError
 from kdkit.losses import DistillationLoss, LossContext
 from kdkit.metrics import compute_metrics
@@ -301,12 +301,13 @@ def finetune(
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
-    model = models.load_base_for_task(base, task)
-    loss_cls = plugins.loss("ce")
-    loss = loss_cls(loss_cls.Options(), task)
     run_dir = RunDirectory(
         config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
     )
+    run_dir.check()
+    model = models.load_base_for_task(base, task)
+    loss_cls = plugins.loss("ce")
+    loss = loss_cls(loss_cls.Options(), task)
     return _train(
         config=config,
         command="finetune",
@@ -392,6 +393,13 @@ def distill(
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
     options = resolve_options(plugins, config)
+    load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it
+    run_dir = RunDirectory(
+        config.output or default_output(config.data.task or "custom", loss_cls.name),
+        overwrite=config.overwrite,
+        resume=config.resume,
+    )
+    run_dir.check()
     teacher_path = (
         ensure_teacher(config, plugins=plugins, console=console)
         if loss_cls.requires_teacher or (config.student.startswith("copy:"))
@@ -416,9 +424,6 @@ def distill(
     loss = loss_cls(options[loss_cls.name], task)
     for provider_name in loss.providers_used():
         plugins.provider(provider_name)  # fail early on a missing provider
-    run_dir = RunDirectory(
-        config.output or default_output(task.name, loss.name), overwrite=config.overwrite, resume=config.resume
-    )
     return _train(
         config=config,
         command="distill",

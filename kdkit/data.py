@@ -92,12 +92,16 @@ def _check_csv(path: Path) -> None:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path} is empty", "give a file with a header row and at least one example")
+        rows = 0
         for row in reader:
             if row and len(row) != len(header):
                 raise DataError(
                     f"malformed row at line {reader.line_num} of {path}: {len(row)} fields, header has {len(header)}",
                     "quote fields that contain the delimiter, or fix the row",
                 )
+            rows += bool(row)
+    if rows == 0:
+        raise DataError(f"{path} has a header but no examples", "add at least one example row")
 
 
 def _load_file(path: Path) -> Dataset:
@@ -106,6 +110,8 @@ def _load_file(path: Path) -> Dataset:
         raise DataError(f"unsupported data file {path}", "use a .csv, .tsv, .json or .jsonl file")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist", "check --train-file / --validation-file")
+    if path.stat().st_size == 0 or not path.read_text(encoding="utf-8", errors="replace").strip():
+        raise DataError(f"{path} is empty", "give a file with at least one example")
     if fmt == "csv":
         _check_csv(path)
     kwargs: dict[str, Any] = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
@@ -227,7 +233,7 @@ def _validate_split(split: Dataset, task: TaskSpec, what: str) -> None:
                 "name the text column(s) with --text-columns",
             )
         for row, text in enumerate(split[column]):
-            if text is None or not isinstance(text, str):
+            if not isinstance(text, str) or not text.strip():
                 raise DataError(
                     f"row {row + 1} of the {what} has no text in column '{column}'",
                     "fill in or remove the row",

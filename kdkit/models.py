@@ -4,7 +4,7 @@ Student specs:
 
 - ``copy:N`` builds an N-layer student from the teacher: same configuration with N layers, the teacher's
   embeddings, pooler and classifier head, and N of its layers at evenly spaced depths
-  (layer ``round((i + 1) * L / N) - 1`` for i = 0..N-1, so the top layer is always kept; 6 -> 3 takes
+  (layer ``round_half_up((i + 1) * L / N) - 1`` for i = 0..N-1, so the top layer is always kept; 6 -> 3 takes
   layers 1, 3, 5).
 - anything else is a hub id or a local path of a model sharing the teacher's vocabulary.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,8 @@ def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
-    """Teacher layer ids for a copy:N student: ``round((i + 1) * L / N) - 1``, i = 0..N-1."""
-    return [round((i + 1) * num_teacher_layers / num_student_layers) - 1 for i in range(num_student_layers)]
+    """Teacher layer ids for a copy:N student: ``floor((i + 1) * L / N + 0.5) - 1``, i = 0..N-1."""
+    return [math.floor((i + 1) * num_teacher_layers / num_student_layers + 0.5) - 1 for i in range(num_student_layers)]
 
 
 def copy_student(

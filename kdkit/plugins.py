@@ -157,7 +157,7 @@ class PluginManager:
             ("kdkit_attribution_providers", AttributionProvider, self.providers),
         ):
             caller = getattr(self.hooks.hook, hook_name)
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order
                 plugin_name = impl.plugin_name
                 if plugin_name in broken:
                     continue

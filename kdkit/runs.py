@@ -50,6 +50,23 @@ class RunDirectory:
         self.overwrite = overwrite
         self.resume = resume
 
+    def check(self) -> None:
+        """Fail early (before any expensive work) if the run could not be written where asked."""
+        if self.final.exists() and not self.overwrite:
+            raise ConfigError(
+                f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
+            )
+        if self.work.exists() and not self.resume and is_main_process():
+            raise ConfigError(
+                f"an unfinished run exists at {self.work}",
+                "pass --resume to continue it, or delete it to start again",
+            )
+        ancestor = self.final.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            raise ConfigError(f"output location {self.final.parent} is not writable", "choose a writable --output")
+
     def prepare(self) -> None:
         """Check the locations and create the working directory (main process only)."""
         if self.final.exists() and not self.overwrite:

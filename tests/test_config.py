@@ -1,0 +1,124 @@
+"""Config models, files, --set parsing and precedence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdkit import api
+from kdkit.config import (
+    DataConfig,
+    DistillConfig,
+    build_config,
+    deep_merge,
+    parse_set_options,
+    read_config_file,
+)
+from kdkit.errors import ConfigError
+from kdkit.plugins import PluginManager
+
+
+def test_set_options_are_parsed_as_yaml_scalars():
+    parsed = parse_set_options(["kd.temperature=2", "kd.alpha=0.25", "adkd.views=all", "x.flag=true"])
+    assert parsed == {"kd": {"temperature": 2, "alpha": 0.25}, "adkd": {"views": "all"}, "x": {"flag": True}}
+
+
+@pytest.mark.parametrize("bad", ["temperature=2", "kd.temperature", ".x=1", "kd.=1"])
+def test_malformed_set_option_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match="COMPONENT.OPTION=VALUE"):
+        parse_set_options([bad])
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".toml", ".json"])
+def test_config_files_in_three_formats(tmp_path: Path, suffix: str):
+    data = {"loss": "kd", "data": {"task": "sst2", "max_length": 64}, "options": {"kd": {"alpha": 0.9}}}
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".yaml":
+        import yaml
+
+        path.write_text(yaml.safe_dump(data))
+    elif suffix == ".json":
+        path.write_text(json.dumps(data))
+    else:
+        path.write_text('loss = "kd"\n[data]\ntask = "sst2"\nmax_length = 64\n[options.kd]\nalpha = 0.9\n')
+    assert read_config_file(path) == data
+
+
+def test_unparseable_config_file(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse config file"):
+        read_config_file(path)
+
+
+def test_unknown_option_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as info:
+        build_config(DistillConfig, {"data": {"task": "sst2", "max_lenght": 10}})
+    message = str(info.value)
+    assert "unknown option data.max_lenght" in message
+    assert "max_length (int, default 128)" in message
+    assert "\n" not in message
+
+
+def test_ill_typed_option_names_the_value():
+    with pytest.raises(ConfigError, match="bad value 'many' for training.epochs"):
+        build_config(DistillConfig, {"training": {"epochs": "many"}})
+
+
+def test_plugin_options_are_validated_against_the_plugin(plugin_manager: PluginManager):
+    config = DistillConfig(options={"kd": {"temperature": 0}})
+    with pytest.raises(ConfigError, match=r"kd.temperature.*greater than 0.*alpha \(float, default 0.5\)"):
+        api.resolve_options(plugin_manager, config)
+    with pytest.raises(ConfigError, match=r"unknown option kd.temprature"):
+        api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"temprature": 1}}))
+    with pytest.raises(ConfigError, match="unknown component 'kdd'.*known components: ce, kd"):
+        api.resolve_options(plugin_manager, DistillConfig(options={"kdd": {"alpha": 1}}))
+    resolved = api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"alpha": 1, "temperature": 4}}))
+    assert resolved["kd"].model_dump() == {"alpha": 1.0, "temperature": 4.0}
+
+
+def test_deep_merge_keeps_untouched_keys():
+    assert deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}}) == {"a": {"b": 5, "c": 2}, "d": 3}
+
+
+def test_text_columns_accept_a_comma_separated_string():
+    assert DataConfig(text_columns="premise, hypothesis").text_columns == ["premise", "hypothesis"]  # type: ignore[arg-type]
+
+
+class _PresetPlugin:
+    from kdkit.hookspecs import hookimpl
+
+    @staticmethod
+    @hookimpl
+    def kdkit_losses():  # type: ignore[no-untyped-def]
+        from kdkit.builtin import VanillaKD
+
+        class PresetKD(VanillaKD):
+            name = "presetkd"
+            presets = {
+                "fast": lambda task: {
+                    "options": {"presetkd": {"alpha": 0.9, "temperature": 3.0}},
+                    "training": {"learning_rate": 1e-4, "batch_size": 8},
+                }
+            }
+
+        return [PresetKD]
+
+
+def test_precedence_preset_below_file_below_flags():
+    manager = PluginManager(autoload=False, extra_plugins={"preset": _PresetPlugin()})
+    raw = {
+        "loss": "presetkd",
+        "preset": "fast",
+        "data": {"task": "sst2"},
+        "training": {"batch_size": 16},  # the user's value beats the preset's
+        "options": {"presetkd": {"temperature": 1.0}},
+    }
+    config = api.resolve_distill_config(raw, manager)
+    assert config.training.batch_size == 16
+    assert config.training.learning_rate == 1e-4
+    assert config.options["presetkd"] == {"alpha": 0.9, "temperature": 1.0}
+    with pytest.raises(ConfigError, match="has no preset 'slow'.*available presets: fast"):
+        api.resolve_distill_config({**raw, "preset": "slow"}, manager)

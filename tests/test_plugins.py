@@ -1,0 +1,152 @@
+"""Plugin discovery through real entry points, isolation of broken plugins, enabling and disabling."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kdkit.errors import PluginError
+from kdkit.plugins import PluginManager
+
+GOOD_PLUGIN = """
+from pydantic import BaseModel
+from kdkit import hookimpl
+from kdkit.attribution import AttributionProvider
+from kdkit.losses import DistillationLoss, task_loss
+
+
+class HalfOptions(BaseModel):
+    scale: float = 0.5
+
+
+class HalfCE(DistillationLoss):
+    name = "half_ce"
+    Options = HalfOptions
+    requires_teacher = False
+
+    def __call__(self, batch, student_logits, teacher_signals, ctx):
+        return {"ce": self.options.scale * task_loss(self.task, student_logits, batch.labels)}
+
+
+class Uniform(AttributionProvider):
+    name = "uniform"
+
+    def attribute(self, model, inputs, targets, *, create_graph=False, forward=None):
+        mask = inputs["attention_mask"].float()
+        return mask[:, None, :, None].expand(-1, targets.shape[1], -1, 1)
+
+
+@hookimpl
+def kdkit_losses():
+    return [HalfCE]
+
+
+@hookimpl
+def kdkit_attribution_providers():
+    return [Uniform]
+"""
+
+
+def install_fake_distribution(root: Path, dist: str, plugins: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write modules and a ``<dist>-1.0.dist-info`` with ``kdkit`` entry points, and put root on sys.path."""
+    info = root / f"{dist}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = ["[kdkit]"]
+    for module, source in plugins.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+        lines.append(f"{module} = {module}")
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(root))
+
+
+def test_builtin_plugin_provides_ce_and_kd(plugin_manager: PluginManager):
+    assert set(plugin_manager.losses) == {"ce", "kd"}
+    [builtin] = plugin_manager.plugins()
+    assert (builtin.name, builtin.source) == ("builtin", "built-in")
+
+
+def test_entry_point_plugin_is_discovered_with_its_distribution(tmp_path, monkeypatch):
+    install_fake_distribution(tmp_path, "kdkit-fake", {"fake_kdkit_good": GOOD_PLUGIN}, monkeypatch)
+    manager = PluginManager()
+    assert "half_ce" in manager.losses and "uniform" in manager.providers
+    info = {p.name: p for p in manager.plugins()}["fake_kdkit_good"]
+    assert info.source == "kdkit-fake 1.0"
+    assert [c.name for c in info.losses] == ["half_ce"]
+    assert manager.failures == []
+
+
+def test_broken_plugins_are_reported_and_the_others_keep_working(tmp_path, monkeypatch):
+    install_fake_distribution(
+        tmp_path,
+        "kdkit-mixed",
+        {
+            "fake_kdkit_ok": GOOD_PLUGIN,
+            "fake_kdkit_import": "import this_module_does_not_exist\n",
+            "fake_kdkit_signature": (
+                "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_losses(unexpected_argument):\n    return []\n"
+            ),
+            "fake_kdkit_unknown": "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_lossez():\n    return []\n",
+            "fake_kdkit_raises": (
+                "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_losses():\n    raise RuntimeError('boom')\n"
+            ),
+            "fake_kdkit_wrong_type": "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_losses():\n    return [42]\n",
+        },
+        monkeypatch,
+    )
+    manager = PluginManager()
+    failures = {f.name: f.error for f in manager.failures}
+    assert "this_module_does_not_exist" in failures["fake_kdkit_import"]
+    assert "unexpected_argument" in failures["fake_kdkit_signature"]
+    assert "kdkit_lossez" in failures["fake_kdkit_unknown"]
+    assert "boom" in failures["fake_kdkit_raises"]
+    assert "not a DistillationLoss subclass" in failures["fake_kdkit_wrong_type"]
+    assert {"ce", "kd", "half_ce"} <= set(manager.losses)
+    assert all(f.source == "kdkit-mixed 1.0" for f in manager.failures)
+
+
+def test_duplicate_component_names_are_refused(tmp_path, monkeypatch):
+    clash = GOOD_PLUGIN.replace('name = "half_ce"', 'name = "kd"')
+    install_fake_distribution(tmp_path, "kdkit-clash", {"fake_kdkit_clash": clash}, monkeypatch)
+    manager = PluginManager()
+    [failure] = manager.failures
+    assert "'kd' is already provided by plugin 'builtin'" in failure.error
+    assert manager.losses["kd"].__module__ == "kdkit.builtin"
+
+
+def test_autoload_can_be_disabled_and_single_plugins_enabled(tmp_path, monkeypatch):
+    install_fake_distribution(tmp_path, "kdkit-fake", {"fake_kdkit_good": GOOD_PLUGIN}, monkeypatch)
+    monkeypatch.setenv("KDKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert "half_ce" not in PluginManager().losses
+    assert "half_ce" in PluginManager(enable=["fake_kdkit_good"]).losses
+    monkeypatch.setenv("KDKIT_PLUGINS", "fake_kdkit_good")
+    assert "half_ce" in PluginManager().losses
+
+
+def test_plugins_can_be_disabled_by_name(tmp_path, monkeypatch):
+    install_fake_distribution(tmp_path, "kdkit-fake", {"fake_kdkit_good": GOOD_PLUGIN}, monkeypatch)
+    assert "half_ce" not in PluginManager(disable=["fake_kdkit_good"]).losses
+    monkeypatch.setenv("KDKIT_DISABLE_PLUGINS", "fake_kdkit_good")
+    manager = PluginManager()
+    assert "half_ce" not in manager.losses
+    with pytest.raises(PluginError, match="unknown plugin loss 'half_ce'"):
+        manager.loss("half_ce")
+
+
+def test_unknown_loss_and_provider_name_the_known_ones(plugin_manager: PluginManager):
+    with pytest.raises(PluginError, match="unknown plugin loss 'kdd'.*ce, kd"):
+        plugin_manager.loss("kdd")
+    with pytest.raises(PluginError, match="unknown attribution provider 'ig'"):
+        plugin_manager.provider("ig")
+
+
+def test_in_process_plugins_can_be_registered(plugin_manager: PluginManager, tmp_path, monkeypatch):
+    (tmp_path / "inproc_plugin.py").write_text(GOOD_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import inproc_plugin  # type: ignore[import-not-found]
+
+    manager = PluginManager(autoload=False, extra_plugins={"mine": inproc_plugin})
+    assert manager.loss("half_ce").Options().model_dump() == {"scale": 0.5}
+    assert {p.name: p.source for p in manager.plugins()}["mine"] == "registered in-process"
