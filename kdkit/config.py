@@ -66,19 +66,19 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(32, ge=1, description="training batch size per device")
     eval_batch_size: int = Field(64, ge=1, description="evaluation batch size per device")
     learning_rate: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear decay)")
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of the steps spent warming up")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over N batches")
     seed: int = Field(42, description="random seed (data order and initialisation)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 on GPUs that support it, else fp32"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
-    logging_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(50, ge=1, description="log loss terms every N steps")
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: each epoch)")
     term_grad_norm_steps: int = Field(10, ge=0, description="log each loss term's gradient norm for the first N steps")
-    dataloader_workers: int = Field(0, ge=0)
+    dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     keep_checkpoints: bool = Field(False, description="keep optimizer checkpoints after a finished run")
 
 
