@@ -642,8 +642,9 @@ def export(
         out.print(f'try: kdkit predict {result.directory} "some text"')
 
 
-def _read_texts(path: Path, columns: list[str]) -> tuple[list[str], list[str] | None]:
-    """The text column(s) of a CSV/TSV or JSONL file: (texts, second texts or None)."""
+def _read_texts(path: Path, columns: list[str], *, explicit: bool) -> tuple[list[str], list[str] | None]:
+    """The text column(s) of a CSV/TSV or JSONL file: (texts, second texts or None). Unless the columns were
+    given (``explicit``), a single-text task falls back to a column named ``text``."""
     from kdkit.errors import DataError
 
     suffix = path.suffix.lower()
@@ -670,7 +671,7 @@ def _read_texts(path: Path, columns: list[str]) -> tuple[list[str], list[str] | 
     if not all(isinstance(row, dict) for row in rows):
         raise DataError(f"{path} is not a list of JSON objects", 'write one object per line: {"text": "..."}')
     available = list(rows[0])
-    if not all(column in available for column in columns) and len(columns) == 1 and "text" in available:
+    if not explicit and len(columns) == 1 and columns[0] not in available and "text" in available:
         columns = ["text"]
     missing = [column for column in columns if column not in available]
     if missing:
@@ -733,7 +734,8 @@ def predict(
     classifier = OnnxClassifier(model, precision=precision, threads=threads)  # type: ignore[arg-type]
     if file is not None:
         columns = text_column.split(",") if text_column else list(classifier.text_fields)
-        texts, pairs = _read_texts(file, [c.strip() for c in columns if c.strip()])
+        columns = [c.strip() for c in columns if c.strip()]
+        texts, pairs = _read_texts(file, columns, explicit=bool(text_column))
     else:
         assert text is not None
         texts, pairs = [text], ([text_pair] if text_pair is not None else None)
