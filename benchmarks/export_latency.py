@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,14 @@ def _transformer_optimised(fp32: Path, target: Path, config: Any) -> dict[str, i
 
 
 def main(argv: list[str] | None = None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="kdkit-bench-"))
+    try:
+        return _main(argv, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _main(argv: list[str] | None, work: Path) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument(
         "--model", required=True, type=Path, help="a distilled run directory (or its best/ model)"
@@ -167,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     dev = splits["validation"]
     sentences, labels = list(dev["sentence"]), np.asarray(dev["label"])
 
-    work = Path(tempfile.mkdtemp(prefix="kdkit-bench-"))
     export_dir = args.export_dir
     if export_dir is None:
         print(f"exporting {model_dir} (dynamo, int8) ...", file=sys.stderr)
