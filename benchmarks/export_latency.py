@@ -50,9 +50,7 @@ RESULTS = REPO / "benchmarks" / "results"
 Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
-def _session(
-    path: Path, threads: int, level: ort.GraphOptimizationLevel, spinning: int = 1
-) -> ort.InferenceSession:
+def _session(path: Path, threads: int, level: ort.GraphOptimizationLevel, spinning: int = 1) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", str(spinning))
     options.intra_op_num_threads = threads
@@ -121,22 +119,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, work: Path) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument(
-        "--model", required=True, type=Path, help="a distilled run directory (or its best/ model)"
-    )
+    parser.add_argument("--model", required=True, type=Path, help="a distilled run directory (or its best/ model)")
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=Path(os.environ.get("KDKIT_GLUE_DIR", REPO.parent / "shared" / "data" / "glue")),
     )
-    parser.add_argument(
-        "--export-dir", type=Path, help="an existing 'kdkit export --onnx --quantize int8' folder"
-    )
+    parser.add_argument("--export-dir", type=Path, help="an existing 'kdkit export --onnx --quantize int8' folder")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--repeats", type=int, default=60, help="timed repetitions per engine at batch 1")
-    parser.add_argument(
-        "--repeats-batch", type=int, default=15, help="timed repetitions per engine at batch 32"
-    )
+    parser.add_argument("--repeats-batch", type=int, default=15, help="timed repetitions per engine at batch 32")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per engine first")
     parser.add_argument("--block", type=int, default=5, help="timed calls per engine in a row, per round")
     parser.add_argument(
@@ -216,9 +208,7 @@ def _main(argv: list[str] | None, work: Path) -> int:
     classifier.session = _session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)
 
     # accuracy on the whole dev set (same ids for every engine)
-    eval_batches = _batches(
-        tokenizer, sentences + [sentences[-1]] * (-len(sentences) % 32), 32, max_length, names
-    )
+    eval_batches = _batches(tokenizer, sentences + [sentences[-1]] * (-len(sentences) % 32), 32, max_length, names)
     accuracy: dict[str, float] = {}
     for name, (run, _) in engines.items():
         logits = np.concatenate([run(b) for b in eval_batches])[: len(sentences)]
@@ -257,9 +247,7 @@ def _main(argv: list[str] | None, work: Path) -> int:
         # another engine's spinning threads have calmed down), round after round
         for round_start in range(0, repeats, args.block):
             for name in latency:
-                indices = [
-                    (round_start + i) % len(batches) for i in range(min(args.block, repeats - round_start))
-                ]
+                indices = [(round_start + i) % len(batches) for i in range(min(args.block, repeats - round_start))]
                 _call(name, indices[0])
                 for index in indices:
                     start = time.perf_counter()

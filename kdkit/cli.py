@@ -502,9 +502,7 @@ def _print_export(manifest: dict[str, Any], directory: Path) -> None:
         table.add_column(column, justify="right" if column != "case" else "left")
     for case in parity["cases"]:
         table.add_row(case["case"], f"{case['batch']}x{case['length']}", f"{case['max_abs_diff']:.2e}")
-    table.add_row(
-        "validation set, via tokenizers + onnxruntime", "-", f"{parity['validation_max_abs_diff']:.2e}"
-    )
+    table.add_row("validation set, via tokenizers + onnxruntime", "-", f"{parity['validation_max_abs_diff']:.2e}")
     out.print(table)
     evaluation = manifest["evaluation"]
     engines = [e for e in ("pytorch", "onnx_fp32", "onnx_int8") if e in evaluation["metrics"]]
@@ -521,18 +519,14 @@ def _print_export(manifest: dict[str, Any], directory: Path) -> None:
             *(_percent(v) if key.split("/")[-1] != "mse" else f"{v:.4f}" for v in values),
         )
     sizes = manifest.get("sizes", {})
-    table.add_row(
-        "file size", *(_mb(sizes.get({"pytorch": "pytorch"}.get(e, e.split("_")[-1]))) for e in engines)
-    )
+    table.add_row("file size", *(_mb(sizes.get({"pytorch": "pytorch"}.get(e, e.split("_")[-1]))) for e in engines))
     out.print(table)
 
 
 @app.command()
 @handle_errors
 def export(
-    model: Annotated[
-        Path, typer.Argument(help="Run directory (its best/ student) or a saved model directory.")
-    ],
+    model: Annotated[Path, typer.Argument(help="Run directory (its best/ student) or a saved model directory.")],
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).", rich_help_panel=EXPORT)
     ] = False,
@@ -542,15 +536,11 @@ def export(
     ] = None,
     opset: Annotated[
         int | None,
-        typer.Option(
-            help="ONNX opset [default: 20 with dynamo, 17 with torchscript].", rich_help_panel=EXPORT
-        ),
+        typer.Option(help="ONNX opset [default: 20 with dynamo, 17 with torchscript].", rich_help_panel=EXPORT),
     ] = None,
     exporter: Annotated[
         str,
-        typer.Option(
-            help="dynamo (torch.export) or torchscript (the legacy tracer).", rich_help_panel=EXPORT
-        ),
+        typer.Option(help="dynamo (torch.export) or torchscript (the legacy tracer).", rich_help_panel=EXPORT),
     ] = "dynamo",
     quantize: Annotated[
         str | None,
@@ -663,9 +653,7 @@ def _read_texts(path: Path, columns: list[str], *, explicit: bool) -> tuple[list
         else:
             raise DataError(f"unsupported file {path}", "use a .csv, .tsv or .jsonl file")
     except (UnicodeDecodeError, ValueError) as exc:
-        raise DataError(
-            f"cannot read {path} ({type(exc).__name__}: {str(exc)[:120]})", "check the file"
-        ) from None
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {str(exc)[:120]})", "check the file") from None
     if not rows:
         raise DataError(f"{path} has no rows", "give a file with a header (CSV) and at least one text")
     if not all(isinstance(row, dict) for row in rows):
@@ -684,9 +672,7 @@ def _read_texts(path: Path, columns: list[str], *, explicit: bool) -> tuple[list
         for slot, column in enumerate(columns):
             text = row.get(column)
             if not isinstance(text, str) or not text.strip():
-                raise DataError(
-                    f"row {number} of {path} has no text in column '{column}'", "fill in or remove the row"
-                )
+                raise DataError(f"row {number} of {path} has no text in column '{column}'", "fill in or remove the row")
             values[slot].append(text)
     return values[0], (values[1] if len(columns) == 2 else None)
 
@@ -698,25 +684,17 @@ def predict(
         Path, typer.Argument(help="Export folder from 'kdkit export --onnx' (or a run directory with onnx/).")
     ],
     text: Annotated[str | None, typer.Argument(help="The text to classify.")] = None,
-    text_pair: Annotated[
-        str | None, typer.Argument(help="Its second text, for sentence-pair tasks.")
-    ] = None,
+    text_pair: Annotated[str | None, typer.Argument(help="Its second text, for sentence-pair tasks.")] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Classify the texts of a CSV, TSV or JSONL file.")
     ] = None,
     text_column: Annotated[
         str | None,
-        typer.Option(
-            help="Text column(s) of --file: a or a,b [default: the task's text fields, else 'text']."
-        ),
+        typer.Option(help="Text column(s) of --file: a or a,b [default: the task's text fields, else 'text']."),
     ] = None,
-    precision: Annotated[
-        str, typer.Option(help="auto (int8 when exported, else fp32), fp32 or int8.")
-    ] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (int8 when exported, else fp32), fp32 or int8.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Texts per onnxruntime call.")] = 32,
-    threads: Annotated[
-        int | None, typer.Option(help="onnxruntime intra-op threads [default: onnxruntime's].")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads [default: onnxruntime's].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
 ) -> None:
     """Classify texts with an exported model: onnxruntime and tokenizers only, no torch."""
@@ -744,18 +722,14 @@ def predict(
         results = classifier.predict(texts, pairs, batch_size=batch_size)
     for warning in caught:
         if issubclass(warning.category, TruncationWarning):
-            err.print(
-                f"[yellow]warning:[/] {warning.message} (max length from the export manifest)", soft_wrap=True
-            )
+            err.print(f"[yellow]warning:[/] {warning.message} (max length from the export manifest)", soft_wrap=True)
     if as_json:
         rows = [
             {"text": t, **({"text_pair": pairs[i]} if pairs else {}), **r}
             for i, (t, r) in enumerate(zip(texts, results, strict=True))
         ]
         out.print_json(
-            json.dumps(
-                {"model": str(classifier.model_file), "precision": classifier.precision, "predictions": rows}
-            )
+            json.dumps({"model": str(classifier.model_file), "precision": classifier.precision, "predictions": rows})
         )
         return
     regression = classifier.label_names is None
@@ -772,9 +746,7 @@ def predict(
         if regression:
             table.add_row(str(number), shown, f"{r['score']:.4f}")
         else:
-            table.add_row(
-                str(number), shown, str(r["label"]), f"{r['score']:.4f}" + (" *" if r["truncated"] else "")
-            )
+            table.add_row(str(number), shown, str(r["label"]), f"{r['score']:.4f}" + (" *" if r["truncated"] else ""))
     if any(r["truncated"] for r in results):
         table.caption = f"* truncated to {classifier.max_length} tokens"
     out.print(table)

@@ -234,9 +234,7 @@ def _texts(split: Any, task: TaskSpec) -> tuple[list[str], list[str] | None]:
 def _quiet_exporter() -> Any:
     """Keep the exporters' progress prints, warnings and log lines out of the CLI output (kept for errors)."""
     buffer = io.StringIO()
-    loggers = [
-        logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")
-    ]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:
@@ -276,9 +274,7 @@ def export_model(
                 positions = getattr(model.config, "max_position_embeddings", None)
                 batch = torch.export.Dim("batch")
                 sequence = (
-                    torch.export.Dim("sequence", max=int(positions))
-                    if positions
-                    else torch.export.Dim("sequence")
+                    torch.export.Dim("sequence", max=int(positions)) if positions else torch.export.Dim("sequence")
                 )
                 program = torch.onnx.export(
                     wrapper,
@@ -312,8 +308,7 @@ def export_model(
             raise ExportError(
                 f"the {exporter} exporter (opset {opset}) failed on {type(model).__name__}: "
                 f"{type(exc).__name__}: {detail[:200]}",
-                f"try --exporter {other} or another --opset"
-                + (" (see the log above)" if log.getvalue() else ""),
+                f"try --exporter {other} or another --opset" + (" (see the log above)" if log.getvalue() else ""),
             ) from None
     return opset
 
@@ -371,14 +366,10 @@ def _parity_batches(
     def encode(indices: Sequence[int], padding: str | bool) -> dict[str, torch.Tensor]:
         first = [texts[i] for i in indices]
         second = [pairs[i] for i in indices] if pairs is not None else None
-        encoded = tokenizer(
-            first, second, truncation=True, max_length=max_length, padding=padding, return_tensors="pt"
-        )
+        encoded = tokenizer(first, second, truncation=True, max_length=max_length, padding=padding, return_tensors="pt")
         return {name: encoded[name] for name in input_names}
 
-    lengths = [
-        len(ids) for ids in tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]
-    ]
+    lengths = [len(ids) for ids in tokenizer(texts, pairs, truncation=True, max_length=max_length)["input_ids"]]
     by_length = sorted(range(len(texts)), key=lambda i: lengths[i])
     size = min(PARITY_BATCH, len(texts))
     return [
@@ -466,7 +457,7 @@ def export_onnx(
         raise ConfigError(f"unknown quantisation '{quantize}'", "use --quantize int8")
     if not tolerance > 0:
         raise ConfigError(f"tolerance must be positive, got {tolerance}", "pass e.g. --tolerance 1e-4")
-    data = resolve_data(model_dir, data or DataConfig.model_validate({}), max_length)
+    data = resolve_data(model_dir, data or DataConfig(), max_length)
     tokenizer = models.load_tokenizer(str(model_dir))
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(
@@ -534,13 +525,9 @@ def _export_into(
     first_split = next(iter(raw_splits.values()))
     texts, pairs = _texts(first_split, task)
     batches = _parity_batches(tokenizer, texts, pairs, data.max_length, input_names)
-    example = next(
-        batch for name, batch in batches if name.startswith(f"batch {min(PARITY_BATCH, len(texts))}")
-    )
+    example = next(batch for name, batch in batches if name.startswith(f"batch {min(PARITY_BATCH, len(texts))}"))
     if example["input_ids"].shape[0] < 2 or example["input_ids"].shape[1] < 2:
-        raise DataError(
-            "the validation set is too small to export from", "give at least 2 validation examples"
-        )
+        raise DataError("the validation set is too small to export from", "give at least 2 validation examples")
 
     fp32_path = work / FP32_FILE
     opset_default = opset or EXPORTERS.get(exporter, 0)
@@ -550,9 +537,7 @@ def _export_into(
     export_seconds = time.perf_counter() - start
     tokenizer.save_pretrained(work)
     if not (work / TOKENIZER_FILE).is_file():
-        raise ExportError(
-            f"the tokenizer of {model_dir} did not save a {TOKENIZER_FILE}", "use a fast tokenizer"
-        )
+        raise ExportError(f"the tokenizer of {model_dir} did not save a {TOKENIZER_FILE}", "use a fast tokenizer")
 
     say(f"checking parity with PyTorch on {len(batches)} real batches (tolerance {tolerance:g})")
     cases = check_parity(classifier, fp32_path, batches, tolerance)

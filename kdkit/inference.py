@@ -52,9 +52,7 @@ def resolve_export_dir(path: str | Path) -> Path:
     """The export folder: ``path`` itself, or ``path/onnx`` for a run directory exported with the defaults."""
     directory = Path(path)
     if not directory.exists():
-        raise ModelError(
-            f"{directory} does not exist", "give the folder written by 'kdkit export ... --onnx'"
-        )
+        raise ModelError(f"{directory} does not exist", "give the folder written by 'kdkit export ... --onnx'")
     if directory.is_file():
         raise ModelError(
             f"{directory} is a file, not an export folder",
@@ -82,8 +80,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ModelError(f"{path} lacks {', '.join(missing) or 'a task'}", "export the model again")
     if int(manifest.get("format", MANIFEST_FORMAT)) > MANIFEST_FORMAT:
         raise ModelError(
-            f"{path} has manifest format {manifest['format']}, newer than this kdkit reads "
-            f"({MANIFEST_FORMAT})",
+            f"{path} has manifest format {manifest['format']}, newer than this kdkit reads ({MANIFEST_FORMAT})",
             "upgrade kdkit",
         )
     return manifest
@@ -105,9 +102,7 @@ class OnnxClassifier:
         threads: onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core).
     """
 
-    def __init__(
-        self, directory: str | Path, *, precision: Precision = "auto", threads: int | None = None
-    ) -> None:
+    def __init__(self, directory: str | Path, *, precision: Precision = "auto", threads: int | None = None) -> None:
         self.directory = resolve_export_dir(directory)
         self.manifest = read_manifest(self.directory)
         task = self.manifest["task"]
@@ -174,9 +169,7 @@ class OnnxClassifier:
         # tokenizer.json may carry its own fixed-length settings: pad per batch, truncate to our max length
         tokenizer.no_padding()
         tokenizer.enable_truncation(self.max_length)
-        tokenizer.enable_padding(
-            pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]"))
-        )
+        tokenizer.enable_padding(pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]")))
         return tokenizer
 
     # -- inference ---------------------------------------------------------------------------------
@@ -195,9 +188,7 @@ class OnnxClassifier:
         if not pair_task and pairs is not None:
             raise DataError(f"task '{self.task_name}' classifies single texts", "give no second text")
         if pairs is not None and len(pairs) != len(texts):
-            raise DataError(
-                f"{len(texts)} texts but {len(pairs)} second texts", "give one second text per text"
-            )
+            raise DataError(f"{len(texts)} texts but {len(pairs)} second texts", "give one second text per text")
         for column, values in ((self.text_fields[0], texts), (self.text_fields[-1], pairs or ())):
             for row, text in enumerate(values):
                 if not isinstance(text, str) or not text.strip():
@@ -232,16 +223,12 @@ class OnnxClassifier:
         Texts are batched by length (less padding); a :class:`TruncationWarning` says how many were truncated.
         """
         self._check_inputs(texts, pairs)
-        order = np.argsort(
-            [len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)], kind="stable"
-        )
+        order = np.argsort([len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)], kind="stable")
         outputs: list[np.ndarray] = []
         flags: list[np.ndarray] = []
         for start in range(0, len(order), max(batch_size, 1)):
             chunk = order[start : start + batch_size]
-            inputs, truncated = self.encode(
-                [texts[i] for i in chunk], [pairs[i] for i in chunk] if pairs else None
-            )
+            inputs, truncated = self.encode([texts[i] for i in chunk], [pairs[i] for i in chunk] if pairs else None)
             outputs.append(np.asarray(self.session.run(None, inputs)[0], dtype=np.float32))
             flags.append(truncated)
         result = np.empty((len(texts), outputs[0].shape[-1]), dtype=np.float32)

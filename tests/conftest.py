@@ -87,9 +87,7 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_export(
-    tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path, tiny_csv: tuple[Path, Path]
-) -> Path:
+def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path, tiny_csv: tuple[Path, Path]) -> Path:
     """The tiny teacher exported with the default (dynamo) exporter and int8, validated on the tiny CSV."""
     from kdkit.config import DataConfig
     from kdkit.export import export_onnx

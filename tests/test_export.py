@@ -29,9 +29,7 @@ def _leftovers(output: Path) -> list[Path]:
     return sorted(output.parent.glob(output.name + "*"))
 
 
-def test_default_export_is_dynamo_with_dynamic_axes_and_a_full_manifest(
-    tiny_export: Path, tiny_teacher: Path
-):
+def test_default_export_is_dynamo_with_dynamic_axes_and_a_full_manifest(tiny_export: Path, tiny_teacher: Path):
     for name in (FP32_FILE, INT8_FILE, TOKENIZER_FILE, MANIFEST_FILE):
         assert (tiny_export / name).is_file(), name
     assert _leftovers(tiny_export) == [tiny_export]  # no .partial left behind
@@ -72,9 +70,7 @@ def test_default_export_is_dynamo_with_dynamic_axes_and_a_full_manifest(
 
 
 def test_torchscript_exporter_and_opset(tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path):
-    result = export_onnx(
-        tiny_teacher, tmp_path / "ts", data=_data(tiny_csv), exporter="torchscript", max_length=32
-    )
+    result = export_onnx(tiny_teacher, tmp_path / "ts", data=_data(tiny_csv), exporter="torchscript", max_length=32)
     assert result.manifest["exporter"]["name"] == "torchscript" and result.manifest["exporter"]["opset"] == 17
     assert result.manifest["max_length"] == 32
     assert max(case["length"] for case in result.manifest["parity"]["cases"]) == 32  # padded to max_length
@@ -96,9 +92,7 @@ def test_parity_failure_fails_the_export_and_leaves_nothing(
     assert _leftovers(output) == []
 
 
-def test_cli_export_prints_parity_and_metrics(
-    tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path
-):
+def test_cli_export_prints_parity_and_metrics(tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path):
     output = tmp_path / "cli"
     args = ["export", str(tiny_teacher), "--onnx", "-o", str(output), "--exporter", "torchscript"]
     result = runner.invoke(app, [*args, "--validation-file", str(tiny_csv[1]), "--quantize", "int8"])
@@ -147,17 +141,13 @@ def test_cli_bad_input_gives_one_line_errors(tiny_teacher: Path, tiny_csv: tuple
     _one_line_error(["export", str(tiny_teacher), "--onnx", "--quantize", "int4"], "unknown quantisation")
 
 
-def test_a_model_that_is_not_a_sequence_classifier(
-    tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path
-):
+def test_a_model_that_is_not_a_sequence_classifier(tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path):
     from transformers import AutoModel
 
     from kdkit.testing.models import tiny_config
 
     encoder_dir = tmp_path / "encoder"
-    AutoModel.from_config(tiny_config(vocab_size=len(load_tokenizer(str(tiny_teacher))))).save_pretrained(
-        encoder_dir
-    )
+    AutoModel.from_config(tiny_config(vocab_size=len(load_tokenizer(str(tiny_teacher))))).save_pretrained(encoder_dir)
     load_tokenizer(str(tiny_teacher)).save_pretrained(encoder_dir)
     with pytest.raises(ModelError, match="is a BertModel, not a sequence classifier"):
         export_onnx(encoder_dir, tmp_path / "out", data=_data(tiny_csv))

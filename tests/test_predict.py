@@ -101,9 +101,7 @@ def test_long_text_is_truncated_and_said_so(tiny_export: Path):
     assert inputs["input_ids"].shape == (1, 64) and truncated.tolist() == [True]
     result = runner.invoke(app, ["predict", str(tiny_export), long_text])
     assert result.exit_code == 0
-    assert "warning: 1 of 1 text(s) are longer than 64 tokens and were truncated" in " ".join(
-        result.stderr.split()
-    )
+    assert "warning: 1 of 1 text(s) are longer than 64 tokens and were truncated" in " ".join(result.stderr.split())
 
 
 def test_predict_from_csv_and_jsonl_files(tiny_export: Path, tmp_path: Path):
@@ -142,9 +140,7 @@ def test_empty_input_is_an_error(tiny_export: Path, tmp_path: Path):
     holes = tmp_path / "holes.csv"
     holes.write_text('text\nfine\n""\n')
     _one_line_error(["predict", directory, "--file", str(holes)], "row 2 of")
-    _one_line_error(
-        ["predict", directory, "--file", str(holes), "--text-column", "review"], "has no column review"
-    )
+    _one_line_error(["predict", directory, "--file", str(holes), "--text-column", "review"], "has no column review")
     _one_line_error(["predict", directory, "a pair", "for a single-text task"], "classifies single texts")
     with pytest.raises(DataError, match="no texts"):
         OnnxClassifier(tiny_export).predict([])
@@ -176,9 +172,7 @@ def test_sentence_pair_task(tiny_teacher: Path, tmp_path: Path):
     result = export_onnx(
         tiny_teacher,
         tmp_path / "onnx",
-        data=DataConfig(
-            validation_file=validation, text_columns=["sentence1", "sentence2"], label_names=["no", "yes"]
-        ),
+        data=DataConfig(validation_file=validation, text_columns=["sentence1", "sentence2"], label_names=["no", "yes"]),
         exporter="torchscript",
     )
     classifier = OnnxClassifier(result.directory)
