@@ -92,12 +92,18 @@ def test_parity_failure_fails_the_export_and_leaves_nothing(
     assert _leftovers(output) == []
 
 
-def test_cli_export_prints_parity_and_metrics(tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path):
+def test_cli_export_prints_parity_and_metrics(
+    tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("kdkit.export.INT8_WARN_DROP", -1.0)  # any int8 result now counts as a loss
     output = tmp_path / "cli"
     args = ["export", str(tiny_teacher), "--onnx", "-o", str(output), "--exporter", "torchscript"]
     result = runner.invoke(app, [*args, "--validation-file", str(tiny_csv[1]), "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     assert "ONNX int8" in result.stdout and "parity with PyTorch" in result.stdout
+    assert "warning: int8 loses" in result.stderr
+    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    assert manifest["warnings"] and manifest["warnings"][0].startswith("int8 loses")
     assert f"exported to {output.absolute()}" in result.stdout.replace("\n", "")
     # an existing export is not replaced without --overwrite
     again = runner.invoke(app, [*args, "--validation-file", str(tiny_csv[1])])
