@@ -532,11 +532,11 @@ def export(
     ] = False,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Export folder [default: MODEL/onnx].", rich_help_panel=EXPORT),
+        typer.Option("--output", "-o", help="Export folder \\[default: MODEL/onnx].", rich_help_panel=EXPORT),
     ] = None,
     opset: Annotated[
         int | None,
-        typer.Option(help="ONNX opset [default: 20 with dynamo, 17 with torchscript].", rich_help_panel=EXPORT),
+        typer.Option(help="ONNX opset \\[default: 20 with dynamo, 17 with torchscript].", rich_help_panel=EXPORT),
     ] = None,
     exporter: Annotated[
         str,
@@ -549,7 +549,7 @@ def export(
     max_length: Annotated[
         int | None,
         typer.Option(
-            help="Longest input in tokens; longer texts are truncated [default: the training max length].",
+            help="Longest input in tokens; longer texts are truncated \\[default: the training max length].",
             rich_help_panel=EXPORT,
         ),
     ] = None,
@@ -565,7 +565,7 @@ def export(
         typer.Option(
             "--task",
             "-t",
-            help="Task of the validation data [default: the model's].",
+            help="Task of the validation data \\[default: the model's].",
             rich_help_panel=VALIDATION,
         ),
     ] = None,
@@ -690,11 +690,13 @@ def predict(
     ] = None,
     text_column: Annotated[
         str | None,
-        typer.Option(help="Text column(s) of --file: a or a,b [default: the task's text fields, else 'text']."),
+        typer.Option(help="Text column(s) of --file: a or a,b \\[default: the task's text fields, else 'text']."),
     ] = None,
     precision: Annotated[str, typer.Option(help="auto (int8 when exported, else fp32), fp32 or int8.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Texts per onnxruntime call.")] = 32,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads [default: onnxruntime's].")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime intra-op threads \\[default: onnxruntime's].")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
 ) -> None:
     """Classify texts with an exported model: onnxruntime and tokenizers only, no torch."""
