@@ -268,7 +268,7 @@ def export_model(
     opset = opset or EXPORTERS[exporter]
     wrapper = _LogitsOnly(model).eval()
     args = tuple(example[name] for name in input_names)
-    with _quiet_exporter() as log, torch.no_grad():
+    with _quiet_exporter(), torch.no_grad():
         try:
             if exporter == "dynamo":
                 positions = getattr(model.config, "max_position_embeddings", None)
@@ -308,7 +308,7 @@ def export_model(
             raise ExportError(
                 f"the {exporter} exporter (opset {opset}) failed on {type(model).__name__}: "
                 f"{type(exc).__name__}: {detail[:200]}",
-                f"try --exporter {other} or another --opset" + (" (see the log above)" if log.getvalue() else ""),
+                f"try --exporter {other} or another --opset",
             ) from None
     return opset
 
