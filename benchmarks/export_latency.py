@@ -8,11 +8,13 @@
 The student is exported with kdkit's own path (``kdkit.export.export_onnx``, dynamo, int8), unless
 ``--export-dir`` names an existing export. Every engine runs on the same token ids (SST-2 dev sentences,
 tokenised once; tokenisation is not timed, except in the ``kdkit predict path`` row), with the same thread
-count. Repetitions are interleaved (each repetition runs every engine once, in turn), so background load on a
-shared machine hits every engine alike: compare the engines as ratios within one run. The figures are medians.
+count. Repetitions are interleaved in rounds (each round runs every engine a few times, in turn), so background
+load on a shared machine hits every engine alike: compare the engines as ratios within one run. The figures are
+medians.
 
 Engines: PyTorch eager (fp32); onnxruntime fp32 at graph optimisation level basic and all (kdkit's default);
-fp32 after onnxruntime.transformers' BERT fusions; int8 (kdkit's dynamic quantisation, per-tensor) and int8
+fp32 after onnxruntime.transformers' BERT fusions; fp32 after onnxscript's onnxruntime fusions (Attention,
+SkipLayerNormalization, BiasGelu) and its int8; int8 (kdkit's dynamic quantisation, per-tensor) and int8
 per-channel; and kdkit.inference.OnnxClassifier with int8 including tokenisation.
 
 Prints a markdown table and writes JSON to benchmarks/results/ (gitignored).
@@ -39,6 +41,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle threads sleep instead of spinning (set before torch loads OpenMP; OMP_WAIT_POLICY=ACTIVE to override, and
+# --ort-spinning 1 for onnxruntime). On a machine whose cores are shared, a spinning OpenMP barrier waits for a
+# thread that is not scheduled: PyTorch at batch 1 went from ~10 ms to ~120-280 ms here, which says nothing about
+# PyTorch. On a dedicated machine the spinning defaults are a little faster for both engines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import onnxruntime as ort
@@ -135,10 +142,11 @@ def _main(argv: list[str] | None, work: Path) -> int:
         "--ort-spinning",
         type=int,
         choices=(0, 1),
-        default=1,
-        help="onnxruntime intra-op threads spin while idle (1, its default) or sleep (0)",
+        default=0,
+        help="onnxruntime intra-op threads spin while idle (1, onnxruntime's default) or sleep (0, as PyTorch's here)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-eval-samples", type=int, help="accuracy on the first N dev sentences only (smoke runs)")
     parser.add_argument(
         "--output", type=Path, help="JSON results [default: benchmarks/results/export_latency-<time>.json]"
     )
@@ -147,7 +155,7 @@ def _main(argv: list[str] | None, work: Path) -> int:
     sys.path.insert(0, str(REPO))
     from kdkit.config import DataConfig
     from kdkit.data import MODEL_INPUTS, load_raw
-    from kdkit.export import INT8_WARN_DROP, export_onnx, find_model_dir, quantize_int8
+    from kdkit.export import INT8_WARN_DROP, export_onnx, find_model_dir, fuse_for_onnxruntime, quantize_int8
     from kdkit.inference import FP32_FILE, INT8_FILE, OnnxClassifier
     from kdkit.metrics import compute_metrics
     from kdkit.models import load_classifier, load_tokenizer, read_task_file
@@ -166,6 +174,8 @@ def _main(argv: list[str] | None, work: Path) -> int:
     names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
     task, _, splits = load_raw(DataConfig(task="sst2", data_dir=args.data_dir), need_train=False)
     dev = splits["validation"]
+    if args.max_eval_samples:
+        dev = dev.select(range(min(args.max_eval_samples, len(dev))))
     sentences, labels = list(dev["sentence"]), np.asarray(dev["label"])
 
     export_dir = args.export_dir
@@ -179,6 +189,10 @@ def _main(argv: list[str] | None, work: Path) -> int:
     quantize_int8(fp32, int8_channel, per_channel=True)
     fused_path = work / "model.bert-fusions.onnx"
     fusions = _transformer_optimised(fp32, fused_path, model.config)
+    ort_fused = work / "model.ort-fusions.onnx"
+    ort_fusions = fuse_for_onnxruntime(fp32, ort_fused)
+    ort_fused_int8 = work / "model.ort-fusions.int8.onnx"
+    quantize_int8(ort_fused, ort_fused_int8)
 
     level = ort.GraphOptimizationLevel
     engines: dict[str, tuple[Runner, Path | None]] = {
@@ -195,6 +209,10 @@ def _main(argv: list[str] | None, work: Path) -> int:
             _ort_runner(_session(fused_path, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
             fused_path,
         ),
+        "ORT fp32 + onnxscript ORT fusions": (
+            _ort_runner(_session(ort_fused, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+            ort_fused,
+        ),
         "ORT int8 (kdkit default, per-tensor)": (
             _ort_runner(_session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
             int8,
@@ -204,6 +222,10 @@ def _main(argv: list[str] | None, work: Path) -> int:
             int8_channel,
         ),
     }
+    engines["ORT int8 of the onnxscript-fused graph"] = (
+        _ort_runner(_session(ort_fused_int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+        ort_fused_int8,
+    )
     classifier = OnnxClassifier(export_dir, precision="int8", threads=args.threads)
     classifier.session = _session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)
 
@@ -296,7 +318,8 @@ def _main(argv: list[str] | None, work: Path) -> int:
         print(f"- {text}: {ratio:.2f}x ({'met' if ratio <= limit else 'NOT met'})")
     verdict = "met" if drop <= INT8_WARN_DROP else "NOT met"
     print(f"- int8 accuracy loss <= 1 point: {100 * drop:+.2f} points ({verdict})")
-    print(f"- transformers BERT fusions applied: {fusions}")
+    print(f"- onnxruntime.transformers BERT fusions applied: {fusions}")
+    print(f"- onnxscript ORT fusions applied: {ort_fusions}")
     print(f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
 
     results = {
@@ -305,6 +328,7 @@ def _main(argv: list[str] | None, work: Path) -> int:
         "export_dir": str(export_dir),
         "threads": args.threads,
         "ort_spinning": args.ort_spinning,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "block": args.block,
         "repeats": {"1": args.repeats, str(b): args.repeats_batch},
         "dev_examples": len(sentences),
@@ -314,6 +338,7 @@ def _main(argv: list[str] | None, work: Path) -> int:
         "ratios": targets,
         "int8_accuracy_drop": drop,
         "bert_fusions": fusions,
+        "onnxscript_ort_fusions": ort_fusions,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),

@@ -313,6 +313,26 @@ def export_model(
     return opset
 
 
+def fuse_for_onnxruntime(source: Path, target: Path) -> dict[str, int]:
+    """onnxscript's onnxruntime fusions (``optimize_for_ort``): attention subgraphs become ``Attention``,
+    residual + LayerNorm ``SkipLayerNormalization``, bias + GELU ``BiasGelu`` (onnxruntime contrib ops, so the
+    result runs on onnxruntime only). Returns the count of each fusion applied. The attention fusion matches the
+    dynamo exporter's graphs, not the TorchScript tracer's."""
+    import onnx_ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    with _quiet_exporter():
+        try:
+            model, counts = optimize_for_ort(onnx_ir.load(str(source)))
+            onnx_ir.save(model, str(target))
+        except Exception as exc:
+            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(
+                f"the onnxruntime fusions failed: {type(exc).__name__}: {detail[:200]}", "export with --no-fuse"
+            ) from None
+    return {name: int(count) for name, count in counts.items() if count}
+
+
 def quantize_int8(source: Path, target: Path, *, per_channel: bool = False) -> None:
     """Dynamic int8 quantisation (onnxruntime): int8 weights, activations quantised per batch at run time
     (MatMul -> MatMulInteger / DynamicQuantizeMatMul). Shape inference runs first (``quant_pre_process``)."""
