@@ -2,6 +2,9 @@
 
 Every command builds a pydantic config (defaults < ``--preset`` < ``--config FILE`` < flags) and calls the
 API. A :class:`~kdkit.errors.KdkitError` is printed as one line (``error: problem: fix``) with exit status 2.
+
+Importing this module does not import torch (the plugin host and the API are imported inside the commands), so
+``kdkit predict`` runs where only onnxruntime, tokenizers and numpy are installed besides the CLI's own needs.
 """
 
 import functools
@@ -9,16 +12,18 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 import kdkit
-from kdkit import plugins as plugin_host
 from kdkit.config import describe_fields, parse_set_options, read_config_file
 from kdkit.errors import KdkitError
+
+if TYPE_CHECKING:
+    from kdkit.plugins import PluginManager
 
 app = typer.Typer(
     name="kdkit",
@@ -187,7 +192,9 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _manager() -> "plugin_host.PluginManager":
+def _manager() -> "PluginManager":
+    from kdkit import plugins as plugin_host
+
     return plugin_host.get_plugin_manager()
 
 
@@ -213,8 +220,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: commands that need neither the plugin host nor torch (the callback skips their set-up)
+_LIGHT_COMMANDS = frozenset({"predict"})
+
+
 @app.callback()
 def main_callback(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -231,6 +243,9 @@ def main_callback(
     ] = None,
 ) -> None:
     """Knowledge distillation for transformer classifiers."""
+    if ctx.invoked_subcommand in _LIGHT_COMMANDS:
+        return
+    from kdkit import plugins as plugin_host
     from kdkit.progress import quiet_libraries
 
     quiet_libraries()
@@ -446,8 +461,10 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     out.print(table)
     for failure in failures:
         out.print(f"[red]failed:[/] {failure['plugin']} ({failure['source']}): {failure['error']}", soft_wrap=True)
-    if os.environ.get(plugin_host.ENV_DISABLE_AUTOLOAD):
-        out.print(f"entry-point autoloading is disabled ({plugin_host.ENV_DISABLE_AUTOLOAD})")
+    from kdkit.plugins import ENV_DISABLE_AUTOLOAD
+
+    if os.environ.get(ENV_DISABLE_AUTOLOAD):
+        out.print(f"entry-point autoloading is disabled ({ENV_DISABLE_AUTOLOAD})")
 
 
 @app.command()
@@ -465,6 +482,275 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")
     for spec in GLUE_TASKS.values():
         labels = ", ".join(spec.label_names) if spec.label_names else "regression (1 output)"
         table.add_row(spec.name, ", ".join(spec.text_fields), labels, ", ".join(spec.metrics), spec.description)
+    out.print(table)
+
+
+# -- export and predict ------------------------------------------------------------------------------
+
+EXPORT = "Export"
+VALIDATION = "Validation data"
+
+
+def _mb(size: int | None) -> str:
+    return f"{size / 1e6:.1f} MB" if size else "-"
+
+
+def _print_export(manifest: dict[str, Any], directory: Path) -> None:
+    parity = manifest["parity"]
+    table = Table(title=f"parity with PyTorch (max |Δlogit|, tolerance {parity['tolerance']:g})")
+    for column in ("case", "shape", "max |Δ|"):
+        table.add_column(column, justify="right" if column != "case" else "left")
+    for case in parity["cases"]:
+        table.add_row(case["case"], f"{case['batch']}x{case['length']}", f"{case['max_abs_diff']:.2e}")
+    table.add_row("validation set, via tokenizers + onnxruntime", "-", f"{parity['validation_max_abs_diff']:.2e}")
+    out.print(table)
+    evaluation = manifest["evaluation"]
+    engines = [e for e in ("pytorch", "onnx_fp32", "onnx_int8") if e in evaluation["metrics"]]
+    titles = {"pytorch": "PyTorch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+    examples = ", ".join(f"{name} {count}" for name, count in evaluation["splits"].items())
+    table = Table(title=f"{manifest['task']['name']} validation ({examples} examples)")
+    table.add_column("")
+    for engine in engines:
+        table.add_column(titles[engine], justify="right")
+    for key in evaluation["metrics"]["pytorch"]:
+        values = [evaluation["metrics"][e][key] for e in engines]
+        table.add_row(
+            f"{key} (%)" if key.split("/")[-1] != "mse" else key,
+            *(_percent(v) if key.split("/")[-1] != "mse" else f"{v:.4f}" for v in values),
+        )
+    sizes = manifest.get("sizes", {})
+    table.add_row("file size", *(_mb(sizes.get({"pytorch": "pytorch"}.get(e, e.split("_")[-1]))) for e in engines))
+    out.print(table)
+
+
+@app.command()
+@handle_errors
+def export(
+    model: Annotated[Path, typer.Argument(help="Run directory (its best/ student) or a saved model directory.")],
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).", rich_help_panel=EXPORT)
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Export folder \\[default: MODEL/onnx].", rich_help_panel=EXPORT),
+    ] = None,
+    opset: Annotated[
+        int | None,
+        typer.Option(help="ONNX opset \\[default: 20 with dynamo, 17 with torchscript].", rich_help_panel=EXPORT),
+    ] = None,
+    exporter: Annotated[
+        str,
+        typer.Option(help="dynamo (torch.export) or torchscript (the legacy tracer).", rich_help_panel=EXPORT),
+    ] = "dynamo",
+    quantize: Annotated[
+        str | None,
+        typer.Option(help="Also write model.int8.onnx: int8 (dynamic quantisation).", rich_help_panel=EXPORT),
+    ] = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Longest input in tokens; longer texts are truncated \\[default: the training max length].",
+            rich_help_panel=EXPORT,
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float,
+        typer.Option(help="Largest |Δlogit| accepted between ONNX fp32 and PyTorch.", rich_help_panel=EXPORT),
+    ] = 1e-4,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing export folder.", rich_help_panel=EXPORT)
+    ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="Task of the validation data \\[default: the model's].",
+            rich_help_panel=VALIDATION,
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    validation_file: Annotated[
+        Path | None,
+        typer.Option(help="Validation data of a model trained on custom data.", rich_help_panel=VALIDATION),
+    ] = None,
+    text_columns: TextColumnsOpt = None,
+    label_column: LabelColumnOpt = None,
+    label_names: LabelNamesOpt = None,
+    max_eval_samples: MaxEvalOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=VALIDATION)] = 32,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Export a student to ONNX, validated against PyTorch on the task's validation data; optionally int8."""
+    flags = {
+        k: v
+        for k, v in locals().items()
+        if k
+        in (
+            "task",
+            "data_dir",
+            "validation_file",
+            "text_columns",
+            "label_column",
+            "label_names",
+            "max_eval_samples",
+        )
+        and v is not None
+    }
+    from kdkit.config import DataConfig, build_config
+    from kdkit.errors import ConfigError
+    from kdkit.export import export_onnx
+
+    if not onnx:
+        raise ConfigError("no export format given", "pass --onnx (the only format so far)")
+    if exporter not in ("dynamo", "torchscript"):
+        raise ConfigError(f"unknown exporter '{exporter}'", "use --exporter dynamo or --exporter torchscript")
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"unknown quantisation '{quantize}'", "use --quantize int8")
+    data = build_config(DataConfig, {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
+    result = export_onnx(
+        model,
+        output,
+        data=data,
+        exporter=exporter,  # type: ignore[arg-type]
+        opset=opset,
+        quantize=quantize,  # type: ignore[arg-type]
+        max_length=max_length,
+        tolerance=tolerance,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        log=lambda line: err.print(line, soft_wrap=True),
+    )
+    if as_json:
+        out.print_json(json.dumps({"directory": str(result.directory), **result.manifest}))
+    else:
+        _print_export(result.manifest, result.directory)
+    for note in result.warnings:
+        err.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
+    if not as_json:
+        out.print(f"exported to {result.directory}")
+        out.print(f'try: kdkit predict {result.directory} "some text"')
+
+
+def _read_texts(path: Path, columns: list[str], *, explicit: bool) -> tuple[list[str], list[str] | None]:
+    """The text column(s) of a CSV/TSV or JSONL file: (texts, second texts or None). Unless the columns were
+    given (``explicit``), a single-text task falls back to a column named ``text``."""
+    from kdkit.errors import DataError
+
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"file {path} does not exist", "check the path given to --file")
+    rows: list[dict[str, Any]] = []
+    try:
+        if suffix in (".csv", ".tsv"):
+            import csv
+
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+        elif suffix in (".jsonl", ".json"):
+            with path.open(encoding="utf-8") as handle:
+                rows = [json.loads(line) for line in handle if line.strip()]
+        else:
+            raise DataError(f"unsupported file {path}", "use a .csv, .tsv or .jsonl file")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {str(exc)[:120]})", "check the file") from None
+    if not rows:
+        raise DataError(f"{path} has no rows", "give a file with a header (CSV) and at least one text")
+    if not all(isinstance(row, dict) for row in rows):
+        raise DataError(f"{path} is not a list of JSON objects", 'write one object per line: {"text": "..."}')
+    available = list(rows[0])
+    if not explicit and len(columns) == 1 and columns[0] not in available and "text" in available:
+        columns = ["text"]
+    missing = [column for column in columns if column not in available]
+    if missing:
+        raise DataError(
+            f"{path} has no column {', '.join(missing)} (columns: {', '.join(map(str, available))})",
+            "name the text column(s) with --text-column a[,b]",
+        )
+    values: list[list[str]] = [[], []]
+    for number, row in enumerate(rows, start=1):
+        for slot, column in enumerate(columns):
+            text = row.get(column)
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"row {number} of {path} has no text in column '{column}'", "fill in or remove the row")
+            values[slot].append(text)
+    return values[0], (values[1] if len(columns) == 2 else None)
+
+
+@app.command()
+@handle_errors
+def predict(
+    model: Annotated[
+        Path, typer.Argument(help="Export folder from 'kdkit export --onnx' (or a run directory with onnx/).")
+    ],
+    text: Annotated[str | None, typer.Argument(help="The text to classify.")] = None,
+    text_pair: Annotated[str | None, typer.Argument(help="Its second text, for sentence-pair tasks.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Classify the texts of a CSV, TSV or JSONL file.")
+    ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="Text column(s) of --file: a or a,b \\[default: the task's text fields, else 'text']."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="auto (int8 when exported, else fp32), fp32 or int8.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Texts per onnxruntime call.")] = 32,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime intra-op threads \\[default: onnxruntime's].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
+) -> None:
+    """Classify texts with an exported model: onnxruntime and tokenizers only, no torch."""
+    import warnings
+
+    from kdkit.errors import ConfigError, DataError
+    from kdkit.inference import OnnxClassifier, TruncationWarning
+
+    if precision not in ("auto", "fp32", "int8"):
+        raise ConfigError(f"unknown precision '{precision}'", "use auto, fp32 or int8")
+    if file is not None and text is not None:
+        raise ConfigError("both a text and --file given", "give one or the other")
+    if file is None and text is None:
+        raise DataError("nothing to classify", 'give a text (kdkit predict DIR "text") or --file')
+    classifier = OnnxClassifier(model, precision=precision, threads=threads)  # type: ignore[arg-type]
+    if file is not None:
+        columns = text_column.split(",") if text_column else list(classifier.text_fields)
+        columns = [c.strip() for c in columns if c.strip()]
+        texts, pairs = _read_texts(file, columns, explicit=bool(text_column))
+    else:
+        assert text is not None
+        texts, pairs = [text], ([text_pair] if text_pair is not None else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TruncationWarning)
+        results = classifier.predict(texts, pairs, batch_size=batch_size)
+    for warning in caught:
+        if issubclass(warning.category, TruncationWarning):
+            err.print(f"[yellow]warning:[/] {warning.message} (max length from the export manifest)", soft_wrap=True)
+    if as_json:
+        rows = [
+            {"text": t, **({"text_pair": pairs[i]} if pairs else {}), **r}
+            for i, (t, r) in enumerate(zip(texts, results, strict=True))
+        ]
+        out.print_json(
+            json.dumps({"model": str(classifier.model_file), "precision": classifier.precision, "predictions": rows})
+        )
+        return
+    regression = classifier.label_names is None
+    table = Table(title=f"{classifier.task_name} ({classifier.precision}, {classifier.model_file.name})")
+    table.add_column("#", justify="right")
+    table.add_column("text", overflow="fold")
+    table.add_column("value" if regression else "label")
+    if not regression:
+        table.add_column("score", justify="right")
+    for number, (t, r) in enumerate(zip(texts, results, strict=True), start=1):
+        shown = t if len(t) <= 80 else t[:77] + "..."
+        if pairs:
+            shown += f" | {pairs[number - 1][:40]}"
+        if regression:
+            table.add_row(str(number), shown, f"{r['score']:.4f}")
+        else:
+            table.add_row(str(number), shown, str(r["label"]), f"{r['score']:.4f}" + (" *" if r["truncated"] else ""))
+    if any(r["truncated"] for r in results):
+        table.caption = f"* truncated to {classifier.max_length} tokens"
     out.print(table)
 
 

@@ -34,3 +34,7 @@ class PluginError(KdkitError):
 
 class TrainingError(KdkitError):
     """Training went wrong (for example, the loss became NaN)."""
+
+
+class ExportError(KdkitError):
+    """An export that cannot be made, or that fails its validation against PyTorch."""

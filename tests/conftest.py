@@ -84,3 +84,14 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kdkit.testing import save_tiny_classifier
 
     return save_tiny_classifier(tmp_path_factory.mktemp("tiny-teacher") / "teacher", BINARY_TASK, num_layers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path, tiny_csv: tuple[Path, Path]) -> Path:
+    """The tiny teacher exported with the default (dynamo) exporter and int8, validated on the tiny CSV."""
+    from kdkit.config import DataConfig
+    from kdkit.export import export_onnx
+
+    output = tmp_path_factory.mktemp("tiny-export") / "onnx"
+    export_onnx(tiny_teacher, output, data=DataConfig(validation_file=tiny_csv[1]), quantize="int8")
+    return output

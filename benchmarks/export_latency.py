@@ -1,0 +1,362 @@
+"""CPU latency and accuracy of an exported student: PyTorch eager vs onnxruntime fp32 / int8 (issue #4).
+
+    # a real student first (a few minutes on 2 cores; the teacher is fine-tuned and cached on first use):
+    KDKIT_HOME=/tmp/exp/home kdkit distill --plugin kd --task sst2 --data-dir ../shared/data/glue \\
+        --max-train-samples 4000 --epochs 1 --output /tmp/exp/run --quiet
+    python benchmarks/export_latency.py --model /tmp/exp/run --data-dir ../shared/data/glue
+
+The student is exported with kdkit's own path (``kdkit.export.export_onnx``, dynamo, int8), unless
+``--export-dir`` names an existing export. Every engine runs on the same token ids (SST-2 dev sentences,
+tokenised once; tokenisation is not timed, except in the ``kdkit predict path`` row), with the same thread
+count. Repetitions are interleaved in rounds (each round runs every engine a few times, in turn), so background
+load on a shared machine hits every engine alike: compare the engines as ratios within one run. The figures are
+medians.
+
+Engines: PyTorch eager (fp32); onnxruntime fp32 at graph optimisation level basic and all (kdkit's default);
+fp32 after onnxruntime.transformers' BERT fusions; fp32 after onnxscript's onnxruntime fusions (Attention,
+SkipLayerNormalization, BiasGelu) and its int8; int8 (kdkit's dynamic quantisation, per-tensor) and int8
+per-channel; and kdkit.inference.OnnxClassifier with int8 including tokenisation.
+
+Prints a markdown table and writes JSON to benchmarks/results/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle threads sleep instead of spinning (set before torch loads OpenMP; OMP_WAIT_POLICY=ACTIVE to override, and
+# --ort-spinning 1 for onnxruntime). On a machine whose cores are shared, a spinning OpenMP barrier waits for a
+# thread that is not scheduled: PyTorch at batch 1 went from ~10 ms to ~120-280 ms here, which says nothing about
+# PyTorch. On a dedicated machine the spinning defaults are a little faster for both engines.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+Runner = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+def _session(path: Path, threads: int, level: ort.GraphOptimizationLevel, spinning: int = 1) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", str(spinning))
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = level
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_runner(session: ort.InferenceSession) -> Runner:
+    names = [i.name for i in session.get_inputs()]
+    return lambda batch: session.run(None, {n: batch[n] for n in names})[0]
+
+
+def _torch_runner(model: Any) -> Runner:
+    def run(batch: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+
+    return run
+
+
+def _batches(
+    tokenizer: Any, sentences: list[str], size: int, max_length: int, names: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """Consecutive dev sentences, ``size`` per batch, padded to the batch's longest (dynamic padding)."""
+    result = []
+    for start in range(0, len(sentences) - size + 1, size):
+        encoded = tokenizer(
+            sentences[start : start + size],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="np",
+        )
+        result.append({n: encoded[n].astype(np.int64) for n in names})
+    return result
+
+
+def _transformer_optimised(fp32: Path, target: Path, config: Any) -> dict[str, int]:
+    """onnxruntime.transformers' BERT fusions (opt_level 0: its Python fusions; the session adds the rest)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.disable(logging.WARNING)
+    try:
+        optimised = optimize_model(
+            str(fp32),
+            model_type="bert",
+            num_heads=config.num_attention_heads,
+            hidden_size=config.hidden_size,
+            opt_level=0,
+        )
+        optimised.save_model_to_file(str(target))
+        return {k: v for k, v in optimised.get_fused_operator_statistics().items() if v}
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def main(argv: list[str] | None = None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="kdkit-bench-"))
+    try:
+        return _main(argv, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _main(argv: list[str] | None, work: Path) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="a distilled run directory (or its best/ model)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("KDKIT_GLUE_DIR", REPO.parent / "shared" / "data" / "glue")),
+    )
+    parser.add_argument("--export-dir", type=Path, help="an existing 'kdkit export --onnx --quantize int8' folder")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--repeats", type=int, default=60, help="timed repetitions per engine at batch 1")
+    parser.add_argument("--repeats-batch", type=int, default=15, help="timed repetitions per engine at batch 32")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per engine first")
+    parser.add_argument("--block", type=int, default=5, help="timed calls per engine in a row, per round")
+    parser.add_argument(
+        "--ort-spinning",
+        type=int,
+        choices=(0, 1),
+        default=0,
+        help="onnxruntime intra-op threads spin while idle (1, onnxruntime's default) or sleep (0, as PyTorch's here)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-eval-samples", type=int, help="accuracy on the first N dev sentences only (smoke runs)")
+    parser.add_argument(
+        "--output", type=Path, help="JSON results [default: benchmarks/results/export_latency-<time>.json]"
+    )
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(REPO))
+    from kdkit.config import DataConfig
+    from kdkit.data import MODEL_INPUTS, load_raw
+    from kdkit.export import INT8_WARN_DROP, export_onnx, find_model_dir, fuse_for_onnxruntime, quantize_int8
+    from kdkit.inference import FP32_FILE, INT8_FILE, OnnxClassifier
+    from kdkit.metrics import compute_metrics
+    from kdkit.models import load_classifier, load_tokenizer, read_task_file
+    from kdkit.progress import quiet_libraries
+
+    quiet_libraries()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    model_dir = find_model_dir(args.model)
+    saved = read_task_file(model_dir)
+    if saved is None or saved[0].name != "sst2":
+        parser.error(f"{model_dir} is not an SST-2 model saved by kdkit")
+    max_length = saved[1]
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_classifier(str(model_dir)).eval()
+    names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
+    task, _, splits = load_raw(DataConfig(task="sst2", data_dir=args.data_dir), need_train=False)
+    dev = splits["validation"]
+    if args.max_eval_samples:
+        dev = dev.select(range(min(args.max_eval_samples, len(dev))))
+    sentences, labels = list(dev["sentence"]), np.asarray(dev["label"])
+
+    export_dir = args.export_dir
+    if export_dir is None:
+        print(f"exporting {model_dir} (dynamo, int8) ...", file=sys.stderr)
+        export_dir = export_onnx(
+            model_dir, work / "onnx", data=DataConfig(task="sst2", data_dir=args.data_dir), quantize="int8"
+        ).directory
+    fp32, int8 = export_dir / FP32_FILE, export_dir / INT8_FILE
+    int8_channel = work / "model.int8.per-channel.onnx"
+    quantize_int8(fp32, int8_channel, per_channel=True)
+    fused_path = work / "model.bert-fusions.onnx"
+    fusions = _transformer_optimised(fp32, fused_path, model.config)
+    ort_fused = work / "model.ort-fusions.onnx"
+    ort_fusions = fuse_for_onnxruntime(fp32, ort_fused)
+    ort_fused_int8 = work / "model.ort-fusions.int8.onnx"
+    quantize_int8(ort_fused, ort_fused_int8)
+
+    level = ort.GraphOptimizationLevel
+    engines: dict[str, tuple[Runner, Path | None]] = {
+        "PyTorch eager fp32": (_torch_runner(model), model_dir / "model.safetensors"),
+        "ORT fp32, basic graph opts": (
+            _ort_runner(_session(fp32, args.threads, level.ORT_ENABLE_BASIC, args.ort_spinning)),
+            fp32,
+        ),
+        "ORT fp32 (all graph opts, kdkit default)": (
+            _ort_runner(_session(fp32, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+            fp32,
+        ),
+        "ORT fp32 + transformers BERT fusions": (
+            _ort_runner(_session(fused_path, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+            fused_path,
+        ),
+        "ORT fp32 + onnxscript ORT fusions": (
+            _ort_runner(_session(ort_fused, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+            ort_fused,
+        ),
+        "ORT int8 (kdkit default, per-tensor)": (
+            _ort_runner(_session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+            int8,
+        ),
+        "ORT int8 per-channel": (
+            _ort_runner(_session(int8_channel, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+            int8_channel,
+        ),
+    }
+    engines["ORT int8 of the onnxscript-fused graph"] = (
+        _ort_runner(_session(ort_fused_int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
+        ort_fused_int8,
+    )
+    classifier = OnnxClassifier(export_dir, precision="int8", threads=args.threads)
+    classifier.session = _session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)
+
+    # accuracy on the whole dev set (same ids for every engine)
+    eval_batches = _batches(tokenizer, sentences + [sentences[-1]] * (-len(sentences) % 32), 32, max_length, names)
+    accuracy: dict[str, float] = {}
+    for name, (run, _) in engines.items():
+        logits = np.concatenate([run(b) for b in eval_batches])[: len(sentences)]
+        accuracy[name] = compute_metrics(task, logits, labels)["accuracy"]
+    predicted = classifier.predict(sentences, batch_size=32)
+    label_ids = {n: i for i, n in enumerate(task.label_names or ())}
+    accuracy["kdkit predict path (tokenizers + ORT int8)"] = float(
+        np.mean([label_ids[p["label"]] == g for p, g in zip(predicted, labels, strict=True)])
+    )
+
+    # latency: interleaved repetitions; batch 1 walks through dev sentences, batch 32 through dev batches
+    latency: dict[str, dict[int, float]] = {
+        name: {} for name in [*engines, "kdkit predict path (tokenizers + ORT int8)"]
+    }
+    load_before = os.getloadavg()
+    for size, repeats in ((1, args.repeats), (args.batch_size, args.repeats_batch)):
+        batches = _batches(tokenizer, sentences, size, max_length, names)
+        texts = [sentences[i * size : (i + 1) * size] for i in range(len(batches))]
+
+        def _call(
+            name: str,
+            index: int,
+            batches: list[dict[str, np.ndarray]] = batches,
+            texts: list[list[str]] = texts,
+        ) -> None:
+            if name in engines:
+                engines[name][0](batches[index])
+            else:
+                classifier.logits(texts[index], batch_size=len(texts[index]), warn=False)
+
+        times: dict[str, list[float]] = {name: [] for name in latency}
+        for name in latency:  # warm-up
+            for index in range(args.warmup):
+                _call(name, index % len(batches))
+        # rounds of blocks: each engine runs `block` timed calls in turn (after one untimed call, so that
+        # another engine's spinning threads have calmed down), round after round
+        for round_start in range(0, repeats, args.block):
+            for name in latency:
+                indices = [(round_start + i) % len(batches) for i in range(min(args.block, repeats - round_start))]
+                _call(name, indices[0])
+                for index in indices:
+                    start = time.perf_counter()
+                    _call(name, index)
+                    times[name].append(time.perf_counter() - start)
+        for name in latency:
+            latency[name][size] = 1000 * statistics.median(times[name])
+        print(f"batch {size}: done", file=sys.stderr)
+    load_after = os.getloadavg()
+
+    sizes = {
+        name: (path.stat().st_size if path is not None and path.is_file() else None)
+        for name, (_, path) in engines.items()
+    }
+    sizes["kdkit predict path (tokenizers + ORT int8)"] = int8.stat().st_size
+    torch_name, fp32_name, int8_name = (
+        "PyTorch eager fp32",
+        "ORT fp32 (all graph opts, kdkit default)",
+        "ORT int8 (kdkit default, per-tensor)",
+    )
+    b = args.batch_size
+    header = ["engine", "file size", "SST-2 dev accuracy (%)", "batch 1 (ms)", f"batch {b} (ms)"]
+    header += ["vs PyTorch, batch 1", f"vs PyTorch, batch {b}"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for name in latency:
+        cells = [
+            name,
+            f"{sizes[name] / 1e6:.1f} MB" if sizes.get(name) else "-",
+            f"{100 * accuracy[name]:.2f}",
+            f"{latency[name][1]:.2f}",
+            f"{latency[name][b]:.1f}",
+            f"{latency[name][1] / latency[torch_name][1]:.2f}x",
+            f"{latency[name][b] / latency[torch_name][b]:.2f}x",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    targets = {
+        "ORT fp32 <= 0.4x PyTorch at batch 1": latency[fp32_name][1] / latency[torch_name][1],
+        f"ORT fp32 <= 0.8x PyTorch at batch {b}": latency[fp32_name][b] / latency[torch_name][b],
+        f"ORT int8 <= 0.5x ORT fp32 at batch {b}": latency[int8_name][b] / latency[fp32_name][b],
+    }
+    limits = [0.4, 0.8, 0.5]
+    drop = accuracy[torch_name] - accuracy[int8_name]
+    print("\n".join(lines))
+    print()
+    for (text, ratio), limit in zip(targets.items(), limits, strict=True):
+        print(f"- {text}: {ratio:.2f}x ({'met' if ratio <= limit else 'NOT met'})")
+    verdict = "met" if drop <= INT8_WARN_DROP else "NOT met"
+    print(f"- int8 accuracy loss <= 1 point: {100 * drop:+.2f} points ({verdict})")
+    print(f"- onnxruntime.transformers BERT fusions applied: {fusions}")
+    print(f"- onnxscript ORT fusions applied: {ort_fusions}")
+    print(f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+
+    results = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "model": str(model_dir),
+        "export_dir": str(export_dir),
+        "threads": args.threads,
+        "ort_spinning": args.ort_spinning,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "block": args.block,
+        "repeats": {"1": args.repeats, str(b): args.repeats_batch},
+        "dev_examples": len(sentences),
+        "latency_ms_median": latency,
+        "accuracy": accuracy,
+        "sizes_bytes": sizes,
+        "ratios": targets,
+        "int8_accuracy_drop": drop,
+        "bert_fusions": fusions,
+        "onnxscript_ort_fusions": ort_fusions,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    output = args.output or RESULTS / f"export_latency-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

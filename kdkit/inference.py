@@ -1,0 +1,274 @@
+"""Serve an exported student with onnxruntime, tokenizers and numpy alone: no torch, no transformers.
+
+    from kdkit.inference import OnnxClassifier
+
+    classifier = OnnxClassifier("runs/sst2-kd/onnx")  # the folder 'kdkit export --onnx' wrote
+    classifier.predict(["a gripping, funny film"])
+    # [{'label': 'positive', 'score': 0.98, 'scores': {'negative': 0.02, 'positive': 0.98},
+    #   'truncated': False}]
+
+An export folder holds ``model.onnx`` (fp32), optionally ``model.int8.onnx``, the tokenizer
+(``tokenizer.json``) and the manifest ``kdkit_export.json`` (task, labels, max length, input names, and the
+parity and metric figures measured at export). Texts longer than the manifest's ``max_length`` tokens are
+truncated, as in training, with a :class:`TruncationWarning`.
+
+This module must stay importable without torch (a deployment installs onnxruntime, tokenizers and numpy;
+``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from kdkit.errors import DataError, ModelError
+
+#: the export's description, written by :mod:`kdkit.export`
+MANIFEST_FILE = "kdkit_export.json"
+#: version of the manifest layout
+MANIFEST_FORMAT = 1
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+#: the folder 'kdkit export RUN_DIR --onnx' writes inside a run directory by default
+EXPORT_SUBDIR = "onnx"
+
+Precision = Literal["auto", "fp32", "int8"]
+_ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the model's max length and were truncated."""
+
+
+def resolve_export_dir(path: str | Path) -> Path:
+    """The export folder: ``path`` itself, or ``path/onnx`` for a run directory exported with the defaults."""
+    directory = Path(path)
+    if not directory.exists():
+        raise ModelError(f"{directory} does not exist", "give the folder written by 'kdkit export ... --onnx'")
+    if directory.is_file():
+        raise ModelError(
+            f"{directory} is a file, not an export folder",
+            "give the folder that holds model.onnx and kdkit_export.json",
+        )
+    if not (directory / MANIFEST_FILE).is_file() and (directory / EXPORT_SUBDIR / MANIFEST_FILE).is_file():
+        return directory / EXPORT_SUBDIR
+    return directory
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The manifest of an export folder (:data:`MANIFEST_FILE`), checked for the fields inference needs."""
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise ModelError(
+            f"{directory} is not a kdkit ONNX export (no {MANIFEST_FILE})",
+            "export one with 'kdkit export RUN_DIR --onnx'",
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path} ({type(exc).__name__})", "export the model again") from None
+    missing = [key for key in ("task", "max_length", "input_names", "models") if key not in manifest]
+    if missing or not isinstance(manifest.get("task"), dict):
+        raise ModelError(f"{path} lacks {', '.join(missing) or 'a task'}", "export the model again")
+    if int(manifest.get("format", MANIFEST_FORMAT)) > MANIFEST_FORMAT:
+        raise ModelError(
+            f"{path} has manifest format {manifest['format']}, newer than this kdkit reads ({MANIFEST_FORMAT})",
+            "upgrade kdkit",
+        )
+    return manifest
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+class OnnxClassifier:
+    """A kdkit export served with onnxruntime and a ``tokenizers`` tokenizer.
+
+    Args:
+        directory: the export folder (or a run directory that holds one in ``onnx/``).
+        precision: ``fp32`` (``model.onnx``), ``int8`` (``model.int8.onnx``) or ``auto`` (int8 when exported).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core).
+    """
+
+    def __init__(self, directory: str | Path, *, precision: Precision = "auto", threads: int | None = None) -> None:
+        self.directory = resolve_export_dir(directory)
+        self.manifest = read_manifest(self.directory)
+        task = self.manifest["task"]
+        self.task_name: str = str(task.get("name", "task"))
+        self.text_fields: tuple[str, ...] = tuple(task.get("text_fields") or ("text",))
+        names = task.get("label_names")
+        self.label_names: tuple[str, ...] | None = tuple(names) if names is not None else None
+        self.max_length = int(self.manifest["max_length"])
+        self.input_names: list[str] = list(self.manifest["input_names"])
+        self.precision, self.model_file = self._choose_model(precision)
+        self.session = self._open_session(self.model_file, threads)
+        self.tokenizer = self._load_tokenizer()
+
+    # -- loading ------------------------------------------------------------------------------------
+
+    def _choose_model(self, precision: Precision) -> tuple[str, Path]:
+        models = self.manifest["models"]
+        if precision == "auto":
+            precision = "int8" if "int8" in models else "fp32"
+        if precision not in ("fp32", "int8"):
+            raise ModelError(f"unknown precision '{precision}'", "use auto, fp32 or int8")
+        if precision not in models:
+            raise ModelError(
+                f"{self.directory} has no {precision} model",
+                "export with '--quantize int8', or use --precision fp32",
+            )
+        path = self.directory / str(models[precision]["file"])
+        if not path.is_file():
+            raise ModelError(f"{path} is missing", "export the model again (the folder is incomplete)")
+        return precision, path
+
+    def _open_session(self, path: Path, threads: int | None) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(
+                f"cannot load {path}: not a valid ONNX model ({first[:160]})", "export the model again"
+            ) from None
+        session_inputs = {i.name for i in session.get_inputs()}
+        if session_inputs != set(self.input_names):
+            raise ModelError(
+                f"{path} takes inputs {sorted(session_inputs)}, but its manifest says {self.input_names}",
+                "export the model again",
+            )
+        self._input_types = {i.name: _ORT_INT_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
+        return session
+
+    def _load_tokenizer(self) -> Tokenizer:
+        path = self.directory / str(self.manifest.get("tokenizer", {}).get("file", TOKENIZER_FILE))
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise ModelError(
+                f"cannot load the tokenizer {path} ({type(exc).__name__})", "export the model again"
+            ) from None
+        pad = self.manifest.get("tokenizer", {})
+        # tokenizer.json may carry its own fixed-length settings: pad per batch, truncate to our max length
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(self.max_length)
+        tokenizer.enable_padding(pad_id=int(pad.get("pad_id", 0)), pad_token=str(pad.get("pad_token", "[PAD]")))
+        return tokenizer
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    def _check_inputs(self, texts: Sequence[str], pairs: Sequence[str] | None) -> None:
+        if isinstance(texts, str):
+            raise DataError("texts must be a list of strings, not one string", "wrap it in a list")
+        if len(texts) == 0:
+            raise DataError("no texts to classify", "give at least one text")
+        pair_task = len(self.text_fields) == 2
+        if pair_task and pairs is None:
+            raise DataError(
+                f"task '{self.task_name}' classifies pairs ({' + '.join(self.text_fields)})",
+                "give the second text of each pair too",
+            )
+        if not pair_task and pairs is not None:
+            raise DataError(f"task '{self.task_name}' classifies single texts", "give no second text")
+        if pairs is not None and len(pairs) != len(texts):
+            raise DataError(f"{len(texts)} texts but {len(pairs)} second texts", "give one second text per text")
+        for column, values in ((self.text_fields[0], texts), (self.text_fields[-1], pairs or ())):
+            for row, text in enumerate(values):
+                if not isinstance(text, str) or not text.strip():
+                    raise DataError(f"text {row + 1} ({column}) is empty", "give non-empty text")
+
+    def encode(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Tokenise one batch: model inputs of shape (B, L) (L = longest, at most ``max_length``) and a (B,)
+        bool array that says which texts were truncated."""
+        batch: list[Any] = list(texts) if pairs is None else list(zip(texts, pairs, strict=False))
+        encodings = self.tokenizer.encode_batch(batch)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        inputs = {name: np.asarray(columns[name], dtype=self._input_types[name]) for name in self.input_names}
+        truncated = np.asarray([len(e.overflowing) > 0 for e in encodings], dtype=bool)
+        return inputs, truncated
+
+    def logits(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        *,
+        batch_size: int = 32,
+        warn: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw outputs (N, C) (C = 1 for regression) and the (N,) truncation flags, in the input order.
+
+        Texts are batched by length (less padding); a :class:`TruncationWarning` says how many were truncated.
+        """
+        self._check_inputs(texts, pairs)
+        order = np.argsort([len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)], kind="stable")
+        outputs: list[np.ndarray] = []
+        flags: list[np.ndarray] = []
+        for start in range(0, len(order), max(batch_size, 1)):
+            chunk = order[start : start + batch_size]
+            inputs, truncated = self.encode([texts[i] for i in chunk], [pairs[i] for i in chunk] if pairs else None)
+            outputs.append(np.asarray(self.session.run(None, inputs)[0], dtype=np.float32))
+            flags.append(truncated)
+        result = np.empty((len(texts), outputs[0].shape[-1]), dtype=np.float32)
+        result[order] = np.concatenate(outputs)
+        truncated_all = np.empty(len(texts), dtype=bool)
+        truncated_all[order] = np.concatenate(flags)
+        if warn and truncated_all.any():
+            self._warn_truncated(truncated_all)
+        return result, truncated_all
+
+    def _warn_truncated(self, truncated: np.ndarray) -> None:
+        warnings.warn(
+            f"{int(truncated.sum())} of {len(truncated)} text(s) are longer than {self.max_length} tokens "
+            "and were truncated",
+            TruncationWarning,
+            stacklevel=3,
+        )
+
+    def predict(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, *, batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """One dict per text: ``label`` (None for regression), ``score`` (the label's probability, or the
+        regression value), ``scores`` (every label's probability) and ``truncated``."""
+        logits, truncated = self.logits(texts, pairs, batch_size=batch_size, warn=False)
+        if truncated.any():
+            self._warn_truncated(truncated)
+        results: list[dict[str, Any]] = []
+        if self.label_names is None:
+            for value, cut in zip(logits[:, 0], truncated, strict=False):
+                results.append({"label": None, "score": float(value), "scores": {}, "truncated": bool(cut)})
+            return results
+        probabilities = softmax(logits)
+        for row, cut in zip(probabilities, truncated, strict=False):
+            best = int(row.argmax())
+            results.append(
+                {
+                    "label": self.label_names[best],
+                    "score": float(row[best]),
+                    "scores": {name: float(p) for name, p in zip(self.label_names, row, strict=False)},
+                    "truncated": bool(cut),
+                }
+            )
+        return results
