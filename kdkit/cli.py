@@ -59,55 +59,55 @@ TextColumnsOpt = Annotated[
     str | None, typer.Option(help="Text column(s) of custom data: a or a,b.", rich_help_panel=DATA)
 ]
 LabelColumnOpt = Annotated[
-    str | None, typer.Option(help="Label column of custom data [default: label].", rich_help_panel=DATA)
+    str | None, typer.Option(help="Label column of custom data \\[default: label].", rich_help_panel=DATA)
 ]
 LabelNamesOpt = Annotated[
     str | None, typer.Option(help="The custom task's labels in id order: a,b,c.", rich_help_panel=DATA)
 ]
 MaxLengthOpt = Annotated[
-    int | None, typer.Option(help="Truncate to this many tokens [default: 128].", rich_help_panel=DATA)
+    int | None, typer.Option(help="Truncate to this many tokens \\[default: 128].", rich_help_panel=DATA)
 ]
 MaxTrainOpt = Annotated[int | None, typer.Option(help="Use only the first N training examples.", rich_help_panel=DATA)]
 MaxEvalOpt = Annotated[int | None, typer.Option(help="Use only the first N validation examples.", rich_help_panel=DATA)]
 PaddingOpt = Annotated[
-    str | None, typer.Option(help="dynamic (per batch) or max_length [default: dynamic].", rich_help_panel=DATA)
+    str | None, typer.Option(help="dynamic (per batch) or max_length \\[default: dynamic].", rich_help_panel=DATA)
 ]
 GroupOpt = Annotated[
     bool | None,
     typer.Option(
         "--group-by-length/--no-group-by-length",
-        help="Batch examples of similar length together [default: off].",
+        help="Batch examples of similar length together \\[default: off].",
         rich_help_panel=DATA,
     ),
 ]
 
-EpochsOpt = Annotated[float | None, typer.Option(help="Training epochs [default: 3].", rich_help_panel=TRAIN)]
+EpochsOpt = Annotated[float | None, typer.Option(help="Training epochs \\[default: 3].", rich_help_panel=TRAIN)]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after N optimiser steps.", rich_help_panel=TRAIN)]
-BatchOpt = Annotated[int | None, typer.Option(help="Batch size per device [default: 32].", rich_help_panel=TRAIN)]
-EvalBatchOpt = Annotated[int | None, typer.Option(help="Evaluation batch size [default: 64].", rich_help_panel=TRAIN)]
+BatchOpt = Annotated[int | None, typer.Option(help="Batch size per device \\[default: 32].", rich_help_panel=TRAIN)]
+EvalBatchOpt = Annotated[int | None, typer.Option(help="Evaluation batch size \\[default: 64].", rich_help_panel=TRAIN)]
 LrOpt = Annotated[
     float | None,
-    typer.Option("--learning-rate", "--lr", help="Peak learning rate [default: 5e-5].", rich_help_panel=TRAIN),
+    typer.Option("--learning-rate", "--lr", help="Peak learning rate \\[default: 5e-5].", rich_help_panel=TRAIN),
 ]
-SeedOpt = Annotated[int | None, typer.Option(help="Random seed [default: 42].", rich_help_panel=TRAIN)]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed \\[default: 42].", rich_help_panel=TRAIN)]
 PrecisionOpt = Annotated[
-    str | None, typer.Option(help="auto, fp32, bf16 or fp16 [default: auto].", rich_help_panel=TRAIN)
+    str | None, typer.Option(help="auto, fp32, bf16 or fp16 \\[default: auto].", rich_help_panel=TRAIN)
 ]
-DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda [default: auto].", rich_help_panel=TRAIN)]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda \\[default: auto].", rich_help_panel=TRAIN)]
 WarmupOpt = Annotated[
-    float | None, typer.Option(help="Warm-up fraction of the steps [default: 0.1].", rich_help_panel=TRAIN)
+    float | None, typer.Option(help="Warm-up fraction of the steps \\[default: 0.1].", rich_help_panel=TRAIN)
 ]
 GradNormOpt = Annotated[
-    float | None, typer.Option(help="Gradient clipping norm [default: 1.0].", rich_help_panel=TRAIN)
+    float | None, typer.Option(help="Gradient clipping norm \\[default: 1.0].", rich_help_panel=TRAIN)
 ]
-LoggingOpt = Annotated[int | None, typer.Option(help="Log every N steps [default: 50].", rich_help_panel=TRAIN)]
+LoggingOpt = Annotated[int | None, typer.Option(help="Log every N steps \\[default: 50].", rich_help_panel=TRAIN)]
 EvalStepsOpt = Annotated[
-    int | None, typer.Option(help="Evaluate every N steps [default: each epoch].", rich_help_panel=TRAIN)
+    int | None, typer.Option(help="Evaluate every N steps \\[default: each epoch].", rich_help_panel=TRAIN)
 ]
 
 OutputOpt = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Run directory [default: runs/<task>-<what>-<time>].", rich_help_panel=RUN),
+    typer.Option("--output", "-o", help="Run directory \\[default: runs/<task>-<what>-<time>].", rich_help_panel=RUN),
 ]
 ConfigOpt = Annotated[
     Path | None,
@@ -257,7 +257,7 @@ def main_callback(
 def finetune(
     task: TaskOpt = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Base model id or path [default: embedded all-MiniLM-L6-v2].")
+        str | None, typer.Option("--model", "-m", help="Base model id or path \\[default: embedded all-MiniLM-L6-v2].")
     ] = None,
     output: OutputOpt = None,
     config: ConfigOpt = None,
@@ -307,18 +307,18 @@ def finetune(
 def distill(
     plugin: Annotated[
         str | None,
-        typer.Option("--plugin", "-p", help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') [default: kd]."),
+        typer.Option("--plugin", "-p", help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') \\[default: kd]."),
     ] = None,
     task: TaskOpt = None,
     teacher: Annotated[
         str | None,
-        typer.Option(help="Fine-tuned teacher (run dir, model dir or hub id) [default: cached, or fine-tuned now]."),
+        typer.Option(help="Fine-tuned teacher (run dir, model dir or hub id) \\[default: cached, or fine-tuned now]."),
     ] = None,
     student: Annotated[
-        str | None, typer.Option(help="copy:N (N teacher layers) or a model id/path [default: copy:3].")
+        str | None, typer.Option(help="copy:N (N teacher layers) or a model id/path \\[default: copy:3].")
     ] = None,
     base_model: Annotated[
-        str | None, typer.Option(help="Base model of the default teacher [default: embedded all-MiniLM-L6-v2].")
+        str | None, typer.Option(help="Base model of the default teacher \\[default: embedded all-MiniLM-L6-v2].")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="A named preset of the loss, e.g. 'paper'.")] = None,
     set_: Annotated[
@@ -327,7 +327,7 @@ def distill(
     ] = None,
     teacher_cache: Annotated[
         bool | None,
-        typer.Option("--teacher-cache/--no-teacher-cache", help="Cache teacher signals on disk [default: on]."),
+        typer.Option("--teacher-cache/--no-teacher-cache", help="Cache teacher signals on disk \\[default: on]."),
     ] = None,
     output: OutputOpt = None,
     config: ConfigOpt = None,
