@@ -158,3 +158,25 @@ def class_scores(logits: Tensor, targets: Tensor) -> Tensor:
     if logits.shape[-1] == 1:
         return logits[:, :1].expand(-1, targets.shape[1])
     return torch.log_softmax(logits.float(), dim=-1).gather(1, targets)
+
+
+def token_maps(attributions: Tensor, attention_mask: Tensor, *, top_k: int | None = None, eps: float = 1e-12) -> Tensor:
+    """Normalised per-token attribution maps (AD-KD's Eq. 4-8; also what ``kdkit explain`` shows).
+
+    Args:
+        attributions: (B, V, L, D) attributions at the embedding output.
+        attention_mask: (B, L), 1 for real tokens.
+        top_k: keep the K largest |values| over D before the norm (AD-KD's teacher); ``None`` keeps all.
+        eps: lower bound of the norm in the normalisation.
+
+    Returns:
+        (B, V, L): a_{v,i} = ‖TopK(|A_{v,i,:}|)‖₂ · mask_i and â_v = a_v / max(‖a_v‖₂, eps), so each map
+        has unit L2 norm over the real tokens and is exactly zero at padding.
+    """
+    if top_k is not None and top_k < attributions.shape[-1]:
+        values = attributions.abs().topk(top_k, dim=-1).values
+    else:
+        values = attributions
+    norms = torch.linalg.vector_norm(values.to(torch.promote_types(values.dtype, torch.float32)), dim=-1)
+    norms = norms * attention_mask[:, None, :].to(norms.dtype)
+    return norms / torch.linalg.vector_norm(norms, dim=-1, keepdim=True).clamp_min(eps)

@@ -754,6 +754,67 @@ def predict(
     out.print(table)
 
 
+@app.command()
+@handle_errors
+def explain(
+    model: Annotated[str, typer.Argument(help="Run directory (its best/ model) or model directory.")],
+    text: Annotated[str, typer.Argument(help="The text to explain.")],
+    text_pair: Annotated[str | None, typer.Argument(help="Its second text, for sentence-pair tasks.")] = None,
+    task: TaskOpt = None,
+    provider: Annotated[str, typer.Option(help="Attribution provider (see 'kdkit plugins').")] = "ig",
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="Provider option NAME.OPTION=VALUE, e.g. ig.steps=32 (repeatable)."),
+    ] = None,
+    views: Annotated[str, typer.Option(help="pred (the predicted class) or all (one map per class).")] = "pred",
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the heatmap as an HTML page.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print tokens and maps as JSON.")] = False,
+) -> None:
+    """Show which tokens a prediction rests on: a token heatmap of attributions at the embedding output."""
+    from dataclasses import asdict
+
+    from kdkit.config import build_config
+    from kdkit.errors import ConfigError
+    from kdkit.explain import explain_batch, get_provider, load_for_explain, render_terminal, write_html
+    from kdkit.tasks import get_task
+
+    if views not in ("pred", "all"):
+        raise ConfigError(f"unknown views '{views}'", "use pred or all")
+    manager = _manager()
+    options = parse_set_options(set_ or [])
+    unknown = [name for name in options if name != provider]
+    if unknown:
+        raise ConfigError(
+            f"--set {unknown[0]}.* does not name the provider '{provider}'", f"use --set {provider}.OPTION=V"
+        )
+    provider_cls = manager.provider(provider)
+    build_config(provider_cls.Options, options.get(provider, {}), where=f"{provider}.")
+    task_spec = get_task(task) if task else None
+    classifier, tokenizer, task_spec, max_length = load_for_explain(model, task_spec)
+    if (text_pair is not None) != (len(task_spec.text_fields) == 2):
+        raise ConfigError(
+            f"task '{task_spec.name}' takes {len(task_spec.text_fields)} text(s)",
+            "give a text pair for sentence-pair tasks and one text otherwise",
+        )
+    [result] = explain_batch(
+        classifier,
+        tokenizer,
+        task_spec,
+        get_provider(provider, manager, options.get(provider)),
+        [text],
+        [text_pair] if text_pair is not None else None,
+        views=views,  # type: ignore[arg-type]
+        max_length=max_length,
+    )
+    if as_json:
+        out.print_json(json.dumps({"model": model, "task": task_spec.name, **asdict(result)}))
+    else:
+        render_terminal(result, out, title=task_spec.name)
+    if html is not None:
+        write_html(html, [(text if text_pair is None else f"{text} | {text_pair}", [(model, result)])])
+        err.print(f"heatmap written to {html}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="kdkit")

@@ -1,0 +1,184 @@
+"""Attribution heatmaps: which tokens a model's prediction rests on (``kdkit explain``).
+
+A model's normalised token map for a class c is computed with an attribution provider (``ig`` from the
+adkd plugin by default) exactly as AD-KD computes the maps it distils:
+a_i = ‖A_{c,i,:}‖₂ over the hidden dimensions, normalised to unit L2 norm over the real tokens
+(:func:`kdkit.attribution.token_maps`). Rendered as a rich heatmap in the terminal or as an HTML page.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from rich.console import Console
+from rich.text import Text
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from kdkit import models
+from kdkit.attribution import AttributionProvider, token_maps
+from kdkit.errors import ConfigError
+from kdkit.plugins import PluginManager, get_plugin_manager
+from kdkit.runs import resolve_model_dir
+from kdkit.tasks import TaskSpec
+
+Views = Literal["pred", "all"]
+
+
+@dataclass
+class Explanation:
+    """One input explained by one model.
+
+    Attributes:
+        tokens: the input's tokens (special tokens included, no padding), length L.
+        views: what each map explains (a class name, or ``output`` for regression), length V.
+        maps: (V, L) normalised token maps (each row has unit L2 norm).
+        prediction: the predicted class name (or the regression output as text).
+        probabilities: class name -> probability (empty for regression).
+    """
+
+    tokens: list[str]
+    views: list[str]
+    maps: list[list[float]]
+    prediction: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+def load_for_explain(
+    model: str | Path, task: TaskSpec | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TaskSpec, int]:
+    """A saved classifier (run or model directory), its tokenizer, task and max length."""
+    directory = resolve_model_dir(Path(model))
+    saved = models.read_task_file(directory)
+    if task is None and saved is None:
+        raise ConfigError(f"{model} does not record its task", "pass --task")
+    task = task or saved[0]  # type: ignore[index]
+    max_length = saved[1] if saved is not None else 128
+    classifier = models.load_classifier(str(directory), task, attn_implementation="eager")
+    models.freeze(classifier)
+    return classifier, models.load_tokenizer(str(directory)), task, max_length
+
+
+def explain_batch(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    task: TaskSpec,
+    provider: AttributionProvider,
+    texts: list[str],
+    pairs: list[str] | None = None,
+    *,
+    views: Views = "pred",
+    max_length: int = 128,
+) -> list[Explanation]:
+    """Explain each text (or text pair) with ``provider``; returns one :class:`Explanation` per input."""
+    encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    inputs = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+    count = logits.shape[0]
+    if task.is_regression:
+        targets = torch.zeros(count, 1, dtype=torch.long)
+        names = [["output"]] * count
+    elif views == "all":
+        targets = torch.arange(task.num_labels).expand(count, -1)
+        names = [list(task.label_names or ())] * count
+    else:
+        targets = logits.argmax(-1, keepdim=True)
+        names = [[(task.label_names or ())[int(t)]] for t in targets[:, 0]]
+    attributions = provider.attribute(model, inputs, targets)
+    maps = token_maps(attributions.detach(), inputs["attention_mask"])
+    out = []
+    for i in range(count):
+        length = int(inputs["attention_mask"][i].sum())
+        tokens = tokenizer.convert_ids_to_tokens(inputs["input_ids"][i, :length].tolist())
+        if task.is_regression:
+            prediction, probabilities = f"{float(logits[i, 0]):.3f}", {}
+        else:
+            probs = torch.softmax(logits[i], -1)
+            labels = task.label_names or ()
+            prediction = labels[int(probs.argmax())]
+            probabilities = {labels[c]: round(float(probs[c]), 4) for c in range(len(labels))}
+        out.append(
+            Explanation(
+                tokens=list(tokens),
+                views=names[i],
+                maps=[[round(float(v), 5) for v in maps[i, view, :length]] for view in range(maps.shape[1])],
+                prediction=prediction,
+                probabilities=probabilities,
+            )
+        )
+    return out
+
+
+def get_provider(
+    name: str, plugins: PluginManager | None = None, options: dict[str, object] | None = None
+) -> AttributionProvider:
+    """An attribution provider by name, e.g. ``ig`` (from the adkd plugin)."""
+    plugins = plugins or get_plugin_manager()
+    cls = plugins.provider(name)
+    return cls(cls.Options(**(options or {})))
+
+
+def _display_token(token: str) -> tuple[str, bool]:
+    """(text, joins the previous token) for WordPiece/BPE pieces."""
+    if token.startswith("##"):
+        return token[2:], True
+    return token.replace("Ġ", "").replace("▁", ""), False
+
+
+def render_terminal(explanation: Explanation, console: Console, title: str = "") -> None:
+    """Print each view as a line of tokens whose background is their share of the attribution."""
+    header = f"{title}  " if title else ""
+    probs = "  ".join(f"{k}={v:.3f}" for k, v in explanation.probabilities.items())
+    console.print(f"[bold]{header}prediction: {explanation.prediction}[/]  {probs}")
+    for view, scores in zip(explanation.views, explanation.maps, strict=True):
+        peak = max(scores) or 1.0
+        line = Text(f"{view:>12}: ")
+        for token, score in zip(explanation.tokens, scores, strict=True):
+            text, joined = _display_token(token)
+            strength = score / peak
+            red = 255
+            other = int(255 - 200 * strength)
+            line.append(("" if joined else " ") + text, style=f"black on rgb({red},{other},{other})")
+        console.print(line)
+
+
+def html_rows(rows: list[tuple[str, Explanation]]) -> str:
+    """An HTML table fragment: one row per (label, explanation) and view, tokens shaded by their score."""
+    cells = []
+    for label, explanation in rows:
+        for view, scores in zip(explanation.views, explanation.maps, strict=True):
+            peak = max(scores) or 1.0
+            spans = []
+            for token, score in zip(explanation.tokens, scores, strict=True):
+                text, joined = _display_token(token)
+                alpha = round(score / peak, 3)
+                spans.append(
+                    f'<span title="{score:.4f}" style="background: rgba(220, 40, 40, {alpha}); '
+                    f'padding: 1px 2px; margin-left: {0 if joined else 3}px">{html.escape(text)}</span>'
+                )
+            cells.append(
+                f"<tr><td><b>{html.escape(label)}</b><br><small>pred: {html.escape(explanation.prediction)}; "
+                f"view: {html.escape(view)}</small></td><td style='font-family: monospace'>{''.join(spans)}</td></tr>"
+            )
+    return "<table style='border-collapse: collapse'>" + "".join(cells) + "</table>"
+
+
+def write_html(
+    path: Path, sections: list[tuple[str, list[tuple[str, Explanation]]]], title: str = "kdkit explain"
+) -> Path:
+    """Write a self-contained HTML page with one heatmap table per section."""
+    body = "".join(f"<h3>{html.escape(heading)}</h3>{html_rows(rows)}" for heading, rows in sections)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body style='font-family: sans-serif'><h2>{html.escape(title)}</h2>"
+        "<p>Darker red: a larger share of the prediction's attribution (per-token L2 norm of Integrated "
+        "Gradients at the embedding output, normalised over the sentence).</p>"
+        f"{body}</body></html>\n"
+    )
+    return path
