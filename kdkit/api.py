@@ -135,6 +135,7 @@ def _train(
         task,
         str(run_dir.checkpoints),
         first_split=first_split,
+        eval_splits=len(task_data.validation),
         group_by_length=config.data.group_by_length,
     )
     with args.main_process_first(local=False, desc="run directory"):

@@ -80,6 +80,13 @@ GroupOpt = Annotated[
         rich_help_panel=DATA,
     ),
 ]
+HoldoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Evaluate on this held-out share of the training set instead of the dev set (for tuning).",
+        rich_help_panel=DATA,
+    ),
+]
 
 EpochsOpt = Annotated[float | None, typer.Option(help="Training epochs \\[default: 3].", rich_help_panel=TRAIN)]
 MaxStepsOpt = Annotated[int | None, typer.Option(help="Stop after N optimiser steps.", rich_help_panel=TRAIN)]
@@ -136,6 +143,7 @@ _DATA_FLAGS = (
     "max_eval_samples",
     "padding",
     "group_by_length",
+    "holdout_fraction",
 )
 _TRAIN_FLAGS = (
     "epochs",
@@ -272,6 +280,7 @@ def finetune(
     max_eval_samples: MaxEvalOpt = None,
     padding: PaddingOpt = None,
     group_by_length: GroupOpt = None,
+    holdout_fraction: HoldoutOpt = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchOpt = None,
@@ -342,6 +351,7 @@ def distill(
     max_eval_samples: MaxEvalOpt = None,
     padding: PaddingOpt = None,
     group_by_length: GroupOpt = None,
+    holdout_fraction: HoldoutOpt = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchOpt = None,

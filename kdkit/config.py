@@ -45,6 +45,13 @@ class DataConfig(_Strict):
         "dynamic", description="pad each batch to its longest example, or always to max_length"
     )
     group_by_length: bool = Field(False, description="batch examples of similar length together")
+    holdout_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="evaluate on this held-out share of the training set instead of the validation split "
+        "(for tuning without touching the dev set)",
+    )
 
     @field_validator("text_columns", "label_names", mode="before")
     @classmethod

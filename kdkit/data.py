@@ -210,6 +210,10 @@ def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Da
         loaded = _load_glue(task, data, wanted)
         train = loaded.get("train")
         validation_splits = {split: loaded[split] for split in task.validation_splits}
+    if data.holdout_fraction is not None:
+        if train is None:
+            raise DataError("--holdout-fraction needs the training set", "evaluate on the validation split instead")
+        train, validation_splits = _hold_out(train, data.holdout_fraction)
     if train is not None:
         train = _limit(train, data.max_train_samples)
         _validate_split(train, task, "training set")
@@ -217,6 +221,16 @@ def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Da
     for name, split in validation_splits.items():
         _validate_split(split, task, f"{name} set")
     return task, train, validation_splits
+
+
+#: fixed seed of the held-out split, so every run of a study holds out the same examples
+HOLDOUT_SEED = 20231
+
+
+def _hold_out(train: Dataset, fraction: float) -> tuple[Dataset, dict[str, Dataset]]:
+    """(the rest of train, {"holdout": a random ``fraction`` of train}); the split depends on no run's seed."""
+    parts = train.train_test_split(test_size=fraction, seed=HOLDOUT_SEED, shuffle=True)
+    return parts["train"], {"holdout": parts["test"]}
 
 
 def _limit(split: Dataset, limit: int | None) -> Dataset:

@@ -52,6 +52,7 @@ def training_arguments(
     *,
     has_eval: bool = True,
     first_split: str = "validation",
+    eval_splits: int = 1,
     group_by_length: bool = False,
 ) -> TrainingArguments:
     """Trainer arguments for a run: evaluation and checkpoints each epoch (or every ``eval_steps``), best
@@ -59,7 +60,7 @@ def training_arguments(
     device = resolve_device(training)
     precision = resolve_precision(training, device)
     strategy = "steps" if training.eval_steps else "epoch"
-    metric = task.main_metric if len(task.validation_splits) == 1 else f"{first_split}_{task.main_metric}"
+    metric = task.main_metric if eval_splits == 1 else f"{first_split}_{task.main_metric}"
     return TrainingArguments(
         output_dir=output_dir,
         num_train_epochs=training.epochs,

@@ -147,3 +147,14 @@ def test_collator_pads_to_max_length_and_pads_token_signals():
     assert batch["teacher_logits"].shape == (2, 2)
     assert batch["teacher_attr_map"].shape == (2, 1, 4)
     assert torch.allclose(batch["teacher_attr_map"][1, 0], torch.tensor([0.6, 0.8, 0.0, 0.0]))
+
+
+def test_holdout_fraction_replaces_the_dev_set_with_a_fixed_part_of_train(glue_dir):
+    config = DataConfig(task="cola", data_dir=glue_dir, holdout_fraction=0.1)
+    task, train, validation = load_raw(config)
+    assert list(validation) == ["holdout"]
+    holdout = validation["holdout"]
+    assert train is not None and len(train) + len(holdout) == 8551
+    assert not set(train["idx"]) & set(holdout["idx"])
+    _, _, again = load_raw(config.model_copy(update={"max_train_samples": 100}))
+    assert again["holdout"]["idx"] == holdout["idx"]  # the same examples, whatever else changes
