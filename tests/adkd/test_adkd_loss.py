@@ -177,6 +177,12 @@ def test_two_classes_have_one_map_at_one_step(baseline: str) -> None:
     per_view = ((t_maps - s_maps).pow(2) * mask[:, None]).sum(dim=(0, 2)) / mask.sum()
     assert one_view == pytest.approx(float(per_view.mean()), rel=1e-9)
     assert one_view == pytest.approx(float(per_view.sum()) / 2, rel=1e-9)
+    # the same loss through the public option that computes both views
+    both_views = ADKDLoss(ADKDOptions(top_k=10, binary_single_view=False), TWO_CLASSES)
+    with torch.no_grad():
+        signals_both = both_views.teacher_signals(teacher, batch, ctx)
+    assert signals_both["attr_map"].shape[1] == 2
+    assert float(both_views(batch, logits, signals_both, ctx)["attr"]) == pytest.approx(one_view, rel=1e-9)
     # two path points: the two maps differ, so both views are kept
     maps2 = token_maps(
         IntegratedGradients(IGOptions(steps=2)).attribute(teacher, batch.inputs, torch.tensor([[0, 1]] * 3)), mask
@@ -347,6 +353,6 @@ def test_the_cache_key_covers_every_option_the_teacher_maps_depend_on() -> None:
     assert key(alpha=0.1, beta=5, temperature=7, distance="l1") == base  # the student side only
     changed = [
         key(ig={"steps": 2}), key(ig={"baseline": "pad"}), key(top_k=5), key(top_k_fraction=0.5),
-        key(views="gold"), key(views="pred"), key(eps=1e-6), key(beta=0),
+        key(views="gold"), key(views="pred"), key(eps=1e-6), key(beta=0), key(binary_single_view=False),
     ]
     assert len({base, *changed}) == len(changed) + 1

@@ -53,6 +53,9 @@ class ADKDOptions(BaseModel):
     ablation: Literal["none", "no_attr", "no_ce", "no_kd"] = Field(
         "none", description="drop one term (the paper's ablations): attribution, cross-entropy or KD"
     )
+    binary_single_view: bool = Field(
+        True, description="two classes, views=all: one map when the two views' maps are equal (IG, m=1)"
+    )
     provider: str = Field("ig", description="attribution provider (must be differentiable)")
     eps: float = Field(1e-12, gt=0.0, description="lower bound of a map's norm in the normalisation")
 
@@ -117,7 +120,7 @@ class ADKDLoss(DistillationLoss):
         o = self.opts
         return (
             f"logits+attr_map:adkd-v1:views={o.views}:top_k={o.top_k}:top_k_fraction={o.top_k_fraction}"
-            f":eps={o.eps}:provider={o.provider}"
+            f":eps={o.eps}:single={o.binary_single_view}:provider={o.provider}"
         )
 
     # -- the teacher -----------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class ADKDLoss(DistillationLoss):
         ``all``: every class (weight 1 each, the reference's sum over views). For two classes, when the
         provider says the two views' maps are equal (IG with m = 1), one view (weight 1, as in the
         reference), the class that ``own_logits`` finds least likely (its gradient is the best conditioned);
-        otherwise both, weight 1/2 each, so L_attr keeps its scale. ``gold``: the label. ``pred``: the
+        otherwise (or with ``binary_single_view`` off) both, weight 1/2 each, so L_attr keeps its scale. ``gold``: the label. ``pred``: the
         teacher's prediction. Regression: the single output.
         """
         size = int(own_logits.shape[0])
@@ -160,7 +163,8 @@ class ADKDLoss(DistillationLoss):
         if self.opts.views == "pred":
             return teacher_logits.argmax(dim=-1).view(-1, 1), one
         classes = int(own_logits.shape[-1])
-        if classes == 2 and bool(getattr(provider, "binary_views_equal", lambda: False)()):
+        equal = bool(getattr(provider, "binary_views_equal", lambda: False)())
+        if classes == 2 and equal and self.opts.binary_single_view:
             return own_logits.detach().argmin(dim=-1).view(-1, 1), one
         every = torch.arange(classes, device=device).expand(size, classes)
         weight = 0.5 if classes == 2 else 1.0
