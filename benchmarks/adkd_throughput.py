@@ -45,20 +45,21 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
+import torch
+from datasets import Dataset
 
-from kdkit import models  # noqa: E402
-from kdkit.config import DataConfig, TrainingConfig  # noqa: E402
-from kdkit.data import DistillationCollator, load_task_data  # noqa: E402
-from kdkit.losses import DistillationLoss, LossContext  # noqa: E402
-from kdkit.plugins import PluginManager  # noqa: E402
-from kdkit.runs import resolve_model_dir  # noqa: E402
-from kdkit.teacher_cache import add_teacher_signals  # noqa: E402
-from kdkit.trainer import DistillationTrainer, provider_factory, training_arguments  # noqa: E402
+from kdkit import models
+from kdkit.config import DataConfig, TrainingConfig
+from kdkit.data import DistillationCollator, load_task_data
+from kdkit.losses import DistillationLoss, LossContext
+from kdkit.plugins import PluginManager
+from kdkit.runs import resolve_model_dir
+from kdkit.teacher_cache import add_teacher_signals
+from kdkit.trainer import DistillationTrainer, provider_factory, training_arguments
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -103,7 +104,9 @@ def machine() -> dict[str, Any]:
 class Setup:
     """Teacher, tokenizer and the SST-2 examples of the benchmark batches."""
 
-    def __init__(self, teacher: str, data_dir: Path, batch_size: int, batches: int, seed: int, max_train: int | None = None):
+    def __init__(
+        self, teacher: str, data_dir: Path, batch_size: int, batches: int, seed: int, max_train: int | None = None
+    ):
         self.teacher_path = str(resolve_model_dir(Path(teacher)))
         self.tokenizer = models.load_tokenizer(self.teacher_path)
         data = DataConfig(task="sst2", data_dir=data_dir, max_train_samples=max_train)
@@ -123,7 +126,9 @@ class Setup:
         return models.freeze(teacher)
 
 
-def build_variant(setup: Setup, name: str, plugins: PluginManager, home: Path, teacher: Any, eager_teacher: Any) -> dict[str, Any]:
+def build_variant(
+    setup: Setup, name: str, plugins: PluginManager, home: Path, teacher: Any, eager_teacher: Any
+) -> dict[str, Any]:
     variant = VARIANTS[name]
     loss_cls = plugins.loss(variant.loss)
     options = {**(ADKD_DEFAULTS if variant.loss == "adkd" else {}), **variant.loss_options}
@@ -144,7 +149,9 @@ def build_variant(setup: Setup, name: str, plugins: PluginManager, home: Path, t
     if variant.cached:
         os.environ["KDKIT_HOME"] = str(home)
         ctx = LossContext(task=setup.task, student=student, teacher=the_teacher, provider_factory=factory)
-        dataset = add_teacher_signals(dataset, loss, the_teacher, ctx, device=torch.device("cpu"), pad_token_id=setup.pad)
+        dataset = add_teacher_signals(
+            dataset, loss, the_teacher, ctx, device=torch.device("cpu"), pad_token_id=setup.pad
+        )
     collator = DistillationCollator(setup.pad, pad_to=variant.pad_to, token_signals=sorted(loss.token_signals))
     args = training_arguments(
         TrainingConfig(batch_size=setup.batch_size, device="cpu", precision="fp32", max_steps=setup.batches),
@@ -153,8 +160,14 @@ def build_variant(setup: Setup, name: str, plugins: PluginManager, home: Path, t
         has_eval=False,
     )
     trainer = DistillationTrainer(
-        model=student, args=args, train_dataset=dataset, data_collator=collator, loss=loss, task=setup.task,
-        teacher=None if variant.cached else the_teacher, provider_factory=factory,
+        model=student,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        loss=loss,
+        task=setup.task,
+        teacher=None if variant.cached else the_teacher,
+        provider_factory=factory,
     )
     trainer.create_optimizer_and_scheduler(num_training_steps=setup.batches)
     rows = [dataset[i] for i in range(len(dataset))]
@@ -194,8 +207,10 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
             seconds = train_step(variant["trainer"], variant["batches"][index])
             if index >= args.warmup:
                 times[name].append(seconds)
-        print(f"batch {index + 1}/{setup.batches}: "
-              + " ".join(f"{n}={times[n][-1]:.2f}s" for n in times if times[n]), flush=True)
+        print(
+            f"batch {index + 1}/{setup.batches}: " + " ".join(f"{n}={times[n][-1]:.2f}s" for n in times if times[n]),
+            flush=True,
+        )
     result: dict[str, Any] = {"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "variants": {}}
     for name, values in times.items():
         entry: dict[str, Any] = {
@@ -208,14 +223,16 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
             if reference in times and reference != name:
                 if not (VARIANTS[name].grouped or VARIANTS[reference].grouped):  # same batches: paired ratios
                     entry[f"ratio_to_{reference}_paired_median"] = statistics.median(
-                        a / b for a, b in zip(values, times[reference])
+                        a / b for a, b in zip(values, times[reference], strict=True)
                     )
                 entry[f"ratio_to_{reference}_of_means"] = statistics.mean(values) / statistics.mean(times[reference])
         result["variants"][name] = entry
     if "reference" in times:
         for name in ("adkd", "adkd-grouped"):
             if name in times:
-                result[f"examples_per_s_{name}_over_reference"] = statistics.mean(times["reference"]) / statistics.mean(times[name])
+                result[f"examples_per_s_{name}_over_reference"] = statistics.mean(times["reference"]) / statistics.mean(
+                    times[name]
+                )
     return result
 
 
@@ -223,15 +240,31 @@ def run_memory(args: argparse.Namespace) -> dict[str, Any]:
     """Each variant in its own child process; reports its peak RSS."""
     out: dict[str, Any] = {}
     for name in args.variants:
-        command = [sys.executable, __file__, "_memory_child", "--teacher", args.teacher, "--variants", name,
-                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
-                   "--data-dir", str(args.data_dir)]
+        command = [
+            sys.executable,
+            __file__,
+            "_memory_child",
+            "--teacher",
+            args.teacher,
+            "--variants",
+            name,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+            "--data-dir",
+            str(args.data_dir),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         out[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(name, out[name], flush=True)
     if "kd" in out and "adkd" in out:
         out["peak_ratio_adkd_to_kd"] = out["adkd"]["peak_rss_mib"] / out["kd"]["peak_rss_mib"]
-        out["training_increase_ratio_adkd_to_kd"] = out["adkd"]["training_increase_mib"] / out["kd"]["training_increase_mib"]
+        out["training_increase_ratio_adkd_to_kd"] = (
+            out["adkd"]["training_increase_mib"] / out["kd"]["training_increase_mib"]
+        )
     return out
 
 
@@ -256,8 +289,15 @@ def memory_child(args: argparse.Namespace) -> None:
     for inputs in variant["batches"]:
         train_step(variant["trainer"], inputs)
     peak = _status_kib("VmHWM")
-    print(json.dumps({"rss_before_training_mib": before / 1024, "peak_rss_mib": peak / 1024,
-                      "training_increase_mib": (peak - before) / 1024}))
+    print(
+        json.dumps(
+            {
+                "rss_before_training_mib": before / 1024,
+                "peak_rss_mib": peak / 1024,
+                "training_increase_mib": (peak - before) / 1024,
+            }
+        )
+    )
 
 
 def run_cache(args: argparse.Namespace) -> dict[str, Any]:
@@ -272,11 +312,17 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["KDKIT_HOME"] = tempfile.mkdtemp(prefix="adkd-bench-cache-")
     ctx = LossContext(task=setup.task, student=teacher, teacher=teacher, provider_factory=factory)
     start = time.perf_counter()
-    add_teacher_signals(setup.train, loss, teacher, ctx, device=torch.device("cpu"), pad_token_id=setup.pad, batch_size=64)
+    add_teacher_signals(
+        setup.train, loss, teacher, ctx, device=torch.device("cpu"), pad_token_id=setup.pad, batch_size=64
+    )
     seconds = time.perf_counter() - start
     tokens = sum(setup.train["length"])
-    return {"examples": len(setup.train), "real_tokens": tokens, "cache_build_s": seconds,
-            "examples_per_s": len(setup.train) / seconds}
+    return {
+        "examples": len(setup.train),
+        "real_tokens": tokens,
+        "cache_build_s": seconds,
+        "examples_per_s": len(setup.train) / seconds,
+    }
 
 
 def main() -> None:

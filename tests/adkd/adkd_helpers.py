@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -12,8 +13,6 @@ from kdkit.attribution import EmbeddingForward, capture_embedding_output
 from kdkit.losses import Batch, LossContext
 from kdkit.tasks import TaskSpec
 from kdkit.testing import tiny_classifier
-
-from kdkit_adkd.ig import IGOptions, IntegratedGradients
 
 ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
 
@@ -27,9 +26,7 @@ THREE_CLASSES = TaskSpec(
 TWO_CLASSES = TaskSpec(
     name="two", text_fields=("text",), label_names=("neg", "pos"), metrics=("accuracy",), main_metric="accuracy"
 )
-REGRESSION = TaskSpec(
-    name="reg", text_fields=("text",), label_names=None, metrics=("pearson",), main_metric="pearson"
-)
+REGRESSION = TaskSpec(name="reg", text_fields=("text",), label_names=None, metrics=("pearson",), main_metric="pearson")
 
 
 def lively(model: PreTrainedModel, seed: int = 0, scale: float = 0.2) -> PreTrainedModel:
@@ -89,7 +86,9 @@ def provider_factory(**options: object) -> Callable[[str], IntegratedGradients]:
     return lambda name: provider
 
 
-def student_context(task: TaskSpec, student: nn.Module, teacher: nn.Module | None, batch: Batch, **ig: object) -> tuple[LossContext, torch.Tensor]:
+def student_context(
+    task: TaskSpec, student: nn.Module, teacher: nn.Module | None, batch: Batch, **ig: object
+) -> tuple[LossContext, torch.Tensor]:
     """A loss context with the student's forward captured as the trainer does; returns (ctx, logits)."""
     with capture_embedding_output(student) as captured:
         logits = student(**batch.inputs).logits

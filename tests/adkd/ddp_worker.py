@@ -11,11 +11,11 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from kdkit import api  # noqa: E402
-from kdkit.config import DataConfig, DistillConfig, TrainingConfig  # noqa: E402
-from kdkit.plugins import PluginManager  # noqa: E402
+from kdkit import api
+from kdkit.config import DataConfig, DistillConfig, TrainingConfig
+from kdkit.plugins import PluginManager
 
 
 def build_config(teacher: str, train: str, validation: str, output: str, batch_size: int) -> DistillConfig:
@@ -26,8 +26,13 @@ def build_config(teacher: str, train: str, validation: str, output: str, batch_s
         student="copy:1",
         data=DataConfig(train_file=train, validation_file=validation, max_length=32),  # type: ignore[arg-type]
         training=TrainingConfig(
-            max_steps=6, batch_size=batch_size, logging_steps=1, learning_rate=1e-3, warmup_ratio=0.0,
-            term_grad_norm_steps=0, seed=7,
+            max_steps=6,
+            batch_size=batch_size,
+            logging_steps=1,
+            learning_rate=1e-3,
+            warmup_ratio=0.0,
+            term_grad_norm_steps=0,
+            seed=7,
         ),
         options={"adkd": {"beta": float(os.environ.get("ADKD_BETA", "10")), "alpha": 0.5}, "ig": {"steps": 2}},
         output=output,  # type: ignore[arg-type]

@@ -37,7 +37,9 @@ def _losses(run: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def deterministic_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny teacher without dropout (its copy:1 student inherits that), so runs can be compared exactly."""
-    task = TaskSpec(name="tiny", text_fields=("text",), label_names=("neg", "pos"), metrics=("accuracy",), main_metric="accuracy")
+    task = TaskSpec(
+        name="tiny", text_fields=("text",), label_names=("neg", "pos"), metrics=("accuracy",), main_metric="accuracy"
+    )
     directory = save_tiny_classifier(tmp_path_factory.mktemp("ddp") / "teacher", task)
     config = json.loads((directory / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -58,7 +60,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run(
         [*torchrun, str(WORKER), *args, str(tmp_path / "two"), "8"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "two" / "run.json").read_text())
@@ -68,7 +74,10 @@ def test_two_processes_match_one_process_with_the_same_global_batch(
     two, one = _losses(tmp_path / "two"), _losses(tmp_path / "one")
     assert len(two) == len(one) == 6
     assert two == pytest.approx(one, rel=1e-4)
-    a, b = load_file(tmp_path / "one" / "last" / "model.safetensors"), load_file(tmp_path / "two" / "last" / "model.safetensors")
+    a, b = (
+        load_file(tmp_path / "one" / "last" / "model.safetensors"),
+        load_file(tmp_path / "two" / "last" / "model.safetensors"),
+    )
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4
 
 

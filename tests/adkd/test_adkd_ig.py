@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 from adkd_helpers import ARCHITECTURES, make_batch, make_model
+from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from torch import Tensor, nn
 
 from kdkit.attribution import EmbeddingForward, capture_embedding_output, class_scores, embedding_block
-from kdkit_adkd.ig import IGOptions, IntegratedGradients
 
 
 def _embedding_output(model: nn.Module, **inputs: Tensor) -> Tensor:
@@ -26,15 +26,19 @@ def _pad_baseline_by_hand(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor
     positions = torch.arange(ids.shape[1]).expand_as(ids)
     if model.config.model_type == "roberta":  # RoBERTa numbers positions from padding_idx + 1
         positions = positions + pad + 1
-    return _embedding_output(
-        model, input_ids=torch.full_like(ids, pad), attention_mask=mask, position_ids=positions
-    )
+    return _embedding_output(model, input_ids=torch.full_like(ids, pad), attention_mask=mask, position_ids=positions)
 
 
 def _sequential_ig(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor, steps: int, baseline: str) -> Tensor:
     """IG one example, one class and one path point at a time, each example without padding."""
     batch, length = ids.shape
-    out = torch.zeros(batch, targets.shape[1], length, model.config.hidden_size if model.config.model_type != "distilbert" else model.config.dim, dtype=torch.float64)
+    out = torch.zeros(
+        batch,
+        targets.shape[1],
+        length,
+        model.config.hidden_size if model.config.model_type != "distilbert" else model.config.dim,
+        dtype=torch.float64,
+    )
     for b in range(batch):
         n = int(mask[b].sum())
         x, m = ids[b : b + 1, :n], mask[b : b + 1, :n]
@@ -89,8 +93,9 @@ def test_completeness_at_64_steps(architecture: str) -> None:
     attributions = provider.attribute(model, batch.inputs, targets)
     with torch.no_grad():
         scores = class_scores(model(**batch.inputs).logits.double(), targets)
-        from kdkit.attribution import replace_embedding_output
         from kdkit_adkd.ig import pad_baseline
+
+        from kdkit.attribution import replace_embedding_output
 
         base = pad_baseline(model, batch.inputs)
         with replace_embedding_output(model, lambda _e: base):

@@ -18,6 +18,9 @@ from adkd_helpers import (
     provider_factory,
     student_context,
 )
+from kdkit_adkd.ig import IGOptions, IntegratedGradients
+from kdkit_adkd.loss import ADKDLoss, ADKDOptions
+from kdkit_adkd.maps import token_maps
 from torch import Tensor, nn
 
 from kdkit import api
@@ -25,9 +28,6 @@ from kdkit.attribution import embedding_block
 from kdkit.errors import ConfigError
 from kdkit.losses import Batch, LossContext
 from kdkit.tasks import TaskSpec
-from kdkit_adkd.ig import IGOptions, IntegratedGradients
-from kdkit_adkd.loss import ADKDLoss, ADKDOptions
-from kdkit_adkd.maps import token_maps
 
 # -- an independent, plain implementation of the formulas (one example, one token at a time) ----------
 
@@ -117,16 +117,40 @@ def _plain_loss(
 
 
 GOLDEN = [
-    (THREE_CLASSES, dict(alpha=0.7, beta=3.0, temperature=2.0, views="all", distance="l2", top_k=20), dict(steps=2, baseline="pad")),
-    (TWO_CLASSES, dict(alpha=0.5, beta=10.0, temperature=1.0, views="all", distance="smooth_l1", kd_t_squared=True), dict(steps=1, baseline="zero")),
-    (TWO_CLASSES, dict(alpha=0.9, beta=1.0, temperature=3.0, views="all", distance="l2", top_k=8), dict(steps=2, baseline="zero")),
-    (THREE_CLASSES, dict(alpha=0.2, beta=1.0, temperature=4.0, views="gold", distance="l1", top_k_fraction=0.5), dict(steps=1, baseline="zero")),
-    (REGRESSION, dict(alpha=0.8, beta=1.0, temperature=3.0, views="all", distance="l2", top_k=16), dict(steps=1, baseline="pad")),
+    (
+        THREE_CLASSES,
+        dict(alpha=0.7, beta=3.0, temperature=2.0, views="all", distance="l2", top_k=20),
+        dict(steps=2, baseline="pad"),
+    ),
+    (
+        TWO_CLASSES,
+        dict(alpha=0.5, beta=10.0, temperature=1.0, views="all", distance="smooth_l1", kd_t_squared=True),
+        dict(steps=1, baseline="zero"),
+    ),
+    (
+        TWO_CLASSES,
+        dict(alpha=0.9, beta=1.0, temperature=3.0, views="all", distance="l2", top_k=8),
+        dict(steps=2, baseline="zero"),
+    ),
+    (
+        THREE_CLASSES,
+        dict(alpha=0.2, beta=1.0, temperature=4.0, views="gold", distance="l1", top_k_fraction=0.5),
+        dict(steps=1, baseline="zero"),
+    ),
+    (
+        REGRESSION,
+        dict(alpha=0.8, beta=1.0, temperature=3.0, views="all", distance="l2", top_k=16),
+        dict(steps=1, baseline="pad"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("task", "options", "ig"), GOLDEN, ids=["3cls-pad-m2", "2cls-smoothl1", "2cls-m2", "gold-l1", "regression"])
-def test_golden_values_match_a_plain_implementation(task: TaskSpec, options: dict[str, Any], ig: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("task", "options", "ig"), GOLDEN, ids=["3cls-pad-m2", "2cls-smoothl1", "2cls-m2", "gold-l1", "regression"]
+)
+def test_golden_values_match_a_plain_implementation(
+    task: TaskSpec, options: dict[str, Any], ig: dict[str, Any]
+) -> None:
     classes = task.num_labels
     teacher = frozen(make_model("bert", num_labels=classes, eager=False, double=True))
     student = make_model("bert", num_labels=classes, seed=1, num_layers=1, double=True)
@@ -189,7 +213,9 @@ def test_two_classes_have_one_map_at_one_step(baseline: str) -> None:
     )
     assert not torch.allclose(maps2[:, 0], maps2[:, 1])
     with torch.no_grad():
-        signals2 = loss.teacher_signals(teacher, batch, LossContext(TWO_CLASSES, student, teacher, provider_factory=provider_factory(steps=2)))
+        signals2 = loss.teacher_signals(
+            teacher, batch, LossContext(TWO_CLASSES, student, teacher, provider_factory=provider_factory(steps=2))
+        )
     assert signals2["attr_map"].shape[1] == 2
 
 
@@ -210,7 +236,9 @@ def test_views_select_the_classes_explained() -> None:
         own[:, :2], labels, teacher_logits[:, :2], IntegratedGradients(IGOptions(steps=3))
     )
     assert two.tolist() == [[0, 1], [0, 1]] and w3.tolist() == [0.5, 0.5]
-    regression, _ = ADKDLoss(ADKDOptions(views="gold"), REGRESSION).views(own[:, :1], labels.float(), own[:, :1], provider)
+    regression, _ = ADKDLoss(ADKDOptions(views="gold"), REGRESSION).views(
+        own[:, :1], labels.float(), own[:, :1], provider
+    )
     assert regression.tolist() == [[0], [0]]
 
 
@@ -224,7 +252,9 @@ def test_attribution_gradient_is_second_order_and_matches_finite_differences() -
     batch = make_batch()
     loss = ADKDLoss(ADKDOptions(top_k=20), THREE_CLASSES)
     with torch.no_grad():
-        signals = loss.teacher_signals(teacher, batch, LossContext(THREE_CLASSES, student, teacher, provider_factory=provider_factory()))
+        signals = loss.teacher_signals(
+            teacher, batch, LossContext(THREE_CLASSES, student, teacher, provider_factory=provider_factory())
+        )
 
     def attribution_loss() -> Tensor:
         ctx, logits = student_context(THREE_CLASSES, student, teacher, batch)
@@ -322,7 +352,13 @@ def test_ablations_drop_one_term(ablation: str, expected: set[str]) -> None:
 
 def test_the_paper_preset_gives_the_papers_values_beneath_user_options(adkd_manager: Any) -> None:
     config = api.resolve_distill_config({"loss": "adkd", "preset": "paper", "data": {"task": "cola"}}, adkd_manager)
-    assert config.options["adkd"] == {"alpha": 0.9, "beta": 1.0, "temperature": 1.0, "views": "all", "top_k_fraction": None}
+    assert config.options["adkd"] == {
+        "alpha": 0.9,
+        "beta": 1.0,
+        "temperature": 1.0,
+        "views": "all",
+        "top_k_fraction": None,
+    }
     assert config.options["ig"] == {"steps": 1}
     assert (config.training.learning_rate, config.training.batch_size, config.training.epochs) == (4e-5, 32, 10)
     config = api.resolve_distill_config(
@@ -352,7 +388,14 @@ def test_the_cache_key_covers_every_option_the_teacher_maps_depend_on() -> None:
     assert key(ig={"batch_size": 3}) == base
     assert key(alpha=0.1, beta=5, temperature=7, distance="l1") == base  # the student side only
     changed = [
-        key(ig={"steps": 2}), key(ig={"baseline": "pad"}), key(top_k=5), key(top_k_fraction=0.5),
-        key(views="gold"), key(views="pred"), key(eps=1e-6), key(beta=0), key(binary_single_view=False),
+        key(ig={"steps": 2}),
+        key(ig={"baseline": "pad"}),
+        key(top_k=5),
+        key(top_k_fraction=0.5),
+        key(views="gold"),
+        key(views="pred"),
+        key(eps=1e-6),
+        key(beta=0),
+        key(binary_single_view=False),
     ]
     assert len({base, *changed}) == len(changed) + 1

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 from adkd_helpers import THREE_CLASSES, frozen, make_batch, make_model, provider_factory
-
-from kdkit.losses import Batch, LossContext
 from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from kdkit_adkd.maps import map_distance, resolve_top_k, token_maps
+
+from kdkit.losses import Batch, LossContext
 
 
 def test_top_k_keeps_exactly_k_dimensions() -> None:
@@ -27,8 +27,15 @@ def test_top_k_keeps_exactly_k_dimensions() -> None:
         assert all(int((grad[b, v, j] != 0).sum()) in (0, 4) for j in range(5))
     # a_i = ‖4 largest |A_i|‖₂, then normalised over the real tokens
     raw = [
-        [[math.sqrt(sum(x * x for x in sorted(attributions[b, v, i].abs().tolist(), reverse=True)[:4])) * int(mask[b, i])
-          for i in range(5)] for v in range(3)] for b in range(2)
+        [
+            [
+                math.sqrt(sum(x * x for x in sorted(attributions[b, v, i].abs().tolist(), reverse=True)[:4]))
+                * int(mask[b, i])
+                for i in range(5)
+            ]
+            for v in range(3)
+        ]
+        for b in range(2)
     ]
     expected = torch.tensor(raw, dtype=torch.float64)
     expected = expected / expected.norm(dim=-1, keepdim=True)
@@ -75,7 +82,9 @@ def test_distance_sums_views_and_averages_real_tokens() -> None:
     assert float(map_distance(teacher, student, mask)) == pytest.approx(float(d.pow(2).sum()) / tokens)
     assert float(map_distance(teacher, student, mask, distance="l1")) == pytest.approx(float(d.abs().sum()) / tokens)
     smooth = torch.where(d.abs() < 1, 0.5 * d.pow(2), d.abs() - 0.5)
-    assert float(map_distance(teacher, student, mask, distance="smooth_l1")) == pytest.approx(float(smooth.sum()) / tokens)
+    assert float(map_distance(teacher, student, mask, distance="smooth_l1")) == pytest.approx(
+        float(smooth.sum()) / tokens
+    )
     weights = torch.tensor([1.0, 0.0])
     assert float(map_distance(teacher, student, mask, view_weights=weights)) == pytest.approx(
         float(d[:, 0].pow(2).sum()) / tokens
@@ -101,7 +110,12 @@ def test_padding_an_example_does_not_change_its_maps(architecture: str, baseline
         labels=batch.labels,
     )
     loss = ADKDLoss(ADKDOptions(top_k=20), THREE_CLASSES)
-    ctx = LossContext(task=THREE_CLASSES, student=student, teacher=teacher, provider_factory=provider_factory(steps=2, baseline=baseline))
+    ctx = LossContext(
+        task=THREE_CLASSES,
+        student=student,
+        teacher=teacher,
+        provider_factory=provider_factory(steps=2, baseline=baseline),
+    )
     with torch.no_grad():
         short = loss.teacher_signals(teacher, batch, ctx)["attr_map"]
         long = loss.teacher_signals(teacher, padded, ctx)["attr_map"]

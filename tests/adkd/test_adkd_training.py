@@ -10,6 +10,7 @@ import pytest
 import torch
 from adkd_helpers import THREE_CLASSES, frozen, make_model, provider_factory
 from datasets import Dataset
+from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from typer.testing import CliRunner
 
 from kdkit import api
@@ -18,7 +19,6 @@ from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.data import MODEL_INPUTS, DistillationCollator
 from kdkit.losses import Batch, LossContext
 from kdkit.teacher_cache import add_teacher_signals
-from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 
 
 def _config(tiny_csv: tuple[Path, Path], teacher: Path, output: Path, **overrides: Any) -> DistillConfig:
@@ -28,7 +28,9 @@ def _config(tiny_csv: tuple[Path, Path], teacher: Path, output: Path, **override
         "teacher": str(teacher),
         "student": "copy:1",
         "data": DataConfig(train_file=train, validation_file=validation, max_length=32),
-        "training": TrainingConfig(epochs=1, batch_size=16, logging_steps=2, learning_rate=1e-3, term_grad_norm_steps=3),
+        "training": TrainingConfig(
+            epochs=1, batch_size=16, logging_steps=2, learning_rate=1e-3, term_grad_norm_steps=3
+        ),
         "options": {"adkd": {"beta": 10.0}},
         "output": output,
         "quiet": True,
@@ -64,12 +66,20 @@ def test_teacher_signals_are_computed_once_then_reused(tiny_csv, tiny_teacher, t
     api.distill(_config(tiny_csv, tiny_teacher, tmp_path / "a", training=short), plugins=adkd_manager)
     assert sum(calls) == 96  # every training example once, in batches of eval_batch_size
     calls.clear()
-    api.distill(_config(tiny_csv, tiny_teacher, tmp_path / "b", training=short.model_copy(update={"seed": 3})), plugins=adkd_manager)
+    api.distill(
+        _config(tiny_csv, tiny_teacher, tmp_path / "b", training=short.model_copy(update={"seed": 3})),
+        plugins=adkd_manager,
+    )
     assert calls == []  # a later run with the same teacher, data and map options reads the cache
-    api.distill(_config(tiny_csv, tiny_teacher, tmp_path / "c", training=short, options={"ig": {"steps": 2}}), plugins=adkd_manager)
+    api.distill(
+        _config(tiny_csv, tiny_teacher, tmp_path / "c", training=short, options={"ig": {"steps": 2}}),
+        plugins=adkd_manager,
+    )
     assert sum(calls) == 96  # another provider option: another cache entry
     calls.clear()
-    live = api.distill(_config(tiny_csv, tiny_teacher, tmp_path / "d", training=short, teacher_cache=False), plugins=adkd_manager)
+    live = api.distill(
+        _config(tiny_csv, tiny_teacher, tmp_path / "d", training=short, teacher_cache=False), plugins=adkd_manager
+    )
     assert live.summary["teacher_cache"]["used"] is False
     assert calls == [16, 16]  # on the fly: inside each training step
 
@@ -118,7 +128,9 @@ def _capture_models(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return seen
 
 
-def test_student_runs_eager_attention_and_the_teacher_keeps_sdpa(tiny_csv, tiny_teacher, tmp_path, adkd_manager, monkeypatch):
+def test_student_runs_eager_attention_and_the_teacher_keeps_sdpa(
+    tiny_csv, tiny_teacher, tmp_path, adkd_manager, monkeypatch
+):
     from kdkit.tasks import TaskSpec
     from kdkit.testing import save_tiny_classifier
 
@@ -127,7 +139,9 @@ def test_student_runs_eager_attention_and_the_teacher_keeps_sdpa(tiny_csv, tiny_
     assert seen["student"].config._attn_implementation == "eager"
     assert seen["teacher"].config._attn_implementation == "sdpa"
     # a student given as a saved model directory
-    task = TaskSpec(name="tiny", text_fields=("text",), label_names=("neg", "pos"), metrics=("accuracy",), main_metric="accuracy")
+    task = TaskSpec(
+        name="tiny", text_fields=("text",), label_names=("neg", "pos"), metrics=("accuracy",), main_metric="accuracy"
+    )
     student_dir = save_tiny_classifier(tmp_path / "student", task, num_layers=1, seed=3)
     api.distill(_config(tiny_csv, tiny_teacher, tmp_path / "run2", student=str(student_dir)), plugins=adkd_manager)
     assert seen["student"].config._attn_implementation == "eager"
@@ -145,7 +159,9 @@ def test_cli_distill_with_adkd_and_plugins_listing(tiny_csv, tiny_teacher, tmp_p
     components = {c["name"]: c for c in json.loads(listing.output)["components"]}
     assert components["adkd"]["kind"] == "loss" and components["adkd"]["presets"] == ["paper"]
     assert components["adkd"]["options"]["views"] == {
-        "type": "'all' | 'gold' | 'pred'", "default": "all", "description": components["adkd"]["options"]["views"]["description"]
+        "type": "'all' | 'gold' | 'pred'",
+        "default": "all",
+        "description": components["adkd"]["options"]["views"]["description"],
     }
     assert components["adkd"]["options"]["top_k"]["type"] == "int | None"
     assert components["ig"]["differentiable"] is True
@@ -153,10 +169,34 @@ def test_cli_distill_with_adkd_and_plugins_listing(tiny_csv, tiny_teacher, tmp_p
     result = runner.invoke(
         app,
         [
-            "distill", "--plugin", "adkd", "--teacher", str(tiny_teacher), "--student", "copy:1",
-            "--train-file", str(train), "--validation-file", str(validation), "--max-length", "32",
-            "--max-steps", "2", "--batch-size", "16", "--logging-steps", "1", "--quiet", "--output", str(tmp_path / "cli"),
-            "--set", "adkd.ablation=no_kd", "--set", "adkd.beta=10", "--set", "ig.steps=2",
+            "distill",
+            "--plugin",
+            "adkd",
+            "--teacher",
+            str(tiny_teacher),
+            "--student",
+            "copy:1",
+            "--train-file",
+            str(train),
+            "--validation-file",
+            str(validation),
+            "--max-length",
+            "32",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "16",
+            "--logging-steps",
+            "1",
+            "--quiet",
+            "--output",
+            str(tmp_path / "cli"),
+            "--set",
+            "adkd.ablation=no_kd",
+            "--set",
+            "adkd.beta=10",
+            "--set",
+            "ig.steps=2",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -165,7 +205,22 @@ def test_cli_distill_with_adkd_and_plugins_listing(tiny_csv, tiny_teacher, tmp_p
     assert "loss_kd" not in summary["train_log"][0] and "loss_attr" in summary["train_log"][0]
     bad = runner.invoke(
         app,
-        ["distill", "--plugin", "adkd", "--teacher", str(tiny_teacher), "--train-file", str(train), "--task", "tiny",
-         "--validation-file", str(validation), "--preset", "paper", "--output", str(tmp_path / "bad")],
+        [
+            "distill",
+            "--plugin",
+            "adkd",
+            "--teacher",
+            str(tiny_teacher),
+            "--train-file",
+            str(train),
+            "--task",
+            "tiny",
+            "--validation-file",
+            str(validation),
+            "--preset",
+            "paper",
+            "--output",
+            str(tmp_path / "bad"),
+        ],
     )
     assert bad.exit_code == 2 and "no hyper-parameters for task" in bad.output

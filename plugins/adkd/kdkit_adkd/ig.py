@@ -96,7 +96,7 @@ def pad_baseline(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
     pad = pad_token_id(model)
 
     def pad_words(_module: nn.Module, _args: Any, output: Tensor) -> Tensor:
-        return words.weight[pad].expand_as(output)  # type: ignore[index,no-any-return]
+        return words.weight[pad].expand_as(output)  # type: ignore[index]
 
     def stop(_module: nn.Module, _args: Any, output: Any) -> None:
         raise _StopForward(output[0] if isinstance(output, tuple) else output)
@@ -180,9 +180,7 @@ class IntegratedGradients(AttributionProvider):
                 row = torch.arange(start, min(start + opts.batch_size, rows), device=mask.device)
                 example = row % batch
                 alpha = alpha_table[row // batch].view(-1, 1, 1)
-                contribution = self._chunk(
-                    model, inputs, targets, example, alpha, baseline, forward, create_graph
-                )
+                contribution = self._chunk(model, inputs, targets, example, alpha, baseline, forward, create_graph)
                 total = _index_add(total, example, contribution, batch)
         assert total is not None
         attributions = total / steps * mask[:, None, :, None].to(total.dtype)

@@ -18,7 +18,8 @@ eager attention and captures its embedding output in the step's forward, which t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from types import MappingProxyType
+from typing import ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output
 from kdkit.errors import PluginError, TrainingError
-from kdkit.losses import Batch, DistillationLoss, LossContext, task_loss
+from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss
 from kdkit_adkd.maps import Distance, map_distance, resolve_top_k, token_maps
 from kdkit_adkd.presets import paper_preset
 
@@ -99,7 +100,7 @@ class ADKDLoss(DistillationLoss):
     needs_double_backward = True
     captures_student_embeddings = True
     token_signals = frozenset({"attr_map"})
-    presets = {"paper": paper_preset}
+    presets: ClassVar[Mapping[str, PresetFunction]] = MappingProxyType({"paper": paper_preset})
 
     @property
     def opts(self) -> ADKDOptions:
@@ -150,8 +151,8 @@ class ADKDLoss(DistillationLoss):
         ``all``: every class (weight 1 each, the reference's sum over views). For two classes, when the
         provider says the two views' maps are equal (IG with m = 1), one view (weight 1, as in the
         reference), the class that ``own_logits`` finds least likely (its gradient is the best conditioned);
-        otherwise (or with ``binary_single_view`` off) both, weight 1/2 each, so L_attr keeps its scale. ``gold``: the label. ``pred``: the
-        teacher's prediction. Regression: the single output.
+        otherwise (or with ``binary_single_view`` off) both, weight 1/2 each, so L_attr keeps its scale.
+        ``gold``: the label. ``pred``: the teacher's prediction. Regression: the single output.
         """
         size = int(own_logits.shape[0])
         device = own_logits.device

@@ -26,9 +26,7 @@ def resolve_top_k(hidden_size: int, top_k: int | None = None, top_k_fraction: fl
     return None if k >= hidden_size else k
 
 
-def token_maps(
-    attributions: Tensor, attention_mask: Tensor, *, top_k: int | None = None, eps: float = 1e-12
-) -> Tensor:
+def token_maps(attributions: Tensor, attention_mask: Tensor, *, top_k: int | None = None, eps: float = 1e-12) -> Tensor:
     """Normalised per-token attribution maps.
 
     Args:
