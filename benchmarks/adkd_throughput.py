@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: the cores are shared
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
