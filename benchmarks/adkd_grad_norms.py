@@ -26,18 +26,18 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep: the cores are shared
 
-import torch  # noqa: E402
+import torch
+from kdkit_adkd.ig import IntegratedGradients
+from kdkit_adkd.loss import ADKDLoss, ADKDOptions
+from kdkit_adkd.maps import map_distance, token_maps
+from kdkit_adkd.presets import PAPER_TABLE
 
-from kdkit import models  # noqa: E402
-from kdkit.attribution import EmbeddingForward, capture_embedding_output  # noqa: E402
-from kdkit.config import DataConfig  # noqa: E402
-from kdkit.data import MODEL_INPUTS, DistillationCollator, load_task_data  # noqa: E402
-from kdkit.losses import Batch, LossContext  # noqa: E402
-from kdkit.runs import resolve_model_dir  # noqa: E402
-from kdkit_adkd.ig import IntegratedGradients  # noqa: E402
-from kdkit_adkd.loss import ADKDLoss, ADKDOptions  # noqa: E402
-from kdkit_adkd.maps import map_distance, token_maps  # noqa: E402
-from kdkit_adkd.presets import PAPER_TABLE  # noqa: E402
+from kdkit import models
+from kdkit.attribution import EmbeddingForward, capture_embedding_output
+from kdkit.config import DataConfig
+from kdkit.data import MODEL_INPUTS, DistillationCollator, load_task_data
+from kdkit.losses import Batch, LossContext
+from kdkit.runs import resolve_model_dir
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
@@ -93,7 +93,10 @@ def main() -> None:
             batch.attention_mask,
         )
         summed = map_distance(
-            signals["attr_map"], student_maps, batch.attention_mask, view_weights=weights,
+            signals["attr_map"],
+            student_maps,
+            batch.attention_mask,
+            view_weights=weights,
             token_count=torch.tensor(float(batch.size)),
         )
         tokens_per_example = float(batch.attention_mask.sum()) / batch.size
@@ -113,8 +116,12 @@ def main() -> None:
         records.append(record)
         print(json.dumps({k: round(v, 4) for k, v in record.items()}), flush=True)
     summary: dict[str, Any] = {
-        "task": args.task, "teacher": args.teacher, "alpha": alpha, "temperature": temperature,
-        "batches": args.batches, "batch_size": args.batch_size,
+        "task": args.task,
+        "teacher": args.teacher,
+        "alpha": alpha,
+        "temperature": temperature,
+        "batches": args.batches,
+        "batch_size": args.batch_size,
         "median": {k: statistics.median(r[k] for r in records) for k in records[0]},
         "min": {k: min(r[k] for r in records) for k in records[0]},
         "max": {k: max(r[k] for r in records) for k in records[0]},
