@@ -59,8 +59,17 @@ def _sequential_ig(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor,
     return out
 
 
-@pytest.mark.parametrize("baseline", ["zero", "pad"])
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize(
+    ("architecture", "baseline"),
+    [
+        ("bert", "zero"),
+        ("bert", "pad"),
+        ("roberta", "pad"),
+        ("distilbert", "pad"),
+        ("electra", "zero"),
+        ("deberta-v2", "pad"),
+    ],
+)
 def test_batched_ig_equals_the_sequential_definition(architecture: str, baseline: str) -> None:
     model = make_model(architecture, double=True)
     batch = make_batch(int(model.config.pad_token_id))
