@@ -195,7 +195,7 @@ def test_two_classes_have_one_map_at_one_step(baseline: str) -> None:
     with torch.no_grad():
         signals = loss.teacher_signals(teacher, batch, ctx)
     assert signals["attr_map"].shape[1] == 1
-    one_view = float(loss(batch, logits, signals, ctx)["attr"])
+    one_view = float(loss(batch, logits, signals, ctx)["attr"].detach())
     s_maps = token_maps(provider.attribute(student, batch.inputs, torch.tensor([[0, 1]] * 3), create_graph=True), mask)
     t_maps = token_maps(provider.attribute(teacher, batch.inputs, torch.tensor([[0, 1]] * 3)), mask, top_k=10)
     per_view = ((t_maps - s_maps).pow(2) * mask[:, None]).sum(dim=(0, 2)) / mask.sum()
