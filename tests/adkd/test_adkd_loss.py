@@ -321,7 +321,6 @@ def test_options_are_validated_with_one_line_errors(adkd_manager: Any) -> None:
         ({"views": "some"}, "adkd.views"),
         ({"distance": "cosine"}, "adkd.distance"),
         ({"ablation": "no_teacher"}, "adkd.ablation"),
-        ({"top_k": 10, "top_k_fraction": 0.5}, "top_k or top_k_fraction"),
         ({"steps": 2}, "unknown option adkd.steps"),
     ]:
         with pytest.raises(ConfigError, match=message):

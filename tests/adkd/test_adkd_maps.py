@@ -62,6 +62,7 @@ def test_k_at_least_the_hidden_size_keeps_all_dimensions() -> None:
     assert resolve_top_k(768, top_k=700) == 700
     assert resolve_top_k(384, top_k_fraction=640 / 768) == 320
     assert resolve_top_k(384, top_k_fraction=1.0) is None
+    assert resolve_top_k(384, top_k=100, top_k_fraction=640 / 768) == 100  # an explicit K beats a preset's share
 
 
 def test_maps_have_unit_norm_over_real_tokens_and_zero_padding() -> None:

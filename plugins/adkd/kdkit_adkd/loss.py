@@ -24,7 +24,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output
@@ -44,7 +44,7 @@ class ADKDOptions(BaseModel):
     temperature: float = Field(2.0, gt=0.0, description="T of the KD term")
     top_k: int | None = Field(None, ge=1, description="K: hidden dims kept in the teacher's maps (None/>=D: all)")
     top_k_fraction: float | None = Field(
-        None, gt=0.0, le=1.0, description="K as a share of the teacher's hidden size (the paper's K/768)"
+        None, gt=0.0, le=1.0, description="K as a share of the teacher's hidden size (the paper's K/768); top_k wins"
     )
     views: Literal["all", "gold", "pred"] = Field(
         "all", description="maps per example: every class, the gold label's, or the teacher's prediction"
@@ -59,12 +59,6 @@ class ADKDOptions(BaseModel):
     )
     provider: str = Field("ig", description="attribution provider (must be differentiable)")
     eps: float = Field(1e-12, gt=0.0, description="lower bound of a map's norm in the normalisation")
-
-    @model_validator(mode="after")
-    def _one_k(self) -> ADKDOptions:
-        if self.top_k is not None and self.top_k_fraction is not None:
-            raise ValueError("set top_k or top_k_fraction, not both")
-        return self
 
 
 def leaf_embedding_forward(model: nn.Module, inputs: dict[str, Tensor]) -> EmbeddingForward:

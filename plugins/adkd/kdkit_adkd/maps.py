@@ -17,8 +17,9 @@ Distance = Literal["l2", "l1", "smooth_l1"]
 def resolve_top_k(hidden_size: int, top_k: int | None = None, top_k_fraction: float | None = None) -> int | None:
     """The number of hidden dimensions the teacher's maps keep, or ``None`` for all of them.
 
-    ``top_k`` is absolute; ``top_k_fraction`` is a share of the hidden size, rounded (the paper's K is
-    "of 768": K = 640 becomes ``top_k_fraction = 640/768`` for other hidden sizes). K >= D keeps all.
+    ``top_k`` is absolute and wins when both are set (so ``--set adkd.top_k=N`` overrides a preset's
+    fraction); ``top_k_fraction`` is a share of the hidden size, rounded (the paper's K is "of 768": K = 640
+    becomes ``top_k_fraction = 640/768`` for other hidden sizes). K >= D keeps all.
     """
     if top_k is None and top_k_fraction is None:
         return None
