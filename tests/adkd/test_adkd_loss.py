@@ -20,11 +20,10 @@ from adkd_helpers import (
 )
 from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
-from kdkit_adkd.maps import token_maps
 from torch import Tensor, nn
 
 from kdkit import api
-from kdkit.attribution import embedding_block
+from kdkit.attribution import embedding_block, token_maps
 from kdkit.errors import ConfigError
 from kdkit.losses import Batch, LossContext
 from kdkit.tasks import TaskSpec

@@ -9,8 +9,9 @@ import torch
 from adkd_helpers import THREE_CLASSES, frozen, make_batch, make_model, provider_factory
 from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
-from kdkit_adkd.maps import map_distance, resolve_top_k, token_maps
+from kdkit_adkd.maps import map_distance, resolve_top_k
 
+from kdkit.attribution import token_maps
 from kdkit.losses import Batch, LossContext
 
 

@@ -5,7 +5,7 @@
 - KD = KL(softmax(z^t/T) ‖ softmax(z^s/T)) (batch mean), times T² only with ``kd_t_squared``: the
   reference code uses the soft cross-entropy without T², which has the same gradient as this KL, and the
   paper's α and β were tuned with it. Regression: MSE(z^s/T, z^t/T) (× T² with ``kd_t_squared``).
-- L_attr compares normalised per-token attribution maps (:mod:`kdkit_adkd.maps`) of teacher and student,
+- L_attr compares normalised per-token attribution maps (:func:`kdkit.attribution.token_maps`) of teacher and student,
   one map per view; the distance is summed over views and averaged over the batch's real tokens (the
   reference code's reduction, so the paper's β values mean what they meant there).
 
@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output
+from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output, token_maps
 from kdkit.errors import PluginError, TrainingError
 from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss
-from kdkit_adkd.maps import Distance, map_distance, resolve_top_k, token_maps
+from kdkit_adkd.maps import Distance, map_distance, resolve_top_k
 from kdkit_adkd.presets import paper_preset
 
 

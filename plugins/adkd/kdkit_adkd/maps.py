@@ -1,6 +1,7 @@
-"""Attribution maps and the attribution distance: pure tensor functions (no models).
+"""The attribution distance and the choice of K: pure tensor functions (no models).
 
-Shapes: B examples, V views, L tokens, D hidden dimensions.
+The normalised per-token maps themselves are :func:`kdkit.attribution.token_maps` (core, shared with
+``kdkit explain``); it is re-exported here. Shapes: B examples, V views, L tokens, D hidden dimensions.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from kdkit.attribution import token_maps
+
+__all__ = ["Distance", "map_distance", "resolve_top_k", "token_maps"]
 
 Distance = Literal["l2", "l1", "smooth_l1"]
 
@@ -25,28 +30,6 @@ def resolve_top_k(hidden_size: int, top_k: int | None = None, top_k_fraction: fl
         return None
     k = top_k if top_k is not None else max(1, round(float(top_k_fraction or 1.0) * hidden_size))
     return None if k >= hidden_size else k
-
-
-def token_maps(attributions: Tensor, attention_mask: Tensor, *, top_k: int | None = None, eps: float = 1e-12) -> Tensor:
-    """Normalised per-token attribution maps.
-
-    Args:
-        attributions: (B, V, L, D) attributions at the embedding output.
-        attention_mask: (B, L), 1 for real tokens.
-        top_k: keep the K largest |values| over D before the norm (the teacher); ``None`` keeps all.
-        eps: lower bound of the norm in the normalisation.
-
-    Returns:
-        (B, V, L): a_{v,i} = ‖TopK(|A_{v,i,:}|)‖₂ · mask_i and â_v = a_v / max(‖a_v‖₂, eps), so each map
-        has unit L2 norm over the real tokens and is exactly zero at padding.
-    """
-    if top_k is not None and top_k < attributions.shape[-1]:
-        values = attributions.abs().topk(top_k, dim=-1).values
-    else:
-        values = attributions
-    norms = torch.linalg.vector_norm(values.to(torch.promote_types(values.dtype, torch.float32)), dim=-1)
-    norms = norms * attention_mask[:, None, :].to(norms.dtype)
-    return norms / torch.linalg.vector_norm(norms, dim=-1, keepdim=True).clamp_min(eps)
 
 
 def map_distance(
