@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -100,6 +101,13 @@ def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, 
 
 
 def default_output(task: str, what: str) -> Path:
+    """runs/<task>-<what>-<time>; under torchrun the processes could disagree on the time, so there the
+    output must be given."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            "the default run directory has a timestamp that the torchrun processes would not agree on",
+            "pass --output DIR when running under torchrun",
+        )
     return Path("runs") / f"{task}-{what}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -424,7 +432,8 @@ def distill(
         models.set_attention(student, attn)
     loss = loss_cls(options[loss_cls.name], task)
     for provider_name in loss.providers_used():
-        plugins.provider(provider_name)  # fail early on a missing provider
+        provider_cls = plugins.provider(provider_name)  # fail early on a missing provider
+        options.setdefault(provider_name, provider_cls.Options())  # recorded in run.json
     return _train(
         config=config,
         command="distill",

@@ -157,7 +157,9 @@ def class_scores(logits: Tensor, targets: Tensor) -> Tensor:
     """
     if logits.shape[-1] == 1:
         return logits[:, :1].expand(-1, targets.shape[1])
-    return torch.log_softmax(logits.float(), dim=-1).gather(1, targets)
+    # at least float32 (half-precision logits are upcast; float64 stays float64)
+    upcast = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return torch.log_softmax(upcast, dim=-1).gather(1, targets)
 
 
 def token_maps(attributions: Tensor, attention_mask: Tensor, *, top_k: int | None = None, eps: float = 1e-12) -> Tensor:

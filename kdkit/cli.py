@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 import kdkit
-from kdkit.config import describe_fields, parse_set_options, read_config_file
+from kdkit.config import describe_fields, parse_set_options, read_config_file, type_name
 from kdkit.errors import KdkitError
 
 if TYPE_CHECKING:
@@ -438,7 +438,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
                     "description": component.description,
                     "options": {
                         name: {
-                            "type": getattr(field.annotation, "__name__", str(field.annotation)),
+                            "type": type_name(field.annotation),
                             "default": field.get_default(call_default_factory=True),
                             "description": field.description or "",
                         }

@@ -11,7 +11,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -177,16 +178,26 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def type_name(annotation: Any) -> str:
+    """A readable option type: ``int``, ``int | None``, ``'zero' | 'pad'`` (a Literal's choices)."""
+    if get_origin(annotation) is Literal:
+        return " | ".join(repr(choice) for choice in get_args(annotation))
+    if get_origin(annotation) in (Union, UnionType):
+        return " | ".join(type_name(arg) for arg in get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
 def describe_fields(model: type[BaseModel]) -> str:
     """``name (type, default X)`` for each field, for error messages and ``kdkit plugins``."""
     parts = []
     for name, info in model.model_fields.items():
         annotation = info.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             parts.append(f"{name} (section)")
             continue
-        parts.append(f"{name} ({type_name}, default {info.get_default(call_default_factory=True)!r})")
+        parts.append(f"{name} ({type_name(annotation)}, default {info.get_default(call_default_factory=True)!r})")
     return ", ".join(parts) or "none"
 
 

@@ -122,7 +122,8 @@ class DistillationLoss(abc.ABC):
         return {"logits": teacher(**batch.inputs).logits.float()}
 
     def teacher_signal_key(self) -> str:
-        """Everything ``teacher_signals`` depends on besides the teacher and the data (the cache key)."""
+        """Everything ``teacher_signals`` depends on besides the teacher, the data and the options of the
+        providers in ``providers_used()`` (kdkit adds their ``cache_key()``): part of the cache key."""
         return "logits"
 
     @abc.abstractmethod

@@ -4,7 +4,8 @@ The teacher is frozen and in eval mode, so what it contributes to a loss for a t
 logits, attribution maps, ...) never changes. :func:`add_teacher_signals` computes the loss's
 ``teacher_signals`` once per example, stores them as ``teacher_<name>`` columns with ``datasets.map``,
 and keeps the result on disk under ``KDKIT_HOME/teacher-signals/<key>.arrow``, where the key hashes the
-teacher's weights, the tokenised data and the loss's ``teacher_signal_key()``. Every later epoch and run
+teacher's weights, the tokenised data, the loss's ``teacher_signal_key()`` and the ``cache_key()`` of
+each attribution provider the loss uses. Every later epoch and run
 with the same key reads the file instead of running the teacher.
 
 Examples are processed in order of length (so batches carry little padding) and put back in their order.
@@ -54,9 +55,12 @@ def data_fingerprint(dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(teacher: nn.Module, dataset: Dataset, loss: DistillationLoss) -> str:
-    """Identity of a cache file: teacher weights, data content, loss's signal options."""
+def cache_key(teacher: nn.Module, dataset: Dataset, loss: DistillationLoss, ctx: LossContext | None = None) -> str:
+    """Identity of a cache file: teacher weights, data content, the loss's signal options and, with
+    ``ctx``, the options of the attribution providers the loss uses (``loss.providers_used()``)."""
     parts = [CACHE_VERSION, model_fingerprint(teacher), data_fingerprint(dataset), loss.teacher_signal_key()]
+    if ctx is not None and ctx.provider_factory is not None:
+        parts += [ctx.provider(name).cache_key() for name in loss.providers_used()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
@@ -106,7 +110,7 @@ def add_teacher_signals(
 ) -> Dataset:
     """``dataset`` plus ``teacher_<name>`` columns, read from the cache or computed (and cached)."""
     collator = DistillationCollator(pad_token_id)
-    key = cache_key(teacher, dataset, loss)
+    key = cache_key(teacher, dataset, loss, ctx)
     path = cache_dir() / f"{key}.arrow"
     path.parent.mkdir(parents=True, exist_ok=True)
 
