@@ -9,7 +9,6 @@ Importing this module does not import torch (the plugin host and the API are imp
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -453,8 +452,10 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
         if not info.losses and not info.providers:
             rows.append({"plugin": info.name, "source": info.source, "kind": "-", "name": "-", "options": {}})
     failures = [{"plugin": f.name, "source": f.source, "error": f.error} for f in manager.failures]
+    disabled = sorted(manager.disabled)
     if as_json:
-        out.print_json(json.dumps({"components": rows, "failures": failures}, default=str))
+        listing = {"components": rows, "failures": failures, "disabled": disabled, "autoload": manager.autoload}
+        out.print_json(json.dumps(listing, default=str))
         return
     table = Table(title="kdkit plugins", show_lines=True)
     for column in ("plugin", "source", "kind", "name", "options (type, default)"):
@@ -471,10 +472,15 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
     out.print(table)
     for failure in failures:
         out.print(f"[red]failed:[/] {failure['plugin']} ({failure['source']}): {failure['error']}", soft_wrap=True)
-    from kdkit.plugins import ENV_DISABLE_AUTOLOAD
+    from kdkit.plugins import ENV_DISABLE_AUTOLOAD, ENV_DISABLE_PLUGINS
 
-    if os.environ.get(ENV_DISABLE_AUTOLOAD):
-        out.print(f"entry-point autoloading is disabled ({ENV_DISABLE_AUTOLOAD})")
+    if disabled:
+        out.print(f"disabled: {', '.join(disabled)} (--disable-plugin / {ENV_DISABLE_PLUGINS})")
+    if not manager.autoload:
+        out.print(
+            f"entry-point autoloading is disabled ({ENV_DISABLE_AUTOLOAD}); "
+            "only plugins named with --enable-plugin or KDKIT_PLUGINS are loaded"
+        )
 
 
 @app.command()

@@ -94,6 +94,8 @@ class PluginManager:
         self._register(builtin, BUILTIN_NAME, "built-in")
         if autoload is None:
             autoload = not _env_flag(ENV_DISABLE_AUTOLOAD)
+        #: whether every ``kdkit`` entry point was loaded (else only the enabled ones)
+        self.autoload = autoload
         wanted = list(enable) + _split_names(os.environ.get(ENV_PLUGINS))
         self._load_entry_points(autoload=autoload, wanted=wanted)
         for name, plugin in (extra_plugins or {}).items():

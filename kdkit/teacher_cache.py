@@ -137,4 +137,6 @@ def add_teacher_signals(
     finally:
         if not bars_were_enabled:
             disable_progress_bar()
-    return with_signals.sort(_ROW).remove_columns(_ROW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return with_signals.sort(_ROW).remove_columns(_ROW)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -32,3 +36,62 @@ def test_readme_starts_with_the_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (README.parent / ".ci" / "run").read_text()
     assert "python -m pytest -q" in ci
+
+
+# -- docs/writing-plugins.md shows the example plugin's real code ---------------------------------------------
+
+WRITING = DOCS / "writing-plugins.md"
+EXAMPLE = README.parent / "examples" / "kdkit-occlusion"
+
+
+def _marked_blocks(text: str, marker: str) -> list[tuple[str, str]]:
+    """(argument, code) for each fenced block right after ``<!-- marker: argument -->``."""
+    pattern = rf"^<!-- {marker}: (.+?) -->\n```[a-z]*\n(.*?)^```"
+    return re.findall(pattern, text, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_writing_plugins_shows_the_example_files_verbatim():
+    text = WRITING.read_text()
+    files = _marked_blocks(text, "file")
+    assert {path for path, _ in files} >= {
+        "examples/kdkit-occlusion/pyproject.toml",
+        "examples/kdkit-occlusion/kdkit_occlusion/plugin.py",
+        "examples/kdkit-occlusion/tests/conftest.py",
+    }
+    for path, code in files:
+        assert code.rstrip("\n") == (README.parent / path).read_text().rstrip("\n"), f"{path} differs from the doc"
+    excerpts = _marked_blocks(text, "excerpt")
+    assert excerpts
+    for path, code in excerpts:
+        assert code.rstrip("\n") in (README.parent / path).read_text(), f"an excerpt of {path} differs from the file"
+
+
+def test_writing_plugins_walks_through_every_part_of_the_provider():
+    text = WRITING.read_text()
+    source = (EXAMPLE / "kdkit_occlusion" / "provider.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            assert f"class {node.name}(" in text, node.name
+        elif isinstance(node, ast.FunctionDef):
+            assert f"def {node.name}(" in text, node.name
+    for step in ("pip install -e", "kdkit plugins", "kdkit.testing", "adkd.teacher_provider=occlusion"):
+        assert step in text, step
+
+
+def test_the_loss_plugin_of_writing_plugins_conforms_and_trains(tmp_path):
+    from kdkit.plugins import PluginManager
+    from kdkit.testing import check_loss, run_distillation_steps
+
+    [(_, code)] = _marked_blocks(WRITING.read_text(), "example")
+    module = types.ModuleType("writing_plugins_loss")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code, "docs/writing-plugins.md", "exec"), module.__dict__)
+        manager = PluginManager(autoload=False, extra_plugins={"norm": module})
+        assert manager.failures == []
+        loss = manager.loss("norm_kd")
+        check_loss(loss, {"beta": 2.0})
+        result = run_distillation_steps(module, loss="norm_kd", steps=2, directory=tmp_path)
+    finally:
+        sys.modules.pop(module.__name__, None)
+    assert all({"loss_ce", "loss_kd", "loss_norms"} <= set(entry) for entry in result.summary["train_log"])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +152,73 @@ def test_in_process_plugins_can_be_registered(plugin_manager: PluginManager, tmp
     manager = PluginManager(autoload=False, extra_plugins={"mine": inproc_plugin})
     assert manager.loss("half_ce").Options().model_dump() == {"scale": 0.5}
     assert {p.name: p.source for p in manager.plugins()}["mine"] == "registered in-process"
+
+
+# -- enabling and disabling by name from the command line; where each plugin came from ---------------------
+
+
+def _listing(*args: str) -> dict[str, Any]:
+    from typer.testing import CliRunner
+
+    from kdkit.cli import app
+
+    result = CliRunner().invoke(app, [*args, "plugins", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _plugins(listing: dict[str, Any]) -> dict[str, str]:
+    return {row["plugin"]: row["source"] for row in listing["components"]}
+
+
+def test_cli_lists_each_plugin_with_its_source(tmp_path, monkeypatch):
+    install_fake_distribution(tmp_path, "kdkit-fake", {"fake_kdkit_good": GOOD_PLUGIN}, monkeypatch)
+    listing = _listing()
+    sources = _plugins(listing)
+    assert sources["builtin"] == "built-in" and sources["fake_kdkit_good"] == "kdkit-fake 1.0"
+    uniform = next(row for row in listing["components"] if row["name"] == "uniform")
+    assert (uniform["kind"], uniform["differentiable"]) == ("attribution provider", False)
+    assert listing["disabled"] == [] and listing["autoload"] is True
+
+    from typer.testing import CliRunner
+
+    from kdkit.cli import app
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich reads the width when printing
+    table = CliRunner().invoke(app, ["plugins"])
+    assert table.exit_code == 0
+    assert "kdkit-fake 1.0" in table.stdout and "built-in" in table.stdout
+    monkeypatch.setenv("KDKIT_PLUGINS", "inproc_module_plugin")
+    (tmp_path / "inproc_module_plugin.py").write_text(
+        GOOD_PLUGIN.replace('"half_ce"', '"half_ce2"').replace('"uniform"', '"uniform2"')
+    )
+    assert _plugins(_listing())["inproc_module_plugin"] == "module inproc_module_plugin"
+
+
+def test_cli_disables_plugins_by_name_with_the_option_or_the_environment(tmp_path, monkeypatch):
+    install_fake_distribution(tmp_path, "kdkit-fake", {"fake_kdkit_good": GOOD_PLUGIN}, monkeypatch)
+    listing = _listing("--disable-plugin", "fake_kdkit_good")
+    assert "fake_kdkit_good" not in _plugins(listing) and listing["disabled"] == ["fake_kdkit_good"]
+    monkeypatch.setenv("KDKIT_DISABLE_PLUGINS", "fake_kdkit_good, builtin")
+    listing = _listing()
+    assert not {"builtin", "fake_kdkit_good"} & set(_plugins(listing))
+    assert listing["disabled"] == ["builtin", "fake_kdkit_good"]
+
+    from typer.testing import CliRunner
+
+    from kdkit.cli import app
+
+    monkeypatch.setenv("COLUMNS", "200")
+    table = CliRunner().invoke(app, ["plugins"])
+    assert "disabled: builtin, fake_kdkit_good" in table.stdout
+
+
+def test_cli_enables_plugins_by_name_when_autoloading_is_off(tmp_path, monkeypatch):
+    install_fake_distribution(tmp_path, "kdkit-fake", {"fake_kdkit_good": GOOD_PLUGIN}, monkeypatch)
+    monkeypatch.setenv("KDKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
+    listing = _listing()
+    assert "fake_kdkit_good" not in _plugins(listing) and listing["autoload"] is False
+    assert _plugins(_listing("--enable-plugin", "fake_kdkit_good"))["fake_kdkit_good"] == "kdkit-fake 1.0"
+    monkeypatch.setenv("KDKIT_PLUGINS", "fake_kdkit_good")
+    assert "fake_kdkit_good" in _plugins(_listing())
+    assert "fake_kdkit_good" not in _plugins(_listing("--disable-plugin", "fake_kdkit_good"))  # disabling wins

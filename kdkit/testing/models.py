@@ -10,9 +10,10 @@ import csv
 import random
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -107,7 +108,11 @@ TINY_WORDS = (
     "win",
     "lose",
 )
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+#: ids of the tiny tokenizer's special tokens
+TINY_PAD_ID, TINY_UNK_ID, TINY_CLS_ID, TINY_SEP_ID, TINY_MASK_ID = range(len(_SPECIAL))
 
 
 def tiny_tokenizer(directory: Path) -> PreTrainedTokenizerBase:
@@ -182,6 +187,21 @@ def tiny_classifier(
     return model.eval()
 
 
+def perturb_parameters(model: ModuleT, seed: int = 0, scale: float = 0.2) -> ModuleT:
+    """Add Gaussian noise (std ``scale``) to every parameter, in place; returns the model.
+
+    A freshly initialised classifier has zero biases and near-uniform outputs, which makes attributions and
+    score differences degenerate (many exact ties and zeros); tests of attribution providers and losses
+    want a model whose outputs depend on every token.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=torch.float32)
+            parameter.add_(noise.to(parameter.dtype) * scale)
+    return model
+
+
 def save_tiny_classifier(
     directory: Path,
     task: TaskSpec,
@@ -219,3 +239,19 @@ def write_tiny_csv(path: Path, rows: int, labels: tuple[str, ...] = ("pos", "neg
             words.insert(rng.randint(0, len(words)), {"pos": "good", "neg": "bad"}.get(label, label))
             writer.writerow([" ".join(words), label])
     return path
+
+
+#: tasks of the tiny models: two classes (the labels of :func:`write_tiny_csv`), three classes, regression
+BINARY_TASK = TaskSpec(
+    name="tiny",
+    text_fields=("text",),
+    label_names=("neg", "pos"),
+    metrics=("accuracy", "macro_f1"),
+    main_metric="accuracy",
+)
+THREE_CLASS_TASK = TaskSpec(
+    name="tiny3", text_fields=("text",), label_names=("a", "b", "c"), metrics=("accuracy",), main_metric="accuracy"
+)
+REGRESSION_TASK = TaskSpec(
+    name="tiny-regression", text_fields=("text",), label_names=None, metrics=("pearson",), main_metric="pearson"
+)

@@ -58,6 +58,9 @@ class ADKDOptions(BaseModel):
         True, description="two classes, views=all: one map when the two views' maps are equal (IG, m=1)"
     )
     provider: str = Field("ig", description="attribution provider (must be differentiable)")
+    teacher_provider: str | None = Field(
+        None, description="provider of the teacher's maps (None: provider); may be non-differentiable, e.g. occlusion"
+    )
     eps: float = Field(1e-12, gt=0.0, description="lower bound of a map's norm in the normalisation")
 
 
@@ -106,16 +109,25 @@ class ADKDLoss(DistillationLoss):
         """False when the attribution term is off (β = 0 or the ``no_attr`` ablation): vanilla KD."""
         return self.opts.beta > 0 and self.opts.ablation != "no_attr"
 
+    @property
+    def teacher_provider_name(self) -> str:
+        """The provider of the teacher's maps: ``teacher_provider``, else ``provider``."""
+        return self.opts.teacher_provider or self.opts.provider
+
     def providers_used(self) -> list[str]:
-        return [self.opts.provider] if self.uses_attribution else []
+        if not self.uses_attribution:
+            return []
+        return list(dict.fromkeys([self.opts.provider, self.teacher_provider_name]))
 
     def teacher_signal_key(self) -> str:
         if not self.uses_attribution:
             return "logits"
         o = self.opts
+        # the teacher's provider joins the key only when it differs (keys of earlier runs stay valid)
+        teacher = f":teacher_provider={self.teacher_provider_name}" if self.teacher_provider_name != o.provider else ""
         return (
             f"logits+attr_map:adkd-v1:views={o.views}:top_k={o.top_k}:top_k_fraction={o.top_k_fraction}"
-            f":eps={o.eps}:single={o.binary_single_view}:provider={o.provider}"
+            f":eps={o.eps}:single={o.binary_single_view}:provider={o.provider}{teacher}"
         )
 
     # -- the teacher -----------------------------------------------------------------------------
@@ -123,13 +135,21 @@ class ADKDLoss(DistillationLoss):
     def teacher_signals(self, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
         """``logits`` (B, C) and, with the attribution term on, ``attr_map`` (B, V, L): the teacher's
         normalised maps with top-K over its hidden dimensions. One forward (E as a grad-requiring leaf)
-        serves both, and V backward passes w.r.t. E (more path points with ``ig.steps`` > 1)."""
+        serves both, and V backward passes w.r.t. E (more path points with ``ig.steps`` > 1).
+
+        With a non-differentiable ``teacher_provider`` (e.g. ``occlusion``) the logits come from a plain
+        forward and that provider computes the maps (top-K over D = 1 changes nothing)."""
         if not self.uses_attribution:
             return super().teacher_signals(teacher, batch, ctx)
-        provider = self.provider(ctx)
-        forward = leaf_embedding_forward(teacher, batch.inputs)
-        logits = forward.logits.detach().float()
-        targets, _ = self.views(logits, batch.labels, logits, provider)
+        student_provider = self.provider(ctx)  # checked before the (long) teacher pass
+        provider = self.teacher_provider(ctx)
+        forward: EmbeddingForward | None = None
+        if provider.differentiable:
+            forward = leaf_embedding_forward(teacher, batch.inputs)
+            logits = forward.logits.detach().float()
+        else:
+            logits = teacher(**batch.inputs).logits.detach().float()
+        targets, _ = self.views(logits, batch.labels, logits, provider, other=student_provider)
         attributions = provider.attribute(teacher, batch.inputs, targets, forward=forward)
         top_k = resolve_top_k(int(attributions.shape[-1]), self.opts.top_k, self.opts.top_k_fraction)
         maps = token_maps(attributions, batch.attention_mask, top_k=top_k, eps=self.opts.eps)
@@ -138,7 +158,13 @@ class ADKDLoss(DistillationLoss):
     # -- views -----------------------------------------------------------------------------------
 
     def views(
-        self, own_logits: Tensor, labels: Tensor, teacher_logits: Tensor, provider: AttributionProvider
+        self,
+        own_logits: Tensor,
+        labels: Tensor,
+        teacher_logits: Tensor,
+        provider: AttributionProvider,
+        *,
+        other: AttributionProvider | None = None,
     ) -> tuple[Tensor, Tensor]:
         """The classes each model explains, (B, V), and the views' weights (V,) in L_attr.
 
@@ -147,6 +173,8 @@ class ADKDLoss(DistillationLoss):
         reference), the class that ``own_logits`` finds least likely (its gradient is the best conditioned);
         otherwise (or with ``binary_single_view`` off) both, weight 1/2 each, so L_attr keeps its scale.
         ``gold``: the label. ``pred``: the teacher's prediction. Regression: the single output.
+        ``other``: the other side's provider when teacher and student use different ones; one view only if
+        both say the two views' maps are equal, so teacher and student always have the same views.
         """
         size = int(own_logits.shape[0])
         device = own_logits.device
@@ -158,7 +186,7 @@ class ADKDLoss(DistillationLoss):
         if self.opts.views == "pred":
             return teacher_logits.argmax(dim=-1).view(-1, 1), one
         classes = int(own_logits.shape[-1])
-        equal = bool(getattr(provider, "binary_views_equal", lambda: False)())
+        equal = all(bool(getattr(p, "binary_views_equal", lambda: False)()) for p in (provider, other) if p is not None)
         if classes == 2 and equal and self.opts.binary_single_view:
             return own_logits.detach().argmin(dim=-1).view(-1, 1), one
         every = torch.arange(classes, device=device).expand(size, classes)
@@ -166,13 +194,19 @@ class ADKDLoss(DistillationLoss):
         return every, torch.full((classes,), weight, device=device)
 
     def provider(self, ctx: LossContext) -> AttributionProvider:
+        """The student's provider (``provider``), which must be differentiable."""
         provider = ctx.provider(self.opts.provider)
         if not provider.differentiable:
             raise PluginError(
                 f"attribution provider '{provider.name}' is not differentiable",
-                "AD-KD differentiates through the student's attributions: use --set adkd.provider=ig",
+                "AD-KD differentiates through the student's attributions: use --set adkd.provider=ig "
+                f"(a non-differentiable provider can serve the teacher: --set adkd.teacher_provider={provider.name})",
             )
         return provider
+
+    def teacher_provider(self, ctx: LossContext) -> AttributionProvider:
+        """The teacher's provider (``teacher_provider``, else ``provider``); it need not be differentiable."""
+        return ctx.provider(self.teacher_provider_name)
 
     # -- the loss --------------------------------------------------------------------------------
 
@@ -199,7 +233,9 @@ class ADKDLoss(DistillationLoss):
                 "clear the teacher-signal cache (KDKIT_HOME/teacher-signals) or run with --no-teacher-cache",
             )
         provider = self.provider(ctx)
-        targets, weights = self.views(student_logits, batch.labels, teacher_signals["logits"], provider)
+        targets, weights = self.views(
+            student_logits, batch.labels, teacher_signals["logits"], provider, other=self.teacher_provider(ctx)
+        )
         if targets.shape[1] != teacher_maps.shape[1]:
             raise TrainingError(
                 f"the teacher's cached maps have {teacher_maps.shape[1]} view(s), the student {targets.shape[1]}",

@@ -1,0 +1,13 @@
+"""The plugin module kdkit loads through the entry point ``[project.entry-points.kdkit] occlusion``."""
+
+from __future__ import annotations
+
+from kdkit import hookimpl
+from kdkit.attribution import AttributionProvider
+from kdkit_occlusion.provider import Occlusion
+
+
+@hookimpl
+def kdkit_attribution_providers() -> list[type[AttributionProvider]]:
+    """Contribute the ``occlusion`` provider (kdkit calls this once, when it collects components)."""
+    return [Occlusion]

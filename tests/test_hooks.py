@@ -1,0 +1,202 @@
+"""Every hook spec is documented in docs/plugins.md and exercised by a test named ``test_hook_<name>``
+(datasette's convention); the documented examples run and their components pass the conformance checks."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from kdkit import hookimpl, hookspecs
+from kdkit.attribution import AttributionProvider, EmbeddingForward
+from kdkit.builtin import CrossEntropy, VanillaKD
+from kdkit.losses import DistillationLoss, task_loss
+from kdkit.plugins import PluginManager
+from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS_DOC = REPO / "docs" / "plugins.md"
+
+HOOKS = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT_NAME}_spec"))
+
+
+def _sections(text: str) -> dict[str, str]:
+    """``## heading`` -> the section's text (up to the next ``## ``)."""
+    parts = re.split(r"^## (.+?)\s*$", text, flags=re.MULTILINE)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def _test_names() -> set[str]:
+    names: set[str] = set()
+    for path in (REPO / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+                names.add(node.name)
+    return names
+
+
+def test_the_hook_specs_are_found() -> None:
+    assert HOOKS == ["kdkit_attribution_providers", "kdkit_losses"]
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_has_a_section_in_docs_plugins_md(hook: str) -> None:
+    sections = _sections(PLUGINS_DOC.read_text())
+    assert hook in sections, f"docs/plugins.md has no '## {hook}' section"
+    section = sections[hook]
+    for part in ("**Purpose.**", "**Signature.**", "**When it is called.**", "**The component.**", "**Example.**"):
+        assert part in section, f"the '## {hook}' section of docs/plugins.md lacks {part}"
+    assert f"`{hook}()" in section and "```python" in section
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_has_a_test(hook: str) -> None:
+    assert f"test_hook_{hook}" in _test_names(), f"no test named test_hook_{hook} under tests/"
+
+
+@pytest.mark.parametrize(
+    ("hook", "base"),
+    [("kdkit_losses", DistillationLoss), ("kdkit_attribution_providers", AttributionProvider)],
+)
+def test_the_docs_describe_every_attribute_of_the_component(hook: str, base: type) -> None:
+    """Each public class attribute and method of the component's base class is named in the hook's section."""
+    section = _sections(PLUGINS_DOC.read_text())[hook]
+    public = {name for name in vars(base) if not name.startswith("_")} | {"name"}
+    if base is DistillationLoss:
+        public.add("__call__")
+    missing = sorted(name for name in public if f"`{name}" not in section)
+    assert not missing, f"the '## {hook}' section of docs/plugins.md does not describe {missing}"
+
+
+# -- the hooks, called through a plugin manager --------------------------------------------------------
+
+
+class _HalfCE(DistillationLoss):
+    name = "half_ce"
+    description = "half the task loss"
+    requires_teacher = False
+
+    def __call__(self, batch: Any, student_logits: Tensor, teacher_signals: Any, ctx: Any) -> dict[str, Tensor]:
+        return {"ce": 0.5 * task_loss(self.task, student_logits, batch.labels)}
+
+
+class _Uniform(AttributionProvider):
+    name = "uniform"
+
+    def attribute(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Tensor],
+        targets: Tensor,
+        *,
+        create_graph: bool = False,
+        forward: EmbeddingForward | None = None,
+    ) -> Tensor:
+        mask = inputs["attention_mask"].float()
+        return mask[:, None, :, None].expand(-1, targets.shape[1], -1, 1).clone()
+
+
+def _plugin(**hooks: Any) -> types.ModuleType:
+    module = types.ModuleType("hook_test_plugin")
+    for name, function in hooks.items():
+        setattr(module, name, hookimpl(function))
+    return module
+
+
+def test_hook_kdkit_losses() -> None:
+    plugin = _plugin(kdkit_losses=lambda: [_HalfCE])
+    manager = PluginManager(autoload=False, extra_plugins={"mine": plugin})
+    # pluggy calls every implementation (the last registered first) and returns their lists
+    results = manager.hooks.hook.kdkit_losses()
+    assert results == [[_HalfCE], [CrossEntropy, VanillaKD]]
+    # kdkit collects them per plugin, with their owner
+    assert manager.loss("half_ce") is _HalfCE
+    info = {p.name: p for p in manager.plugins()}["mine"]
+    assert info.losses == [_HalfCE] and info.providers == [] and info.source == "registered in-process"
+    check_loss(_HalfCE, tasks=(BINARY_TASK,))
+
+
+def test_hook_kdkit_attribution_providers() -> None:
+    plugin = _plugin(kdkit_attribution_providers=lambda: (_Uniform,))
+    manager = PluginManager(autoload=False, extra_plugins={"mine": plugin})
+    results = manager.hooks.hook.kdkit_attribution_providers()
+    assert results == [(_Uniform,), []]  # the built-in plugin provides none
+    assert manager.provider("uniform") is _Uniform
+    assert {p.name: p for p in manager.plugins()}["mine"].providers == [_Uniform]
+    check_attribution_provider(_Uniform, regression=False)
+
+
+@pytest.mark.parametrize(
+    ("returned", "error"),
+    [
+        (lambda: [int], "is not a DistillationLoss subclass"),
+        (lambda: "half_ce", "expected a list"),
+        (lambda: 1 / 0, "division by zero"),
+    ],
+)
+def test_hook_kdkit_losses_bad_returns_leave_the_plugin_out(returned: Any, error: str) -> None:
+    manager = PluginManager(autoload=False, extra_plugins={"bad": _plugin(kdkit_losses=returned)})
+    [failure] = manager.failures
+    assert failure.name == "bad" and error in failure.error
+    assert set(manager.losses) == {"ce", "kd"}
+
+
+# -- the documented examples run, and their components conform ---------------------------------------------
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+@contextmanager
+def _module(name: str, source: str) -> Iterator[types.ModuleType]:
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # pydantic resolves annotations through the module
+    try:
+        exec(compile(source, f"docs/plugins.md ({name})", "exec"), module.__dict__)
+        yield module
+    finally:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_the_example_of_each_hook_runs_and_conforms(hook: str) -> None:
+    blocks = _python_blocks(_sections(PLUGINS_DOC.read_text())[hook])
+    assert len(blocks) == 1, f"expected one python example in '## {hook}'"
+    with _module(f"docs_example_{hook}", blocks[0]) as module:
+        assert hasattr(getattr(module, hook), f"{hookspecs.PROJECT_NAME}_impl"), (
+            f"the example defines no @hookimpl {hook}"
+        )
+        manager = PluginManager(autoload=False, extra_plugins={"example": module})
+        assert manager.failures == []
+        info = {p.name: p for p in manager.plugins()}["example"]
+        components = info.losses if hook == "kdkit_losses" else info.providers
+        assert components, f"the example of {hook} contributes nothing"
+        for component in components:
+            if issubclass(component, DistillationLoss):
+                check_loss(component)
+            else:
+                check_attribution_provider(component, architectures=("bert", "distilbert"))
+                assert isinstance(component.Options(), BaseModel)
+
+
+def test_the_doc_example_loss_trains_in_a_real_run(tmp_path: Path) -> None:
+    from kdkit.testing import run_distillation_steps
+
+    block = _python_blocks(_sections(PLUGINS_DOC.read_text())["kdkit_losses"])[0]
+    with _module("docs_example_run", block) as module:
+        result = run_distillation_steps(
+            module, loss="logit_mse", options={"logit_mse": {"alpha": 0.9}}, steps=2, directory=tmp_path
+        )
+    assert all({"loss_ce", "loss_logit_mse"} <= set(entry) for entry in result.summary["train_log"])
+    assert torch.isfinite(torch.tensor(result.summary["train"]["final_loss"]))
