@@ -784,6 +784,7 @@ def explain(
     ] = None,
     views: Annotated[str, typer.Option(help="pred (the predicted class) or all (one map per class).")] = "pred",
     html: Annotated[Path | None, typer.Option("--html", help="Also write the heatmap as an HTML page.")] = None,
+    svg: Annotated[Path | None, typer.Option("--svg", help="Also write the heatmap as an SVG image.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print tokens and maps as JSON.")] = False,
 ) -> None:
     """Show which tokens a prediction rests on: a token heatmap of attributions at the embedding output."""
@@ -791,7 +792,7 @@ def explain(
 
     from kdkit.config import build_config
     from kdkit.errors import ConfigError
-    from kdkit.explain import explain_batch, get_provider, load_for_explain, render_terminal, write_html
+    from kdkit.explain import explain_batch, get_provider, load_for_explain, render_terminal, write_html, write_svg
     from kdkit.tasks import get_task
 
     if views not in ("pred", "all"):
@@ -826,9 +827,13 @@ def explain(
         out.print_json(json.dumps({"model": model, "task": task_spec.name, **asdict(result)}))
     else:
         render_terminal(result, out, title=task_spec.name)
+    heading = text if text_pair is None else f"{text} | {text_pair}"
     if html is not None:
-        write_html(html, [(text if text_pair is None else f"{text} | {text_pair}", [(model, result)])])
+        write_html(html, [(heading, [(model, result)])])
         err.print(f"heatmap written to {html}")
+    if svg is not None:
+        write_svg(svg, [(heading, [(model, result)])])
+        err.print(f"heatmap written to {svg}")
 
 
 def main() -> None:

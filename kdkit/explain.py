@@ -182,3 +182,47 @@ def write_html(
         f"{body}</body></html>\n"
     )
     return path
+
+
+def write_svg(path: Path, sections: list[tuple[str, list[tuple[str, Explanation]]]], width: int = 980) -> Path:
+    """Write the heatmaps as one SVG image (renders inside markdown pages, unlike HTML).
+
+    One block per section (an input), one line per (label, explanation) view; each token is a box whose
+    red intensity is its score divided by the line's largest score. Long lines wrap at ``width`` pixels.
+    """
+    char_width, line_height, label_width = 7.2, 22, 240
+    parts: list[str] = []
+    y = 10
+    for heading, rows in sections:
+        y += 18
+        parts.append(f'<text x="4" y="{y}" font-weight="bold">{html.escape(heading[:130])}</text>')
+        y += 8
+        for label, explanation in rows:
+            for view, scores in zip(explanation.views, explanation.maps, strict=True):
+                peak = max(scores) or 1.0
+                caption = f"{label} ({view}; pred {explanation.prediction})"
+                parts.append(f'<text x="4" y="{y + 15}" font-size="11">{html.escape(caption[:40])}</text>')
+                x = float(label_width)
+                for token, score in zip(explanation.tokens, scores, strict=True):
+                    text, joined = _display_token(token)
+                    box = len(text) * char_width + 6
+                    if x + box > width:
+                        x, y = float(label_width), y + line_height
+                    alpha = round(score / peak, 3)
+                    parts.append(
+                        f'<rect x="{x:.1f}" y="{y + 2}" width="{box:.1f}" height="{line_height - 4}" '
+                        f'fill="rgb(220,40,40)" fill-opacity="{alpha}"><title>{score:.4f}</title></rect>'
+                        f'<text x="{x + 3:.1f}" y="{y + 15}" font-family="monospace" font-size="12">'
+                        f"{html.escape(text)}</text>"
+                    )
+                    x += box + (0 if joined else 3)
+                y += line_height
+        y += 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 10}" '
+        f'font-family="sans-serif" font-size="13"><rect width="100%" height="100%" fill="white"/>'
+        + "".join(parts)
+        + "</svg>\n"
+    )
+    return path

@@ -1,0 +1,602 @@
+"""Does AD-KD beat vanilla KD here? The paper's Table 1 and 2, re-run at the scale of this machine.
+
+For each task and seed it trains, from the same teacher and with the same data order, initialisation and
+budget: the student alone (``ce``), vanilla KD and AD-KD; then the paper's ablations on two tasks, and
+multi-view against single-view AD-KD on the 4-class AG News CSV. Every run is an ordinary kdkit run
+directory under ``--work``; finished runs are skipped, so the study can be interrupted and resumed.
+Finally it writes a JSON of every run and a markdown report (mean ± std over seeds), attribution heatmaps
+(teacher vs KD student vs AD-KD student) and the mean attribution gap between teacher and each student.
+
+    python benchmarks/glue_study.py --data-dir ../shared/data/glue --agnews-dir ../shared/data/agnews \\
+        --work runs/study --report docs/results.md
+
+Methods (same learning rate, batch size and epochs within a task; the paper's α, β, T, K):
+
+- ``ce``: the copy:3 student trained on the labels alone;
+- ``kd``: (1-α)·CE + α·KD(T) — the ``adkd`` loss without its attribution term (``ablation=no_attr``), so it
+  differs from AD-KD by L_attr alone;
+- ``adkd``: (1-α)·CE + α·KD(T) + β·L_attr (``--preset paper``);
+- ablations: ``adkd-no-ce`` (without CE), ``adkd-no-kd`` (without KD); "without L_attr" is ``kd``;
+- views (AG News): ``adkd`` with ``views=all`` (4 maps) vs ``views=gold`` (1 map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SEEDS = (1, 2, 3)
+TASKS = ("cola", "mrpc", "stsb", "sst2")
+ABLATION_TASKS = ("cola", "mrpc")
+#: AD-KD variants tried on a held-out part of the training set (``--parts levers``), never on the dev set
+LEVERS: dict[str, dict[str, dict[str, Any]]] = {
+    "lever-kd": {"adkd": {"ablation": "no_attr"}},
+    "lever-adkd": {},
+    "lever-beta10": {"adkd": {"beta": 10.0}},
+    "lever-beta100": {"adkd": {"beta": 100.0}},
+    "lever-k50": {"adkd": {"top_k_fraction": 0.5}},
+    "lever-t2": {"adkd": {"temperature": 2.0}},
+}
+#: how the paper reports each task (Table 1)
+REPORTED = {"cola": "mcc", "mrpc": "f1", "stsb": "spearman", "sst2": "accuracy", "agnews": "accuracy"}
+
+
+@dataclass
+class Run:
+    """One training run of the study."""
+
+    task: str
+    method: str
+    seed: int
+    loss: str
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preset: str | None = None
+
+    def directory(self, work: Path) -> Path:
+        return work / self.task / self.method / f"seed-{self.seed}"
+
+
+def paper_training(task: str) -> dict[str, Any]:
+    """The paper's learning rate and batch size for ``task`` (AG News: SST-2's)."""
+    from kdkit_adkd.presets import paper_preset
+
+    return dict(paper_preset(task if task != "agnews" else "sst2")["training"])
+
+
+def method_runs(task: str, seed: int, methods: list[str]) -> list[Run]:
+    preset = "paper" if task != "agnews" else None
+    runs = []
+    for method in methods:
+        if method == "ce":
+            runs.append(Run(task, method, seed, "ce"))
+        elif method == "kd":
+            runs.append(Run(task, method, seed, "adkd", {"adkd": {"ablation": "no_attr"}}, preset))
+        elif method == "adkd":
+            runs.append(Run(task, method, seed, "adkd", {}, preset))
+        elif method == "adkd-no-ce":
+            runs.append(Run(task, method, seed, "adkd", {"adkd": {"ablation": "no_ce"}}, preset))
+        elif method == "adkd-no-kd":
+            runs.append(Run(task, method, seed, "adkd", {"adkd": {"ablation": "no_kd"}}, preset))
+        elif method == "adkd-single-view":
+            runs.append(Run(task, method, seed, "adkd", {"adkd": {"views": "gold"}}, preset))
+        elif method in LEVERS:
+            runs.append(Run(task, method, seed, "adkd", LEVERS[method], preset))
+        else:
+            raise ValueError(method)
+    return runs
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work: Path = args.work
+        self.command = ""
+        self.machine = ""
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def data(self, task: str) -> dict[str, Any]:
+        if task == "agnews":
+            return {
+                "task": "agnews",
+                "train_file": str(self.args.agnews_dir / "train.csv"),
+                "validation_file": str(self.args.agnews_dir / "validation.csv"),
+                "max_train_samples": self.args.agnews_train_samples,
+                "max_eval_samples": self.args.agnews_eval_samples,
+                "max_length": 128,
+            }
+        data: dict[str, Any] = {"task": task, "data_dir": str(self.args.data_dir), "max_length": 128}
+        if task == "sst2" and self.args.sst2_train_samples:
+            data["max_train_samples"] = self.args.sst2_train_samples
+        return data
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    def teacher(self, task: str) -> Path:
+        from kdkit import api
+        from kdkit.config import FinetuneConfig
+
+        directory = self.work / task / "teacher"
+        if not (directory / "run.json").is_file():
+            print(f"[study] fine-tuning the {task} teacher", flush=True)
+            data = self.data(task)
+            epochs = self.args.teacher_epochs
+            if task == "sst2":
+                data["max_train_samples"] = self.args.sst2_teacher_train_samples
+                epochs = self.args.sst2_teacher_epochs
+            config = FinetuneConfig.model_validate(
+                {
+                    "data": data,
+                    "training": {
+                        "epochs": epochs,
+                        "learning_rate": self.args.teacher_lr,
+                        "batch_size": 32,
+                        "seed": 42,
+                        "logging_steps": 100,
+                    },
+                    "output": str(directory),
+                    "resume": directory.with_name("teacher.partial").is_dir(),
+                    "quiet": True,
+                }
+            )
+            api.finetune(config)
+        return directory
+
+    def run(self, spec: Run) -> dict[str, Any]:
+        from kdkit import api
+        from kdkit.plugins import get_plugin_manager
+
+        directory = spec.directory(self.work)
+        if not (directory / "run.json").is_file():
+            teacher = self.teacher(spec.task)
+            training = {
+                **paper_training(spec.task),
+                "epochs": self.args.epochs,
+                "seed": spec.seed,
+                "logging_steps": 100,
+            }
+            raw: dict[str, Any] = {
+                "loss": spec.loss,
+                "teacher": str(teacher / "best"),
+                "student": "copy:3",
+                # length-grouped batches (same for every method): about 2x fewer padded tokens
+                "data": {**self.data(spec.task), "group_by_length": True},
+                # the levers are compared on a held-out part of train: the dev set stays unseen by the tuning
+                "training": training,
+                "options": spec.options,
+                "output": str(directory),
+                "resume": directory.with_name(directory.name + ".partial").is_dir(),
+                "quiet": True,
+            }
+            if spec.method in LEVERS:
+                raw["data"]["holdout_fraction"] = self.args.lever_holdout
+            if spec.preset:
+                raw["preset"] = spec.preset
+            if spec.task == "agnews" and spec.loss == "adkd":
+                # no paper values for AG News: SST-2's α, β, T
+                raw["options"] = {
+                    "adkd": {"alpha": 0.8, "beta": 1.0, "temperature": 2.0, **spec.options.get("adkd", {})}
+                }
+            print(f"[study] {spec.task} {spec.method} seed {spec.seed}", flush=True)
+            start = time.perf_counter()
+            manager = get_plugin_manager()
+            config = api.resolve_distill_config(raw, manager)
+            # the preset sets the epochs too: the study's budget wins
+            config.training.epochs = float(self.args.epochs)
+            api.distill(config, plugins=manager)
+            print(f"[study] done in {time.perf_counter() - start:.0f} s", flush=True)
+        summary = json.loads((directory / "run.json").read_text())
+        return {
+            "task": spec.task,
+            "method": spec.method,
+            "seed": spec.seed,
+            "metrics": summary["metrics"],
+            "wall_time_s": summary["train"]["wall_time_s"],
+            "teacher_cache_s": summary["teacher_cache"]["seconds"],
+            "epochs": summary["train"]["epochs"],
+            "examples": summary["train"]["examples"],
+            "options": summary["options"],
+            "training": summary["config"]["training"],
+            "directory": str(directory),
+        }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+# -- attribution pictures and the attribution gap ---------------------------------------------------------
+
+
+def dev_texts(study: Study, task: str, limit: int) -> tuple[list[str], list[str] | None]:
+    """The first ``limit`` dev examples' texts (and second texts for pairs)."""
+    from kdkit.config import DataConfig
+    from kdkit.data import load_raw
+
+    spec, _, evaluation = load_raw(DataConfig.model_validate(study.data(task)), need_train=False)
+    split = next(iter(evaluation.values()))
+    split = split.select(range(min(limit, len(split))))
+    fields = spec.text_fields
+    first = [str(t) for t in split[fields[0]]]
+    second = [str(t) for t in split[fields[1]]] if len(fields) == 2 else None
+    return first, second
+
+
+def attribution_gap(study: Study, task: str, students: dict[str, list[Path]], limit: int) -> dict[str, list[float]]:
+    """The paper's Eq. 11 gap between the teacher's and each student's maps on the first ``limit`` dev examples.
+
+    For each example: (1/V) Σ_v ‖â^t_v − â^s_v‖₂ over the V = all class views (one for regression), the
+    teacher's maps keeping the preset's top-K dimensions as in training, the student's all of them; IG
+    with m = 1 and the zero baseline, as trained. Returns method -> one mean gap per seed.
+    """
+    import torch
+    from kdkit_adkd.maps import resolve_top_k
+
+    from kdkit.attribution import token_maps
+    from kdkit.explain import get_provider, load_for_explain
+
+    teacher, tokenizer, spec, max_length = load_for_explain(study.teacher(task) / "best")
+    provider = get_provider("ig")
+    fraction = paper_top_k_fraction(task)
+    top_k = resolve_top_k(teacher.config.hidden_size, None, fraction)
+    first, second = dev_texts(study, task, limit)
+    loaded = {m: [load_for_explain(d / "best")[0] for d in dirs] for m, dirs in students.items()}
+    sums = {m: [0.0] * len(dirs) for m, dirs in students.items()}
+    for start in range(0, len(first), 32):
+        texts = first[start : start + 32]
+        pairs = second[start : start + 32] if second is not None else None
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        inputs = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        views = 1 if spec.is_regression else (spec.num_labels if spec.num_labels > 2 else 1)
+        targets = torch.arange(views).expand(len(texts), -1)
+        mask = inputs["attention_mask"]
+        teacher_maps = token_maps(provider.attribute(teacher, inputs, targets).detach(), mask, top_k=top_k)
+        for method, models_ in loaded.items():
+            for i, student in enumerate(models_):
+                student_maps = token_maps(provider.attribute(student, inputs, targets).detach(), mask)
+                per_example = torch.linalg.vector_norm(teacher_maps - student_maps, dim=-1).mean(-1)
+                sums[method][i] += float(per_example.sum())
+    return {m: [v / len(first) for v in values] for m, values in sums.items()}
+
+
+def paper_top_k_fraction(task: str) -> float | None:
+    from kdkit_adkd.presets import paper_preset
+
+    if task == "agnews":
+        return None
+    value = paper_preset(task)["options"]["adkd"]["top_k_fraction"]
+    return float(value) if value is not None else None
+
+
+def pictures(study: Study, task: str, count: int, out: Path) -> Path:
+    """Heatmaps of a few dev examples: teacher vs vanilla-KD vs AD-KD student (seed 1), one SVG per task."""
+    from kdkit.explain import Explanation, explain_batch, get_provider, load_for_explain, write_svg
+
+    provider = get_provider("ig")
+    first, second = dev_texts(study, task, count)
+    seed = int(study.args.seeds.split(",")[0])
+    models_ = {
+        "teacher": study.teacher(task) / "best",
+        "vanilla KD student": study.work / task / "kd" / f"seed-{seed}" / "best",
+        "AD-KD student": study.work / task / "adkd" / f"seed-{seed}" / "best",
+    }
+    explained: dict[str, list[Explanation]] = {}
+    for label, directory in models_.items():
+        model, tokenizer, spec, max_length = load_for_explain(directory)
+        explained[label] = explain_batch(model, tokenizer, spec, provider, first, second, max_length=max_length)
+    sections = []
+    for i, text in enumerate(first):
+        heading = text if second is None else f"{text} | {second[i]}"
+        sections.append((heading, [(label, explained[label][i]) for label in models_]))
+    return write_svg(out / f"heatmaps-{task}.svg", sections)
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+
+
+def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` of ``values`` times ``scale`` ("–" when empty)."""
+    if not values:
+        return "–"
+    mean, std = mean_std([v * scale for v in values])
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
+def metric_values(runs: list[dict[str, Any]], task: str, method: str, metric: str | None = None) -> list[float]:
+    metric = metric or REPORTED[task]
+    chosen = sorted((r for r in runs if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
+    return [float(r["metrics"][metric]) for r in chosen]
+
+
+def paired_difference(runs: list[dict[str, Any]], task: str, a: str, b: str) -> list[float]:
+    """Per-seed metric(a) − metric(b), seeds present in both."""
+    metric = REPORTED[task]
+    by_seed = {
+        m: {r["seed"]: r["metrics"][metric] for r in runs if r["task"] == task and r["method"] == m} for m in (a, b)
+    }
+    return [100 * (by_seed[a][s] - by_seed[b][s]) for s in sorted(set(by_seed[a]) & set(by_seed[b]))]
+
+
+def verdict(diffs: list[float], spread: float) -> str:
+    """Plain words for a mean paired difference against the seed spread (std of the KD runs)."""
+    if len(diffs) < 2:
+        return "too few seeds to say"
+    mean, std = mean_std(diffs)
+    sem = std / len(diffs) ** 0.5
+    if abs(mean) < 2 * sem or abs(mean) < spread:
+        return "no clear difference (within the seed spread)"
+    return "AD-KD better" if mean > 0 else "AD-KD worse"
+
+
+def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any], out: Path) -> None:
+    """docs/results.md: every table computed from the study's JSON (nothing typed in by hand)."""
+    args = study.args
+    tasks = [t for t in args.tasks.split(",") if any(r["task"] == t for r in runs)]
+    names = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
+    lines = [
+        "# Does AD-KD beat vanilla KD here?",
+        "",
+        "<!-- written by benchmarks/glue_study.py --parts report; edit the script, not this file -->",
+        "",
+        "all-MiniLM-L6-v2 teacher (fine-tuned by kdkit) → `copy:3` student (its layers 1, 3, 5), the paper's",
+        "per-task α, β, T, K, learning rate and batch size (`--preset paper`), IG m = 1, zero baseline,",
+        f"**{args.epochs} epoch(s)** for every student (the paper: 6-10), length-grouped batches, seeds",
+        f"{args.seeds} (the seed sets the student's data order and head initialisation; within a seed every",
+        "method sees the same batches in the same order, from the same initial weights). Dev-set metric of the",
+        "best checkpoint (evaluated each epoch), in %, mean ± standard deviation over seeds.",
+        "",
+        "```bash",
+        study.command,
+        "```",
+        "",
+        f"Machine: {study.machine}. Report written {time.strftime('%Y-%m-%d')}.",
+        "",
+        "## Table 1: students on the GLUE dev sets",
+        "",
+        "| method | " + " | ".join(f"{t.upper()} ({REPORTED[t]})" for t in tasks) + " | average |",
+        "|---|" + "---:|" * (len(tasks) + 1),
+    ]
+    teachers = []
+    for task in tasks:
+        summary = json.loads((study.teacher(task) / "run.json").read_text())
+        teachers.append(float(summary["metrics"][REPORTED[task]]))
+    lines.append(
+        "| teacher | " + " | ".join(f"{100 * v:.2f}" for v in teachers) + f" | {100 * statistics.fmean(teachers):.2f} |"
+    )
+    for method in ("ce", "kd", "adkd"):
+        cells, averages = [], []
+        for task in tasks:
+            values = metric_values(runs, task, method)
+            cells.append(fmt(values))
+            averages.append(values)
+        seeds_all = (
+            [statistics.fmean(v[i] for v in averages) for i in range(min(map(len, averages)))] if all(averages) else []
+        )
+        lines.append(f"| {names[method]} | " + " | ".join(cells) + f" | {fmt(seeds_all)} |")
+    lines += [
+        "",
+        "Wall time of one student's training (mean over seeds, seconds; teacher-cache building excluded):",
+        "",
+    ]
+    lines.append("| method | " + " | ".join(t.upper() for t in tasks) + " |")
+    lines.append("|---|" + "---:|" * len(tasks))
+    for method in ("ce", "kd", "adkd"):
+        cells = []
+        for task in tasks:
+            times = [r["wall_time_s"] for r in runs if r["task"] == task and r["method"] == method]
+            cells.append(f"{statistics.fmean(times):.0f}" if times else "–")
+        lines.append(f"| {names[method]} | " + " | ".join(cells) + " |")
+    lines += ["", "## Verdict: AD-KD minus vanilla KD", ""]
+    lines += [
+        "Paired by seed (same batches, same initial weights); spread = standard deviation of vanilla KD over seeds.",
+        "A difference counts only when it is larger than both twice its standard error and the seed spread.",
+        "",
+        "| task | AD-KD − KD per seed (points) | mean ± std | KD seed spread | verdict |",
+        "|---|---|---:|---:|---|",
+    ]
+    per_seed_avg: dict[int, list[float]] = {}
+    for task in tasks:
+        diffs = paired_difference(runs, task, "adkd", "kd")
+        spread = mean_std([100 * v for v in metric_values(runs, task, "kd")])[1]
+        for i, d in enumerate(diffs):
+            per_seed_avg.setdefault(i, []).append(d)
+        mean, std = mean_std(diffs) if diffs else (float("nan"), float("nan"))
+        lines.append(
+            f"| {task.upper()} | {', '.join(f'{d:+.2f}' for d in diffs)} | {mean:+.2f} ± {std:.2f} | {spread:.2f} | "
+            f"{verdict(diffs, spread)} |"
+        )
+    averages = [statistics.fmean(v) for v in per_seed_avg.values() if len(v) == len(tasks)]
+    if averages:
+        mean, std = mean_std(averages)
+        lines.append(
+            f"| average | {', '.join(f'{d:+.2f}' for d in averages)} | {mean:+.2f} ± {std:.2f} | "
+            f"| {verdict(averages, 0.0)} |"
+        )
+    ablation_tasks = [
+        t for t in args.ablation_tasks.split(",") if any(r["task"] == t and r["method"] == "adkd-no-ce" for r in runs)
+    ]
+    if ablation_tasks:
+        lines += ["", "## Table 2: ablations (the paper's Table 2)", ""]
+        lines.append("| variant | " + " | ".join(f"{t.upper()} ({REPORTED[t]})" for t in ablation_tasks) + " |")
+        lines.append("|---|" + "---:|" * len(ablation_tasks))
+        for method, label in (
+            ("adkd", "AD-KD"),
+            ("kd", "w/o L_attr (= vanilla KD)"),
+            ("adkd-no-ce", "w/o CE"),
+            ("adkd-no-kd", "w/o KD"),
+        ):
+            lines.append(
+                f"| {label} | " + " | ".join(fmt(metric_values(runs, t, method)) for t in ablation_tasks) + " |"
+            )
+    if any(r["task"] == "agnews" for r in runs):
+        lines += [
+            "",
+            "## Multi-view vs single-view (AG News, 4 classes)",
+            "",
+            f"{args.agnews_train_samples} training and {args.agnews_eval_samples} test examples of "
+            "../shared/data/agnews;",
+            "its own teacher (fine-tuned like the GLUE ones); α = 0.8, β = 1, T = 2 (SST-2's values), K = all.",
+            "",
+            "| method | accuracy (%) | wall time (s) |",
+            "|---|---:|---:|",
+        ]
+        teacher = json.loads((study.teacher("agnews") / "run.json").read_text())["metrics"]["accuracy"]
+        lines.append(f"| teacher | {100 * teacher:.2f} | |")
+        for method, label in (
+            ("kd", "vanilla KD"),
+            ("adkd", "AD-KD, views = all (4 maps)"),
+            ("adkd-single-view", "AD-KD, views = gold (1 map)"),
+        ):
+            times = [r["wall_time_s"] for r in runs if r["task"] == "agnews" and r["method"] == method]
+            wall = statistics.fmean(times) if times else 0.0
+            lines.append(f"| {label} | {fmt(metric_values(runs, 'agnews', method))} | {wall:.0f} |")
+    lever_runs = [r for r in runs if r["method"] in LEVERS]
+    if lever_runs:
+        task = lever_runs[0]["task"]
+        lines += [
+            "",
+            f"## Levers tried on a held-out {args.lever_holdout:.0%} of the {task.upper()} training set",
+            "",
+            "The student trains on the other part; the dev set is not used. The teacher saw the whole training set.",
+            "",
+            f"| variant | held-out {REPORTED[task]} (%) |",
+            "|---|---:|",
+        ]
+        for method in LEVERS:
+            values = [float(r["metrics"][REPORTED[task]]) for r in lever_runs if r["method"] == method]
+            options = json.dumps(LEVERS[method]) if LEVERS[method] else "paper preset"
+            lines.append(f"| `{method}`: {options} | {fmt(values)} |")
+    if gaps:
+        lines += [
+            "",
+            "## Attribution gap to the teacher (the paper's Eq. 11)",
+            "",
+            f"Mean over the first {args.gap_examples} dev examples of (1/V) Σ_v ‖â^t_v − â^s_v‖₂ (lower = the",
+            "student's token maps are closer to the teacher's); mean ± std over seeds.",
+            "",
+            "| task | student alone (CE) | vanilla KD | AD-KD |",
+            "|---|---:|---:|---:|",
+        ]
+        for task, by_method in gaps.items():
+            lines.append(
+                f"| {task.upper()} | "
+                + " | ".join(fmt(by_method.get(m, []), 1.0, 3) for m in ("ce", "kd", "adkd"))
+                + " |"
+            )
+    svgs = sorted(out.parent.glob("results/heatmaps-*.svg"))
+    if svgs:
+        lines += [
+            "",
+            "## Attribution pictures (the paper's Figure 10)",
+            "",
+            "Teacher, vanilla-KD student and AD-KD student (seed 1) on the first dev examples; darker red = larger",
+            "share of the prediction's attribution (IG, m = 1, per-token L2 norm, normalised over the sentence).",
+            'Made with the API behind `kdkit explain MODEL --task T "text" --svg FILE`.',
+            "",
+        ]
+        lines += [f"![{p.stem}](results/{p.name})" for p in svgs]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def save_results(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge ``results`` into the JSON at ``path`` (keyed by task, method, seed); returns every run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    keyed = {(r["task"], r["method"], r["seed"]): r for r in previous["runs"]}
+    keyed.update({(r["task"], r["method"], r["seed"]): r for r in results})
+    runs = sorted(keyed.values(), key=lambda r: (r["task"], r["method"], r["seed"]))
+    path.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KDKIT_GLUE_DIR", "../shared/data/glue")))
+    parser.add_argument("--agnews-dir", type=Path, default=Path("../shared/data/agnews"))
+    parser.add_argument("--work", type=Path, default=Path("runs/study"))
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--epochs", type=int, default=3, help="every student's epochs (the same for all methods)")
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--teacher-lr", type=float, default=5e-5)
+    parser.add_argument("--sst2-train-samples", type=int, default=8000)
+    parser.add_argument("--sst2-teacher-train-samples", type=int, default=16000)
+    parser.add_argument("--sst2-teacher-epochs", type=int, default=1)
+    parser.add_argument("--agnews-train-samples", type=int, default=4000)
+    parser.add_argument("--agnews-eval-samples", type=int, default=2000)
+    parser.add_argument("--ablation-tasks", default=",".join(ABLATION_TASKS))
+    parser.add_argument("--lever-task", default="cola", help="task whose training set the levers are tried on")
+    parser.add_argument("--lever-holdout", type=float, default=0.2, help="share of its training set held out")
+    parser.add_argument("--gap-examples", type=int, default=256, help="dev examples for the attribution gap")
+    parser.add_argument("--picture-examples", type=int, default=3)
+    parser.add_argument(
+        "--parts",
+        default="main,ablations,views,levers,gap,pictures,report",
+        help="any of main, ablations, views, levers, gap, pictures, report",
+    )
+    parser.add_argument("--results", type=Path, default=Path("docs/results/study.json"))
+    parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    args = parser.parse_args()
+
+    import platform
+    import sys
+
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("KDKIT_THREADS", "2")))
+    from kdkit.progress import quiet_libraries
+
+    quiet_libraries()
+    study = Study(args)
+    study.command = "python " + " ".join(["benchmarks/glue_study.py", *sys.argv[1:]])
+    study.machine = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, torch {torch.__version__}"
+    seeds = [int(s) for s in args.seeds.split(",")]
+    parts = set(args.parts.split(","))
+    plan: list[Run] = []
+    if "main" in parts:
+        for task in args.tasks.split(","):
+            for seed in seeds:
+                plan += method_runs(task, seed, ["ce", "kd", "adkd"])
+    if "ablations" in parts:
+        for task in args.ablation_tasks.split(","):
+            for seed in seeds:
+                plan += method_runs(task, seed, ["adkd-no-ce", "adkd-no-kd"])
+    if "views" in parts:
+        for seed in seeds:
+            plan += method_runs("agnews", seed, ["kd", "adkd", "adkd-single-view"])
+    if "levers" in parts:
+        plan += method_runs(args.lever_task, seeds[0], list(LEVERS))
+    runs = save_results(args.results, [])
+    for spec in plan:
+        runs = save_results(args.results, [study.run(spec)])
+    gaps_path = args.results.with_name("gaps.json")
+    gaps: dict[str, Any] = json.loads(gaps_path.read_text()) if gaps_path.is_file() else {}
+    main_tasks = [
+        t for t in args.tasks.split(",") if (study.work / t / "adkd" / f"seed-{seeds[0]}" / "run.json").is_file()
+    ]
+    if "gap" in parts:
+        for task in main_tasks:
+            print(f"[study] attribution gap on {task}", flush=True)
+            students = {m: [study.work / task / m / f"seed-{s}" for s in seeds] for m in ("ce", "kd", "adkd")}
+            students = {m: [d for d in dirs if (d / "run.json").is_file()] for m, dirs in students.items()}
+            gaps[task] = attribution_gap(study, task, students, args.gap_examples)
+        gaps_path.write_text(json.dumps(gaps, indent=1) + "\n")
+    if "pictures" in parts:
+        for task in main_tasks:
+            print(f"[study] pictures for {task}", flush=True)
+            pictures(study, task, args.picture_examples, args.report.parent / "results")
+    if "report" in parts:
+        write_report(study, runs, gaps, args.report)
+        print(f"[study] report written to {args.report}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
