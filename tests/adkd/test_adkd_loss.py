@@ -197,7 +197,7 @@ def test_two_classes_have_one_map_at_one_step(baseline: str) -> None:
     one_view = float(loss(batch, logits, signals, ctx)["attr"].detach())
     s_maps = token_maps(provider.attribute(student, batch.inputs, torch.tensor([[0, 1]] * 3), create_graph=True), mask)
     t_maps = token_maps(provider.attribute(teacher, batch.inputs, torch.tensor([[0, 1]] * 3)), mask, top_k=10)
-    per_view = ((t_maps - s_maps).pow(2) * mask[:, None]).sum(dim=(0, 2)) / mask.sum()
+    per_view = (((t_maps - s_maps).pow(2) * mask[:, None]).sum(dim=(0, 2)) / mask.sum()).detach()
     assert one_view == pytest.approx(float(per_view.mean()), rel=1e-9)
     assert one_view == pytest.approx(float(per_view.sum()) / 2, rel=1e-9)
     # the same loss through the public option that computes both views
