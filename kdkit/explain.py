@@ -200,7 +200,8 @@ def write_svg(path: Path, sections: list[tuple[str, list[tuple[str, Explanation]
         for label, explanation in rows:
             for view, scores in zip(explanation.views, explanation.maps, strict=True):
                 peak = max(scores) or 1.0
-                caption = f"{label} ({view}; pred {explanation.prediction})"
+                shown = "" if view in (explanation.prediction, "output") else f" [{view}]"
+                caption = f"{label}{shown} → {explanation.prediction}"
                 parts.append(f'<text x="4" y="{y + 15}" font-size="11">{html.escape(caption[:40])}</text>')
                 x = float(label_width)
                 for token, score in zip(explanation.tokens, scores, strict=True):

@@ -88,7 +88,7 @@ def test_svg_of_several_models_has_one_line_per_model(tiny_teacher: Path, tmp_pa
     [a, b] = explain_batch(model, tokenizer, task, get_provider("ig"), [TEXT, "a bad plot"])
     write_svg(tmp_path / "two.svg", [("first", [("teacher", a), ("student", a)]), ("second", [("teacher", b)])])
     image = (tmp_path / "two.svg").read_text()
-    assert image.count("; pred ") == 3
+    assert image.count(">teacher → ") == 2 and image.count(">student → ") == 1
     assert ">first</text>" in image and ">second</text>" in image
 
 
