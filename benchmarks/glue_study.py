@@ -127,7 +127,7 @@ class Study:
         if not (directory / "run.json").is_file():
             print(f"[study] fine-tuning the {task} teacher", flush=True)
             data = self.data(task)
-            epochs = self.args.teacher_epochs
+            epochs = teacher_epochs(self.args, task)
             if task == "sst2":
                 data["max_train_samples"] = self.args.sst2_teacher_train_samples
                 epochs = self.args.sst2_teacher_epochs
@@ -206,6 +206,15 @@ class Study:
             "training": summary["config"]["training"],
             "directory": str(directory),
         }
+
+
+def teacher_epochs(args: argparse.Namespace, task: str) -> int:
+    """The teacher's epochs for ``task``: ``--teacher-epochs``, unless ``--teacher-epochs-for task=N`` says."""
+    for item in filter(None, (args.teacher_epochs_for or "").split(",")):
+        name, _, value = item.partition("=")
+        if name == task:
+            return int(value)
+    return int(args.teacher_epochs)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -353,9 +362,11 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         "best checkpoint (evaluated each epoch), in %, mean ± standard deviation over seeds.",
         "",
         f"Data: CoLA, MRPC and STS-B full training sets; SST-2 the first {args.sst2_train_samples} of its 67,349",
-        "training sentences; every dev set in full. Teachers: all-MiniLM-L6-v2 fine-tuned for "
-        f"{args.teacher_epochs} epochs (lr {args.teacher_lr}, batch 32, seed 42); the SST-2 teacher on the first "
-        f"{args.sst2_teacher_train_samples} sentences for {args.sst2_teacher_epochs} epoch(s). `ce` is the student "
+        "training sentences; every dev set in full. Teachers: all-MiniLM-L6-v2 fine-tuned (lr "
+        f"{args.teacher_lr}, batch 32, seed 42) for "
+        + ", ".join(f"{t.upper()} {teacher_epochs(args, t)}" for t in args.tasks.split(",") if t != "sst2")
+        + f" epoch(s), SST-2 on the first {args.sst2_teacher_train_samples} sentences for "
+        f"{args.sst2_teacher_epochs} epoch(s). `ce` is the student "
         "trained on the labels alone; `kd` is the `adkd` loss with `ablation=no_attr` ((1-α)·CE + α·KD(T), the",
         "same code path without L_attr); `adkd` adds β·L_attr.",
         "",
@@ -546,6 +557,7 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=3, help="every student's epochs (the same for all methods)")
     parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--teacher-epochs-for", default="", help="per-task teacher epochs, e.g. stsb=1,mrpc=2")
     parser.add_argument("--teacher-lr", type=float, default=5e-5)
     parser.add_argument("--sst2-train-samples", type=int, default=8000)
     parser.add_argument("--sst2-teacher-train-samples", type=int, default=16000)
