@@ -380,6 +380,7 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         "",
         f"Machine: {study.machine}. Report written {time.strftime('%Y-%m-%d')}.",
         "",
+        *([args.note, ""] if args.note else []),
         "## Table 1: students on the GLUE dev sets",
         "",
         "| method | " + " | ".join(f"{t.upper()} ({REPORTED[t]})" for t in tasks) + " | average |",
@@ -576,6 +577,7 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=Path("docs/results/study.json"))
     parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--note", default="", help="a paragraph for the report (e.g. how busy the machine was)")
     args = parser.parse_args()
 
     import platform
