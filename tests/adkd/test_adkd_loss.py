@@ -205,7 +205,7 @@ def test_two_classes_have_one_map_at_one_step(baseline: str) -> None:
     with torch.no_grad():
         signals_both = both_views.teacher_signals(teacher, batch, ctx)
     assert signals_both["attr_map"].shape[1] == 2
-    assert float(both_views(batch, logits, signals_both, ctx)["attr"]) == pytest.approx(one_view, rel=1e-9)
+    assert float(both_views(batch, logits, signals_both, ctx)["attr"].detach()) == pytest.approx(one_view, rel=1e-9)
     # two path points: the two maps differ, so both views are kept
     maps2 = token_maps(
         IntegratedGradients(IGOptions(steps=2)).attribute(teacher, batch.inputs, torch.tensor([[0, 1]] * 3)), mask
