@@ -42,7 +42,6 @@ LEVERS: dict[str, dict[str, dict[str, Any]]] = {
     "lever-adkd": {},
     "lever-beta10": {"adkd": {"beta": 10.0}},
     "lever-beta100": {"adkd": {"beta": 100.0}},
-    "lever-k50": {"adkd": {"top_k_fraction": 0.5}},
 }
 #: how the paper reports each task (Table 1)
 REPORTED = {"cola": "mcc", "mrpc": "f1", "stsb": "spearman", "sst2": "accuracy", "agnews": "accuracy"}
@@ -568,7 +567,7 @@ def main() -> None:
     parser.add_argument("--ablation-tasks", default=",".join(ABLATION_TASKS))
     parser.add_argument("--lever-task", default="cola", help="task whose training set the levers are tried on")
     parser.add_argument("--lever-holdout", type=float, default=0.2, help="share of its training set held out")
-    parser.add_argument("--gap-examples", type=int, default=256, help="dev examples for the attribution gap")
+    parser.add_argument("--gap-examples", type=int, default=128, help="dev examples for the attribution gap")
     parser.add_argument("--picture-examples", type=int, default=3)
     parser.add_argument(
         "--parts",
@@ -590,7 +589,12 @@ def main() -> None:
 
     quiet_libraries()
     study = Study(args)
-    study.command = "python " + " ".join(["benchmarks/glue_study.py", *sys.argv[1:]])
+    # the command that regenerates everything (--parts only splits the work; finished runs are skipped)
+    argv = sys.argv[1:]
+    if "--parts" in argv:
+        at = argv.index("--parts")
+        argv = argv[:at] + argv[at + 2 :]
+    study.command = "python " + " ".join(["benchmarks/glue_study.py", *argv])
     study.machine = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, torch {torch.__version__}"
     seeds = [int(s) for s in args.seeds.split(",")]
     side_seeds = [int(s) for s in args.side_seeds.split(",")] if args.side_seeds else seeds[:2]
@@ -604,11 +608,11 @@ def main() -> None:
         for task in args.ablation_tasks.split(","):
             for seed in side_seeds:
                 plan += method_runs(task, seed, ["adkd-no-ce", "adkd-no-kd"])
+    if "levers" in parts:
+        plan += method_runs(args.lever_task, side_seeds[0], list(LEVERS))
     if "views" in parts:
         for seed in side_seeds:
             plan += method_runs("agnews", seed, ["kd", "adkd", "adkd-single-view"])
-    if "levers" in parts:
-        plan += method_runs(args.lever_task, side_seeds[0], list(LEVERS))
     runs = save_results(args.results, [])
     for spec in plan:
         runs = save_results(args.results, [study.run(spec)])
