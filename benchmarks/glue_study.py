@@ -217,6 +217,9 @@ def teacher_epochs(args: argparse.Namespace, task: str) -> int:
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation); NaN for no values, std 0 for one."""
+    if not values:
+        return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -445,6 +448,29 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         lines.append(
             f"| average | {', '.join(f'{d:+.2f}' for d in averages)} | {mean:+.2f} ± {std:.2f} | {spread:.2f} "
             f"| {verdict(averages, spread)} |"
+        )
+    lines += [
+        "",
+        "How much each AD-KD loss term pulls on the student at the start of training (median gradient norm of",
+        "each weighted term over the first logged steps, seed 1; `term_grad_norms` in each run.json):",
+        "",
+        "| task | CE | KD | L_attr | L_attr / KD |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for task in tasks:
+        summary_path = study.work / task / "adkd" / f"seed-{int(args.seeds.split(',')[0])}" / "run.json"
+        if not summary_path.is_file():
+            continue
+        norms = json.loads(summary_path.read_text()).get("term_grad_norms") or []
+        medians = {
+            term: statistics.median(float(n[term]) for n in norms if term in n)
+            if any(term in n for n in norms)
+            else 0.0
+            for term in ("ce", "kd", "attr")
+        }
+        ratio = medians["attr"] / medians["kd"] if medians["kd"] else float("nan")
+        lines.append(
+            f"| {task.upper()} | {medians['ce']:.3f} | {medians['kd']:.3f} | {medians['attr']:.3f} | {ratio:.2f} |"
         )
     ablation_tasks = [
         t for t in args.ablation_tasks.split(",") if any(r["task"] == t and r["method"] == "adkd-no-ce" for r in runs)
