@@ -534,14 +534,15 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
             f"Mean over the first {args.gap_examples} dev examples of (1/V) Σ_v ‖â^t_v − â^s_v‖₂ (lower = the",
             "student's token maps are closer to the teacher's); mean ± std over seeds.",
             "",
-            "| task | student alone (CE) | vanilla KD | AD-KD |",
-            "|---|---:|---:|---:|",
+            "| task | student alone (CE) | vanilla KD | AD-KD | AD-KD vs vanilla KD |",
+            "|---|---:|---:|---:|---:|",
         ]
         for task, by_method in gaps.items():
+            kd_gap, adkd_gap = mean_std(by_method.get("kd", []))[0], mean_std(by_method.get("adkd", []))[0]
             lines.append(
                 f"| {task.upper()} | "
                 + " | ".join(fmt(by_method.get(m, []), 1.0, 3) for m in ("ce", "kd", "adkd"))
-                + " |"
+                + f" | {100 * (adkd_gap / kd_gap - 1):+.0f}% |"
             )
     svgs = sorted(out.parent.glob("results/heatmaps-*.svg"))
     if svgs:
