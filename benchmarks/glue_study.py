@@ -650,11 +650,13 @@ def main() -> None:
     ]
     if "gap" in parts:
         for task in main_tasks:
-            print(f"[study] attribution gap on {task}", flush=True)
             students = {m: [study.work / task / m / f"seed-{s}" for s in seeds] for m in ("ce", "kd", "adkd")}
             students = {m: [d for d in dirs if (d / "run.json").is_file()] for m, dirs in students.items()}
+            if task in gaps and all(len(gaps[task].get(m, [])) == len(dirs) for m, dirs in students.items()):
+                continue  # measured before on the same runs
+            print(f"[study] attribution gap on {task}", flush=True)
             gaps[task] = attribution_gap(study, task, students, args.gap_examples)
-        gaps_path.write_text(json.dumps(gaps, indent=1) + "\n")
+            gaps_path.write_text(json.dumps(gaps, indent=1) + "\n")
     if "pictures" in parts:
         for task in main_tasks:
             print(f"[study] pictures for {task}", flush=True)
