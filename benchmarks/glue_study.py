@@ -346,6 +346,15 @@ def verdict(diffs: list[float], spread: float) -> str:
     return "AD-KD better" if mean > 0 else "AD-KD worse"
 
 
+def teacher_hours(study: Study, runs: list[dict[str, Any]]) -> float:
+    """Training wall time of the teachers of the tasks in ``runs``, in hours."""
+    seconds = 0.0
+    for task in sorted({r["task"] for r in runs}):
+        summary = study.teacher(task) / "run.json"
+        seconds += float(json.loads(summary.read_text())["train"]["wall_time_s"])
+    return seconds / 3600
+
+
 def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any], out: Path) -> None:
     """docs/results.md: every table computed from the study's JSON (nothing typed in by hand)."""
     args = study.args
@@ -373,14 +382,17 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         "same code path without L_attr); `adkd` adds β·L_attr.",
         "",
         "Scale: the paper distils BERT-base (110M) into a 6-layer BERT (66M) for 6-10 epochs; here a 22M",
-        "sentence-embedding model into an 11M 3-layer copy for the epochs above, on two CPU cores. Absolute",
+        "sentence-embedding model (22.7M) into a 3-layer copy (17.4M, most of it the shared word embeddings) for",
+        "the epochs above, on two CPU cores. Absolute",
         "scores are therefore far below the paper's and the comparison is between methods at equal budget.",
         "",
         "```bash",
         study.command,
         "```",
         "",
-        f"Machine: {study.machine}. Report written {time.strftime('%Y-%m-%d')}.",
+        f"Machine: {study.machine}. Report written {time.strftime('%Y-%m-%d')}. Training wall time of the "
+        f"{len(runs)} student runs: {sum(r['wall_time_s'] for r in runs) / 3600:.1f} h, plus "
+        f"{teacher_hours(study, runs):.1f} h for the teachers (evaluation and teacher caches not included).",
         "",
         *([args.note, ""] if args.note else []),
         "## Table 1: students on the GLUE dev sets",
@@ -449,12 +461,14 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
             f"| average | {', '.join(f'{d:+.2f}' for d in averages)} | {mean:+.2f} ± {std:.2f} | {spread:.2f} "
             f"| {verdict(averages, spread)} |"
         )
+    if args.reading is not None and args.reading.is_file():
+        lines += ["", "### Reading", "", args.reading.read_text().strip()]
     lines += [
         "",
         "How much each AD-KD loss term pulls on the student at the start of training (median gradient norm of",
         "each weighted term over the first logged steps, seed 1; `term_grad_norms` in each run.json):",
         "",
-        "| task | CE | KD | L_attr | L_attr / KD |",
+        "| task | CE (MSE for STS-B) | KD | L_attr | L_attr / KD |",
         "|---|---:|---:|---:|---:|",
     ]
     for task in tasks:
@@ -462,6 +476,7 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         if not summary_path.is_file():
             continue
         norms = json.loads(summary_path.read_text()).get("term_grad_norms") or []
+        norms = [{("ce" if k == "mse" else k): v for k, v in n.items()} for n in norms]  # regression: MSE
         medians = {
             term: statistics.median(float(n[term]) for n in norms if term in n)
             if any(term in n for n in norms)
@@ -603,6 +618,7 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=Path("docs/results/study.json"))
     parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--reading", type=Path, default=None, help="a markdown file shown under the verdict")
     parser.add_argument("--note", default="", help="a paragraph for the report (e.g. how busy the machine was)")
     args = parser.parse_args()
 
@@ -618,9 +634,10 @@ def main() -> None:
     study = Study(args)
     # the command that regenerates everything (--parts only splits the work; finished runs are skipped)
     argv = sys.argv[1:]
-    if "--parts" in argv:
-        at = argv.index("--parts")
-        argv = argv[:at] + argv[at + 2 :]
+    for flag in ("--parts", "--note"):
+        if flag in argv:
+            at = argv.index(flag)
+            argv = argv[:at] + argv[at + 2 :]
     study.command = "python " + " ".join(["benchmarks/glue_study.py", *argv])
     study.machine = f"{os.cpu_count()}-core {platform.machine()} CPU, no GPU, torch {torch.__version__}"
     seeds = [int(s) for s in args.seeds.split(",")]
