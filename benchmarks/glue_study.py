@@ -346,6 +346,25 @@ def verdict(diffs: list[float], spread: float) -> str:
     return "AD-KD better" if mean > 0 else "AD-KD worse"
 
 
+def hyper_parameter_table(tasks: list[str]) -> list[str]:
+    """The paper preset's values per task (every method of a task uses its learning rate and batch size)."""
+    from kdkit_adkd.presets import paper_preset
+
+    lines = [
+        "| task | learning rate | batch | α | β | T | K (share of hidden dims) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for task in tasks:
+        preset = paper_preset(task)
+        adkd, training = preset["options"]["adkd"], preset["training"]
+        k = adkd["top_k_fraction"] if adkd["top_k_fraction"] is not None else "all"
+        lines.append(
+            f"| {task.upper()} | {training['learning_rate']} | {training['batch_size']} | {adkd['alpha']} | "
+            f"{adkd['beta']} | {adkd['temperature']} | {k} |"
+        )
+    return lines
+
+
 def teacher_hours(study: Study, runs: list[dict[str, Any]]) -> float:
     """Training wall time of the teachers of the tasks in ``runs``, in hours."""
     seconds = 0.0
@@ -385,6 +404,8 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         "sentence-embedding model (22.7M) into a 3-layer copy (17.4M, most of it the shared word embeddings) for",
         "the epochs above, on two CPU cores. Absolute",
         "scores are therefore far below the paper's and the comparison is between methods at equal budget.",
+        "",
+        *hyper_parameter_table(tasks),
         "",
         "```bash",
         study.command,
