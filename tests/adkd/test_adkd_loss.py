@@ -277,7 +277,7 @@ def test_attribution_gradient_is_second_order_and_matches_finite_differences() -
             for p, d in zip(parameters, direction):
                 p.add_(sign * eps * d)
         try:
-            return float(attribution_loss())
+            return float(attribution_loss().detach())
         finally:
             with torch.no_grad():
                 for p, d in zip(parameters, direction):
