@@ -1,0 +1,24 @@
+"""Metrics as the CLI prints them: a percentage with two decimals, or an MSE with four."""
+
+from rich.table import Table
+
+from kdkit.cli.app import out
+
+
+def is_percent(key: str) -> bool:
+    """Whether metric ``key`` (``accuracy``, ``mnli_m/f1``, ``mse`` ...) is shown as a percentage."""
+    return key.split("/")[-1] != "mse"
+
+
+def format_metric(key: str, value: float) -> str:
+    return f"{100 * value:.2f}" if is_percent(key) else f"{value:.4f}"
+
+
+def print_metrics(title: str, metrics: dict[str, float]) -> None:
+    """One table row per metric."""
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value (%)", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, format_metric(key, value))
+    out.print(table)
