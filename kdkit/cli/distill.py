@@ -4,9 +4,9 @@ from typing import Annotated, Any
 
 import typer
 
-from kdkit.cli.app import command, err, handle_errors, out, plugin_manager
+from kdkit.cli.app import command, handle_errors, plugin_manager
 from kdkit.cli.flags import DATA, RUN, TRAINING, ConfigOpt, command_flags, config_flags, with_config_file
-from kdkit.cli.tables import print_metrics
+from kdkit.cli.output import err, out, print_metrics
 from kdkit.config import DistillConfig, deep_merge, parse_set_options
 
 SetOpt = Annotated[

@@ -5,9 +5,9 @@ from typing import Annotated, Any
 
 import typer
 
-from kdkit.cli.app import command, handle_errors, out
+from kdkit.cli.app import command, handle_errors
 from kdkit.cli.flags import DATA_PANEL, TRAINING_PANEL, FlagSet, config_flags
-from kdkit.cli.tables import print_metrics
+from kdkit.cli.output import out, print_metrics
 from kdkit.config import DataConfig, TrainingConfig, build_config
 
 #: the data options of evaluate: what selects and reads the validation data (nothing about training data)

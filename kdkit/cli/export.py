@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from kdkit.cli.app import command, err, handle_errors, out
+from kdkit.cli.app import command, handle_errors
 from kdkit.cli.flags import FlagSet, config_flags
-from kdkit.cli.tables import format_metric, is_percent
+from kdkit.cli.output import err, format_metric, is_percent, out
 from kdkit.config import DataConfig, build_config
 from kdkit.errors import ConfigError
 

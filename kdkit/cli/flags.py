@@ -21,14 +21,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from rich.markup import escape
 
+from kdkit.cli.command import value_type
 from kdkit.config import DataConfig, RunConfig, TrainingConfig, deep_merge, read_config_file
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,14 +110,13 @@ def command_flags(model: type[RunConfig]) -> FlagSet:
 
 def _cli_type(annotation: Any) -> Any:
     """The type a flag parses to: the field's, less ``None``; a list or a parsed spec is read as a string."""
-    if get_origin(annotation) in (Union, UnionType):
-        args = [arg for arg in get_args(annotation) if arg is not type(None)]
-        annotation = args[0] if len(args) == 1 else annotation
-    if get_origin(annotation) is Literal or annotation in (bool, int, float, str, Path):
-        return annotation
-    if get_origin(annotation) is list and get_args(annotation) == (str,):
-        return str  # a,b: the model splits it
-    if isinstance(annotation, type) and callable(getattr(annotation, "parse", None)):
+    lists = [arg for arg in (annotation, *get_args(annotation)) if get_origin(arg) is list]
+    if any(get_args(arg) != (str,) for arg in lists):
+        raise TypeError(f"no flag for a field of type {annotation}: only lists of strings (a,b) are read")
+    kind = value_type(annotation)  # list[str] -> str: "a,b", which the model splits
+    if get_origin(kind) is Literal or kind in (bool, int, float, str, Path):
+        return kind
+    if isinstance(kind, type) and callable(getattr(kind, "parse", None)):
         return str  # a spec the model parses (StudentSpec)
     raise TypeError(f"no flag for a field of type {annotation}: teach kdkit/cli/flags.py to read it")
 

@@ -1,8 +1,16 @@
-"""Metrics as the CLI prints them: a percentage with two decimals, or an MSE with four."""
+"""What the CLI prints: results on stdout (``out``), progress and errors on stderr (``err``), metric tables."""
 
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from kdkit.cli.app import out
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` on stderr, on one line (the message is not read as rich markup)."""
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
 
 
 def is_percent(key: str) -> bool:
@@ -11,6 +19,7 @@ def is_percent(key: str) -> bool:
 
 
 def format_metric(key: str, value: float) -> str:
+    """A percentage with two decimals, or an MSE with four."""
     return f"{100 * value:.2f}" if is_percent(key) else f"{value:.4f}"
 
 
