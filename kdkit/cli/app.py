@@ -68,6 +68,10 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _plugin_names(flag: str, help: str) -> Any:
+    return typer.Option(flag, metavar="NAME", help=help)
+
+
 #: commands that need neither the plugin host nor torch (the callback skips their set-up)
 LIGHT_COMMANDS = frozenset({"predict"})
 
@@ -80,18 +84,13 @@ def main_callback(
     ] = False,
     disable_plugin: Annotated[
         list[str] | None,
-        typer.Option(
-            "--disable-plugin",
-            metavar="NAME",
-            help="Block a plugin by name (repeatable); also KDKIT_DISABLE_PLUGINS=a,b.",
-        ),
+        _plugin_names("--disable-plugin", "Block a plugin by name (repeatable); also KDKIT_DISABLE_PLUGINS=a,b."),
     ] = None,
     enable_plugin: Annotated[
         list[str] | None,
-        typer.Option(
+        _plugin_names(
             "--enable-plugin",
-            metavar="NAME",
-            help="Load an entry point or module even when KDKIT_DISABLE_PLUGIN_AUTOLOAD is set (repeatable).",
+            "Load an entry point or module even when KDKIT_DISABLE_PLUGIN_AUTOLOAD is set (repeatable).",
         ),
     ] = None,
 ) -> None:

@@ -6,21 +6,12 @@ from typing import Annotated, Any
 import typer
 
 from kdkit.cli.app import command, handle_errors
-from kdkit.cli.flags import DATA_PANEL, TRAINING_PANEL, FlagSet, config_flags
+from kdkit.cli.flags import DATA_PANEL, TRAINING_PANEL, VALIDATION_DATA_FIELDS, FlagSet, config_flags
 from kdkit.cli.output import out, print_metrics
 from kdkit.config import DataConfig, TrainingConfig, build_config
 
-#: the data options of evaluate: what selects and reads the validation data (nothing about training data)
-EVALUATE_DATA_FIELDS = (
-    "task",
-    "data_dir",
-    "validation_file",
-    "text_columns",
-    "label_column",
-    "label_names",
-    "max_length",
-    "max_eval_samples",
-)
+#: the data options of evaluate: the validation data, and how long its inputs may be
+EVALUATE_DATA_FIELDS = (*VALIDATION_DATA_FIELDS, "max_length")
 
 
 @command()

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from kdkit.cli.app import command, handle_errors
-from kdkit.cli.flags import FlagSet, config_flags
+from kdkit.cli.flags import VALIDATION_DATA_FIELDS, FlagSet, config_flags
 from kdkit.cli.output import err, format_metric, is_percent, out
 from kdkit.config import DataConfig, build_config
 from kdkit.errors import ConfigError
@@ -20,16 +20,27 @@ VALIDATION_PANEL = "Validation data"
 Exporter = Literal["dynamo", "torchscript"]
 Quantization = Literal["int8"]
 
-#: the data options of export: what selects and reads the validation data the export is checked on
-EXPORT_DATA_FIELDS = (
-    "task",
-    "data_dir",
-    "validation_file",
-    "text_columns",
-    "label_column",
-    "label_names",
-    "max_eval_samples",
-)
+
+def _export_option(*decls: str, help: str) -> Any:
+    return typer.Option(*decls, help=help, rich_help_panel=EXPORT_PANEL)
+
+
+OnnxOpt = Annotated[bool, _export_option("--onnx", help="Export to ONNX (the only format so far).")]
+OutputOpt = Annotated[Path | None, _export_option("--output", "-o", help="Export folder \\[default: MODEL/onnx].")]
+OpsetOpt = Annotated[int | None, _export_option(help="ONNX opset \\[default: 20 with dynamo, 17 with torchscript].")]
+ExporterOpt = Annotated[Exporter, _export_option(help="dynamo (torch.export) or torchscript (the legacy tracer).")]
+QuantizeOpt = Annotated[
+    Quantization | None, _export_option(help="Also write model.int8.onnx: int8 (dynamic quantisation).")
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    _export_option(help="Longest input in tokens; longer texts are truncated \\[default: the training max length]."),
+]
+ToleranceOpt = Annotated[float, _export_option(help="Largest |Δlogit| accepted between ONNX fp32 and PyTorch.")]
+OverwriteOpt = Annotated[bool, _export_option("--overwrite", help="Replace an existing export folder.")]
+
+#: the data options of export: the validation data the export is checked on (--max-length is export's own)
+EXPORT_DATA_FIELDS = VALIDATION_DATA_FIELDS
 _VALIDATION_DATA = FlagSet(
     DataConfig,
     "data",
@@ -78,39 +89,14 @@ def _print_evaluation(manifest: dict[str, Any]) -> None:
 @config_flags(_VALIDATION_DATA)
 def export(
     model: Annotated[Path, typer.Argument(help="Run directory (its best/ student) or a saved model directory.")],
-    onnx: Annotated[
-        bool, typer.Option("--onnx", help="Export to ONNX (the only format so far).", rich_help_panel=EXPORT_PANEL)
-    ] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="Export folder \\[default: MODEL/onnx].", rich_help_panel=EXPORT_PANEL),
-    ] = None,
-    opset: Annotated[
-        int | None,
-        typer.Option(help="ONNX opset \\[default: 20 with dynamo, 17 with torchscript].", rich_help_panel=EXPORT_PANEL),
-    ] = None,
-    exporter: Annotated[
-        Exporter,
-        typer.Option(help="dynamo (torch.export) or torchscript (the legacy tracer).", rich_help_panel=EXPORT_PANEL),
-    ] = "dynamo",
-    quantize: Annotated[
-        Quantization | None,
-        typer.Option(help="Also write model.int8.onnx: int8 (dynamic quantisation).", rich_help_panel=EXPORT_PANEL),
-    ] = None,
-    max_length: Annotated[
-        int | None,
-        typer.Option(
-            help="Longest input in tokens; longer texts are truncated \\[default: the training max length].",
-            rich_help_panel=EXPORT_PANEL,
-        ),
-    ] = None,
-    tolerance: Annotated[
-        float,
-        typer.Option(help="Largest |Δlogit| accepted between ONNX fp32 and PyTorch.", rich_help_panel=EXPORT_PANEL),
-    ] = 1e-4,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing export folder.", rich_help_panel=EXPORT_PANEL)
-    ] = False,
+    onnx: OnnxOpt = False,
+    output: OutputOpt = None,
+    opset: OpsetOpt = None,
+    exporter: ExporterOpt = "dynamo",
+    quantize: QuantizeOpt = None,
+    max_length: MaxLengthOpt = None,
+    tolerance: ToleranceOpt = 1e-4,
+    overwrite: OverwriteOpt = False,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=VALIDATION_PANEL)] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     *,

@@ -102,6 +102,18 @@ TRAINING = FlagSet(TrainingConfig, "training", panel=TRAINING_PANEL)
 RUN = FlagSet(RunConfig, panel=RUN_PANEL, switches=True)
 
 
+#: the data options that select and read validation data (for the commands that do not train)
+VALIDATION_DATA_FIELDS = (
+    "task",
+    "data_dir",
+    "validation_file",
+    "text_columns",
+    "label_column",
+    "label_names",
+    "max_eval_samples",
+)
+
+
 def command_flags(model: type[RunConfig]) -> FlagSet:
     """The fields a command's config adds to :class:`RunConfig` (``--model``; ``--plugin``, ``--teacher`` ...)."""
     own = [name for name, info in model.model_fields.items() if name not in RunConfig.model_fields]
@@ -144,6 +156,8 @@ def _help(text: str, default: str | None) -> str:
 
 def _parameter(name: str, info: FieldInfo, flags: FlagSet) -> inspect.Parameter:
     """The keyword parameter Typer turns into the flag of field ``name``."""
+    if not info.description:
+        raise TypeError(f"{flags.model.__name__}.{name} has no description: it is the help of its flag")
     kind = _cli_type(info.annotation)
     dash = name.replace("_", "-")
     decls = FLAG_NAMES.get(name, (f"--{dash}",))
@@ -155,7 +169,7 @@ def _parameter(name: str, info: FieldInfo, flags: FlagSet) -> inspect.Parameter:
         decls = FLAG_NAMES.get(name, (f"--{dash}/--no-{dash}",))
     option = typer.Option(
         *decls,
-        help=_help(flags.help.get(name) or info.description or "", shown),
+        help=_help(flags.help.get(name) or info.description, shown),
         show_default=False,
         rich_help_panel=flags.panel,
         metavar=METAVARS.get(name),
@@ -207,7 +221,7 @@ def config_flags(*flag_sets: FlagSet) -> Callable[[F], F]:
         arguments = [p for p in own if _is_argument(p)]
         parameters = [*arguments, *made, *(p for p in own if not _is_argument(p))]
         wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": signature.return_annotation}
         wrapper.config_fields = {  # type: ignore[attr-defined]
             name: f"{flags.section}.{name}" if flags.section else name for name, flags in sets.items()
         }
