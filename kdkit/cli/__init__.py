@@ -9,7 +9,7 @@ Importing this package does not import torch (the plugin host and the API are im
 so ``kdkit predict`` runs where only onnxruntime, tokenizers and numpy are installed besides the CLI's needs.
 """
 
-from kdkit.cli.app import app
+from kdkit.cli.base import app
 
 # importing a command's module registers the command; --help lists them in this order
 # isort: off

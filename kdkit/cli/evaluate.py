@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kdkit.cli.app import command, handle_errors
+from kdkit.cli.base import command, handle_errors
 from kdkit.cli.flags import DATA_PANEL, TRAINING_PANEL, VALIDATION_DATA_FIELDS, FlagSet, config_flags
 from kdkit.cli.output import out, print_metrics
 from kdkit.config import DataConfig, TrainingConfig, build_config

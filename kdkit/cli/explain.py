@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from kdkit.cli.app import command, handle_errors, plugin_manager
+from kdkit.cli.base import command, handle_errors, plugin_manager
 from kdkit.cli.output import err, out
 
 #: kdkit.explain.Views (kdkit.explain imports torch, so the CLI names it; a test compares)

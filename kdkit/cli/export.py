@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from kdkit.cli.app import command, handle_errors
+from kdkit.cli.base import command, handle_errors
 from kdkit.cli.flags import VALIDATION_DATA_FIELDS, FlagSet, config_flags
 from kdkit.cli.output import err, format_metric, is_percent, out
 from kdkit.config import DataConfig, build_config

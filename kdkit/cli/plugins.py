@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kdkit.cli.app import command, handle_errors, plugin_manager
+from kdkit.cli.base import command, handle_errors, plugin_manager
 from kdkit.cli.output import out
 
 

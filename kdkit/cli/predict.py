@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 from rich.table import Table
 
-from kdkit.cli.app import command, handle_errors
+from kdkit.cli.base import command, handle_errors
 from kdkit.cli.output import err, out
 from kdkit.errors import ConfigError, DataError
 

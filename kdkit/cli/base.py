@@ -1,4 +1,5 @@
-"""The Typer application every command registers on (:func:`command`), and how a command reports errors.
+"""The Typer application (``app``, also ``kdkit.cli.app``) that every command registers on with :func:`command`,
+and how a command reports errors.
 
 - :func:`handle_errors` prints a :class:`~kdkit.errors.KdkitError` raised by a command as one line
   (``error: problem: fix``) and exits with status 2.
