@@ -411,23 +411,19 @@ def distill(
     run_dir.check()
     teacher_path = (
         ensure_teacher(config, plugins=plugins, console=console)
-        if loss_cls.requires_teacher or (config.student.startswith("copy:"))
+        if loss_cls.requires_teacher or config.student.layers is not None
         else None
     )
-    tokenizer_source = teacher_path or config.student
-    tokenizer = models.load_tokenizer(tokenizer_source)
+    tokenizer = models.load_tokenizer(teacher_path or str(config.student))
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
     attn = "eager" if loss_cls.needs_double_backward else None
     teacher = models.load_classifier(teacher_path, task, role="teacher") if teacher_path else None
     if teacher is not None:
         models.freeze(teacher)
-    if config.student.startswith("copy:"):
-        assert teacher is not None
-        student = models.build_student(config.student, teacher, task, attn_implementation=attn)
-    else:
-        models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student))
-        student = models.build_student(config.student, teacher, task, attn_implementation=attn)  # type: ignore[arg-type]
+    if config.student.model is not None:
+        models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
+    student = models.build_student(config.student, teacher, task, attn_implementation=attn)
     if attn is not None:
         models.set_attention(student, attn)
     loss = loss_cls(options[loss_cls.name], task)
@@ -449,7 +445,7 @@ def distill(
         console=console,
         extra_summary={
             "teacher": teacher_path,
-            "student": config.student,
+            "student": str(config.student),
             "teacher_parameters": models.count_parameters(teacher) if teacher is not None else None,
         },
     )

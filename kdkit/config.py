@@ -10,12 +10,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 from kdkit.errors import ConfigError
 
@@ -32,13 +42,13 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where the data comes from and how it is tokenised."""
 
-    task: str | None = Field(None, description="GLUE task name, or a name for custom data")
+    task: str | None = Field(None, description="GLUE task (see 'kdkit tasks'), or a name for custom data")
     data_dir: Path | None = Field(None, description="hub-layout GLUE folder (else KDKIT_GLUE_DIR, else the hub)")
-    train_file: Path | None = Field(None, description="custom training data (CSV, TSV, JSON or JSONL)")
+    train_file: Path | None = Field(None, description="custom training data: CSV, TSV, JSON or JSONL")
     validation_file: Path | None = Field(None, description="custom validation data")
-    text_columns: list[str] | None = Field(None, description="one or two text columns of the custom data")
+    text_columns: list[str] | None = Field(None, description="one or two text columns of the custom data: a or a,b")
     label_column: str = Field("label", description="label column of the custom data")
-    label_names: list[str] | None = Field(None, description="the custom task's labels, in id order")
+    label_names: list[str] | None = Field(None, description="the custom task's labels, in id order: a,b,c")
     max_length: int = Field(128, ge=8, le=8192, description="truncate inputs to this many tokens")
     max_train_samples: int | None = Field(None, ge=1, description="use only the first N training examples")
     max_eval_samples: int | None = Field(None, ge=1, description="use only the first N validation examples")
@@ -104,16 +114,69 @@ class RunConfig(_Strict):
 class FinetuneConfig(RunConfig):
     """``kdkit finetune``: train a teacher with the task loss."""
 
-    model: str | None = Field(None, description="base model (default: the embedded all-MiniLM-L6-v2)")
+    model: str | None = Field(None, description="base model id or path (default: the embedded all-MiniLM-L6-v2)")
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A parsed ``--student``: ``copy:N`` (N evenly spaced teacher layers) or a model id/path.
+
+    Parsed once, when the config is validated, so a bad spec fails before any teacher is fine-tuned.
+    Exactly one of ``layers`` and ``model`` is set; ``str(spec)`` gives the spec back (``copy:3``), and so
+    does ``repr`` (quoted), which is how option listings show the default.
+    """
+
+    #: how :func:`type_name` shows the type in option listings
+    type_label: ClassVar[str] = "copy:N | model"
+
+    layers: int | None = None
+    model: str | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> StudentSpec:
+        """``"copy:3"`` -> ``StudentSpec(layers=3)``, ``"prajjwal1/bert-tiny"`` -> ``StudentSpec(model=...)``."""
+        if isinstance(value, StudentSpec):
+            return value
+        text = value.strip() if isinstance(value, str) else ""
+        if not text:
+            raise ConfigError(f"bad student {value!r}", "give copy:N (N teacher layers) or a model id/path")
+        if not text.startswith("copy:"):
+            return cls(model=text)
+        count = text.removeprefix("copy:").strip()
+        if not count.isdecimal() or int(count) < 1:
+            raise ConfigError(
+                f"bad student '{text}' (copy:N needs a whole number of teacher layers N >= 1)",
+                "use for example copy:3, or a model id/path",
+            )
+        return cls(layers=int(count))
+
+    def __str__(self) -> str:
+        return f"copy:{self.layers}" if self.layers is not None else str(self.model)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+
+#: a ``StudentSpec`` field: validated from a string, written back as that string (run.json, config.yaml)
+Student = Annotated[
+    StudentSpec,
+    PlainValidator(StudentSpec.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string"}),
+]
 
 
 class DistillConfig(RunConfig):
     """``kdkit distill``: distil a teacher into a student with a loss plugin."""
 
-    loss: str = Field("kd", description="the loss plugin to distil with")
-    teacher: str | None = Field(None, description="fine-tuned teacher (default: cached or fine-tuned now)")
-    base_model: str | None = Field(None, description="base model for the default teacher")
-    student: str = Field("copy:3", description="copy:N (N teacher layers) or a model id/path")
+    loss: str = Field("kd", description="loss plugin: kd, ce, adkd ... (see 'kdkit plugins')")
+    teacher: str | None = Field(
+        None, description="fine-tuned teacher: run dir, model dir or hub id (default: cached, or fine-tuned now)"
+    )
+    base_model: str | None = Field(
+        None, description="base model of the default teacher (default: the embedded all-MiniLM-L6-v2)"
+    )
+    student: Student = Field(StudentSpec(layers=3), description="copy:N (N teacher layers) or a model id/path")
     preset: str | None = Field(None, description="a named preset of the loss (for example 'paper')")
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="component options: {name: {option: value}}"
@@ -186,6 +249,8 @@ def type_name(annotation: Any) -> str:
         return " | ".join(type_name(arg) for arg in get_args(annotation))
     if annotation is type(None):
         return "None"
+    if isinstance(getattr(annotation, "type_label", None), str):
+        return str(annotation.type_label)
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from kdkit import models
 from kdkit.attribution import AttributionProvider, token_maps
+from kdkit.config import build_config, parse_set_options
 from kdkit.errors import ConfigError
 from kdkit.plugins import PluginManager, get_plugin_manager
 from kdkit.runs import resolve_model_dir
@@ -114,13 +115,45 @@ def explain_batch(
     return out
 
 
+def explain_text(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    task: TaskSpec,
+    provider: AttributionProvider,
+    text: str,
+    text_pair: str | None = None,
+    *,
+    views: Views = "pred",
+    max_length: int = 128,
+) -> Explanation:
+    """Explain one text (or text pair, for a sentence-pair task) with ``provider``."""
+    if (text_pair is not None) != (len(task.text_fields) == 2):
+        raise ConfigError(
+            f"task '{task.name}' takes {len(task.text_fields)} text(s)",
+            "give a text pair for sentence-pair tasks and one text otherwise",
+        )
+    pairs = [text_pair] if text_pair is not None else None
+    [explanation] = explain_batch(model, tokenizer, task, provider, [text], pairs, views=views, max_length=max_length)
+    return explanation
+
+
 def get_provider(
     name: str, plugins: PluginManager | None = None, options: dict[str, object] | None = None
 ) -> AttributionProvider:
-    """An attribution provider by name, e.g. ``ig`` (from the adkd plugin)."""
+    """An attribution provider by name, e.g. ``ig`` (from the adkd plugin), its options validated (one line
+    naming a bad option)."""
     plugins = plugins or get_plugin_manager()
     cls = plugins.provider(name)
-    return cls(cls.Options(**(options or {})))
+    return cls(build_config(cls.Options, options or {}, where=f"{name}."))
+
+
+def provider_from_set(name: str, assignments: list[str], plugins: PluginManager | None = None) -> AttributionProvider:
+    """The provider ``name`` with the options of ``--set NAME.OPTION=VALUE`` assignments (all must name it)."""
+    options = parse_set_options(assignments)
+    unknown = [component for component in options if component != name]
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.* does not name the provider '{name}'", f"use --set {name}.OPTION=V")
+    return get_provider(name, plugins, options.get(name))
 
 
 def _display_token(token: str) -> tuple[str, bool]:

@@ -272,3 +272,61 @@ class OnnxClassifier:
                 }
             )
         return results
+
+
+# -- input files -------------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV/TSV (with a header) or JSON-lines file, as dicts."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DataError(f"file {path} does not exist", "check the path given to --file")
+    try:
+        if suffix in (".csv", ".tsv"):
+            import csv
+
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows: list[Any] = list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+        elif suffix in (".jsonl", ".json"):
+            with path.open(encoding="utf-8") as handle:
+                rows = [json.loads(line) for line in handle if line.strip()]
+        else:
+            raise DataError(f"unsupported file {path}", "use a .csv, .tsv or .jsonl file")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {str(exc)[:120]})", "check the file") from None
+    if not rows:
+        raise DataError(f"{path} has no rows", "give a file with a header (CSV) and at least one text")
+    if not all(isinstance(row, dict) for row in rows):
+        raise DataError(f"{path} is not a list of JSON objects", 'write one object per line: {"text": "..."}')
+    return rows
+
+
+def read_texts(
+    path: str | Path, text_column: str | None = None, default_columns: Sequence[str] = ("text",)
+) -> tuple[list[str], list[str] | None]:
+    """The texts to classify from a CSV/TSV or JSONL file: (texts, second texts or None).
+
+    ``text_column`` names the column(s), ``a`` or ``a,b``; without it the ``default_columns`` are read (the
+    task's text fields), and a single-text task falls back to a column named ``text``.
+    """
+    path = Path(path)
+    rows = _read_rows(path)
+    columns = [c.strip() for c in (text_column.split(",") if text_column else default_columns) if c.strip()]
+    available = list(rows[0])
+    if not text_column and len(columns) == 1 and columns[0] not in available and "text" in available:
+        columns = ["text"]
+    missing = [column for column in columns if column not in available]
+    if missing:
+        raise DataError(
+            f"{path} has no column {', '.join(missing)} (columns: {', '.join(map(str, available))})",
+            "name the text column(s) with --text-column a[,b]",
+        )
+    values: list[list[str]] = [[], []]
+    for number, row in enumerate(rows, start=1):
+        for slot, column in enumerate(columns):
+            text = row.get(column)
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"row {number} of {path} has no text in column '{column}'", "fill in or remove the row")
+            values[slot].append(text)
+    return values[0], (values[1] if len(columns) == 2 else None)

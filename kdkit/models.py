@@ -1,6 +1,6 @@
 """Models: the embedded default base model, teachers and students, and the checks between them.
 
-Student specs:
+Student specs (parsed by :class:`kdkit.config.StudentSpec`):
 
 - ``copy:N`` builds an N-layer student from the teacher: same configuration with N layers, the teacher's
   embeddings, pooler and classifier head, and N of its layers at evenly spaced depths
@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from kdkit.config import StudentSpec
 from kdkit.errors import ModelError
 from kdkit.tasks import TaskSpec
 
@@ -35,7 +36,6 @@ from kdkit.tasks import TaskSpec
 DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 #: file written next to every saved model: the task it was trained for
 TASK_FILE = "kdkit_task.json"
-_COPY_SPEC = re.compile(r"^copy:(\d+)$")
 
 
 def default_base_model() -> str:
@@ -195,27 +195,29 @@ def copy_student(
 
 
 def build_student(
-    spec: str,
-    teacher: PreTrainedModel,
+    spec: StudentSpec | str,
+    teacher: PreTrainedModel | None,
     task: TaskSpec,
     *,
     attn_implementation: str | None = None,
 ) -> PreTrainedModel:
-    """The student for ``spec`` (``copy:N`` or a model id/path with a head for ``task``)."""
-    match = _COPY_SPEC.match(spec.strip())
-    if match:
-        return copy_student(teacher, int(match.group(1)), attn_implementation=attn_implementation)
-    path = Path(spec)
+    """The student for ``spec`` (``copy:N`` of ``teacher``, or a model id/path with a head for ``task``)."""
+    spec = StudentSpec.parse(spec)
+    if spec.layers is not None:
+        if teacher is None:
+            raise ModelError(f"student {spec} needs a teacher to copy", "pass --teacher")
+        return copy_student(teacher, spec.layers, attn_implementation=attn_implementation)
+    name = str(spec.model)
     try:
-        config = AutoConfig.from_pretrained(spec)
+        config = AutoConfig.from_pretrained(name)
     except Exception:
         raise ModelError(
-            f"cannot load the student '{spec}'", "use copy:N, a saved model directory or a valid hub id"
+            f"cannot load the student '{name}'", "use copy:N, a saved model directory or a valid hub id"
         ) from None
     fine_tuned_head = (config.architectures or [""])[0].endswith("ForSequenceClassification")
-    if fine_tuned_head and path.exists():
-        return load_classifier(spec, task, attn_implementation=attn_implementation, role="student")
-    return load_base_for_task(spec, task, attn_implementation=attn_implementation)
+    if fine_tuned_head and Path(name).exists():
+        return load_classifier(name, task, attn_implementation=attn_implementation, role="student")
+    return load_base_for_task(name, task, attn_implementation=attn_implementation)
 
 
 def set_attention(model: PreTrainedModel, implementation: str) -> None:

@@ -254,3 +254,17 @@ def test_console_script_exit_status(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert "unknown task 'nope'" in result.stderr
+
+
+def test_a_bad_student_fails_before_any_teacher_work(tmp_path, monkeypatch):
+    """--student copy:x (or copy:0, copy:) is rejected with the config, before a teacher is fine-tuned."""
+    from kdkit import api
+
+    monkeypatch.setattr(api, "ensure_teacher", lambda *_, **__: pytest.fail("a teacher was prepared"))
+    for spec in ("copy:x", "copy:0", "copy:"):
+        code, _, err = run("distill", "--task", "sst2", "--student", spec, "--output", str(tmp_path / "r"))
+        assert_one_line_error(code, err, f"bad student '{spec}' \\(copy:N needs a whole number")
+    config = tmp_path / "run.yaml"
+    config.write_text("student: copy:0\ndata:\n  task: sst2\n")
+    assert_one_line_error(*run("distill", "--config", str(config))[::2], "bad student 'copy:0'")
+    assert not (tmp_path / "r").exists()

@@ -11,6 +11,7 @@ from kdkit import api
 from kdkit.config import (
     DataConfig,
     DistillConfig,
+    StudentSpec,
     build_config,
     deep_merge,
     parse_set_options,
@@ -122,3 +123,20 @@ def test_precedence_preset_below_file_below_flags():
     assert config.options["presetkd"] == {"alpha": 0.9, "temperature": 1.0}
     with pytest.raises(ConfigError, match="has no preset 'slow'.*available presets: fast"):
         api.resolve_distill_config({**raw, "preset": "slow"}, manager)
+
+
+@pytest.mark.parametrize("spec", ["copy:x", "copy:0", "copy:", "copy:-1", "copy:2.5", " "])
+def test_a_bad_student_fails_when_the_config_is_read(spec: str):
+    with pytest.raises(ConfigError, match=r"bad student .*copy:N") as info:
+        build_config(DistillConfig, {"student": spec})
+    assert "\n" not in str(info.value)
+
+
+def test_the_student_is_parsed_once_and_written_back_as_given():
+    config = build_config(DistillConfig, {"student": " copy:2 "})
+    assert config.student == StudentSpec(layers=2) and str(config.student) == "copy:2"
+    assert config.model_dump(mode="json")["student"] == "copy:2"
+    assert build_config(DistillConfig, config.model_dump(mode="json")) == config
+    assert DistillConfig().student == StudentSpec(layers=3)
+    model = DistillConfig(student="prajjwal1/bert-tiny").student
+    assert (model.layers, model.model, str(model)) == (None, "prajjwal1/bert-tiny", "prajjwal1/bert-tiny")

@@ -116,3 +116,15 @@ def test_bad_input_is_one_line_error(tiny_teacher: Path, args: list[str], messag
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_provider_options_are_checked_and_built_in_one_step() -> None:
+    from kdkit.errors import ConfigError
+    from kdkit.explain import provider_from_set
+
+    provider = provider_from_set("ig", ["ig.steps=4"])
+    assert provider.options.steps == 4  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="--set kd.\\* does not name the provider 'ig'"):
+        provider_from_set("ig", ["kd.alpha=1"])
+    with pytest.raises(ConfigError, match="bad value 0 for ig.steps"):
+        get_provider("ig", options={"steps": 0})

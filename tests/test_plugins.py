@@ -222,3 +222,38 @@ def test_cli_enables_plugins_by_name_when_autoloading_is_off(tmp_path, monkeypat
     monkeypatch.setenv("KDKIT_PLUGINS", "fake_kdkit_good")
     assert "fake_kdkit_good" in _plugins(_listing())
     assert "fake_kdkit_good" not in _plugins(_listing("--disable-plugin", "fake_kdkit_good"))  # disabling wins
+
+
+def test_component_rows_are_typed_and_print_as_the_json_listing(tmp_path, monkeypatch):
+    import types
+
+    from kdkit.plugins import OptionRow, component_rows
+
+    (tmp_path / "rows_plugin.py").write_text(GOOD_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import rows_plugin  # type: ignore[import-not-found]
+
+    empty = types.ModuleType("empty")
+    manager = PluginManager(autoload=False, extra_plugins={"mine": rows_plugin, "empty": empty})
+    rows = {(row.plugin, row.name): row for row in component_rows(manager)}
+    half, uniform = rows["mine", "half_ce"], rows["mine", "uniform"]
+    assert (half.kind, half.presets, half.differentiable) == ("loss", [], None)
+    assert half.options == {"scale": OptionRow(type="float", default=0.5, description="")}
+    assert (uniform.kind, uniform.differentiable, uniform.presets) == ("attribution provider", False, None)
+    assert half.to_dict() == {
+        "plugin": "mine",
+        "source": "registered in-process",
+        "kind": "loss",
+        "name": "half_ce",
+        "description": "",
+        "options": {"scale": {"type": "float", "default": 0.5, "description": ""}},
+        "presets": [],
+    }
+    assert "presets" not in uniform.to_dict() and uniform.to_dict()["differentiable"] is False
+    assert rows["empty", "-"].to_dict() == {
+        "plugin": "empty",
+        "source": "registered in-process",
+        "kind": "-",
+        "name": "-",
+        "options": {},
+    }

@@ -183,3 +183,23 @@ def test_sentence_pair_task(tiny_teacher: Path, tmp_path: Path):
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.stdout)["predictions"][0]["label"] in ("no", "yes")
     _one_line_error(["predict", str(result.directory), "only one text"], "classifies pairs")
+
+
+def test_read_texts_reads_pairs_and_falls_back_to_a_text_column(tmp_path: Path):
+    from kdkit.inference import read_texts
+
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("premise\thypothesis\ttext\na cat\tan animal\tx\nrain\tdry\ty\n")
+    assert read_texts(pairs, None, ("premise", "hypothesis")) == (["a cat", "rain"], ["an animal", "dry"])
+    assert read_texts(pairs, "hypothesis , premise", ("sentence",)) == (["an animal", "dry"], ["a cat", "rain"])
+    assert read_texts(pairs, None, ("sentence",)) == (["x", "y"], None)  # the task's column is absent: 'text'
+    with pytest.raises(DataError, match="has no column sentence"):
+        read_texts(pairs, "sentence", ("premise",))  # a named column does not fall back
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text('["not", "an object"]\n')
+    with pytest.raises(DataError, match="not a list of JSON objects"):
+        read_texts(lines)
+    plain = tmp_path / "texts.txt"
+    plain.write_text("a cat\n")
+    with pytest.raises(DataError, match="unsupported file"):
+        read_texts(plain)

@@ -1,0 +1,5 @@
+"""``python -m kdkit.cli`` (what ``torchrun -m kdkit.cli distill ...`` runs)."""
+
+from kdkit.cli import main
+
+main()
