@@ -9,6 +9,7 @@ Importing this module does not import torch (the plugin host and the API are imp
 
 import functools
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -19,7 +20,7 @@ from rich.table import Table
 
 import kdkit
 from kdkit.config import describe_fields, parse_set_options, read_config_file, type_name
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, KdkitWarning
 
 if TYPE_CHECKING:
     from kdkit.plugins import PluginManager
@@ -62,6 +63,14 @@ LabelColumnOpt = Annotated[
 ]
 LabelNamesOpt = Annotated[
     str | None, typer.Option(help="The custom task's labels in id order: a,b,c.", rich_help_panel=DATA)
+]
+TaskTypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Custom data: auto, classification or regression \\[default: auto; integers mixed with decimals "
+        "are an error].",
+        rich_help_panel=DATA,
+    ),
 ]
 MaxLengthOpt = Annotated[
     int | None, typer.Option(help="Truncate to this many tokens \\[default: 128].", rich_help_panel=DATA)
@@ -137,6 +146,7 @@ _DATA_FLAGS = (
     "text_columns",
     "label_column",
     "label_names",
+    "task_type",
     "max_length",
     "max_train_samples",
     "max_eval_samples",
@@ -182,18 +192,42 @@ def _raw_config(config_file: Path | None, flags: dict[str, Any]) -> dict[str, An
     return deep_merge(base, _overrides(flags))
 
 
+def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    if issubclass(category, KdkitWarning):
+        err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    else:
+        _SHOW_WARNING(message, category, *args, **kwargs)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _interrupted() -> str:
+    """What Ctrl-C leaves: --resume is advised only if this command left an unfinished run directory."""
+    from kdkit.runs import take_unfinished
+
+    left = take_unfinished()
+    if left:
+        return f"the unfinished run is kept in {left[0]}; continue it with --resume"
+    return "no run directory was written yet; run the command again"
+
+
 def handle_errors(fn: F) -> F:
-    """Print KdkitErrors as one line and exit 2; Ctrl-C exits 130 and says the run can be resumed."""
+    """Print KdkitErrors as one line and exit 2, kdkit's warnings as one line each; Ctrl-C exits 130 and says
+    whether there is a run to resume."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", KdkitWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except KdkitError as exc:
             err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted:[/] the unfinished run is kept; continue it with --resume")
+            err.print(f"[yellow]interrupted:[/] {_interrupted()}", soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -274,6 +308,7 @@ def finetune(
     text_columns: TextColumnsOpt = None,
     label_column: LabelColumnOpt = None,
     label_names: LabelNamesOpt = None,
+    task_type: TaskTypeOpt = None,
     max_length: MaxLengthOpt = None,
     max_train_samples: MaxTrainOpt = None,
     max_eval_samples: MaxEvalOpt = None,
@@ -345,6 +380,7 @@ def distill(
     text_columns: TextColumnsOpt = None,
     label_column: LabelColumnOpt = None,
     label_names: LabelNamesOpt = None,
+    task_type: TaskTypeOpt = None,
     max_length: MaxLengthOpt = None,
     max_train_samples: MaxTrainOpt = None,
     max_eval_samples: MaxEvalOpt = None,
@@ -397,6 +433,7 @@ def evaluate(
     text_columns: TextColumnsOpt = None,
     label_column: LabelColumnOpt = None,
     label_names: LabelNamesOpt = None,
+    task_type: TaskTypeOpt = None,
     max_length: MaxLengthOpt = None,
     max_eval_samples: MaxEvalOpt = None,
     batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
