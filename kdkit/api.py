@@ -435,6 +435,7 @@ def _distill_into(
     teacher = models.load_classifier(teacher_path, task, role="teacher") if teacher_path else None
     if teacher is not None:
         models.freeze(teacher)
+        models.check_max_length(str(teacher_path), config.data.max_length, role="teacher")
     if config.student.startswith("copy:"):
         assert teacher is not None
         student = models.build_student(config.student, teacher, task, attn_implementation=attn)

@@ -8,7 +8,7 @@ An entry ``<key>`` of a cache folder is a ``datasets`` Arrow file ``<key>.arrow`
 - **Reuse**: only when the manifest is valid and the file has its size, checksum, rows and columns. Anything
   else (a truncated, emptied or garbage file, a missing or edited manifest) is reported in one line and the
   entry is rebuilt.
-- **Clean-up**: build folders whose builder is gone (a killed build) are removed by the next build.
+- **Clean-up**: build folders whose builder is gone (a killed build) are removed the next time the cache is used.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from kdkit.errors import KdkitError
-from kdkit.locking import RunLock
+from kdkit.locking import LOCK_SUFFIX, RunLock
 from kdkit.manifests import CacheManifest, check_files, describe_file, read_json, write_json
 
 BUILD_MARK = ".build-"
@@ -35,19 +35,20 @@ def entry_paths(directory: Path, key: str) -> tuple[Path, Path]:
 
 
 def clean_stray_builds(directory: Path) -> list[Path]:
-    """Remove build folders no live process holds (left by killed builds); returns what was removed."""
+    """Remove build folders (and their lock files) that no live process holds, left by killed builds;
+    returns the folders removed."""
     removed = []
-    for folder in directory.glob(f"*{BUILD_MARK}*"):
-        if not folder.is_dir():
-            continue
+    folders = {p.with_name(p.name.removesuffix(LOCK_SUFFIX)) for p in directory.glob(f"*{BUILD_MARK}*")}
+    for folder in sorted(folders):
         lock = RunLock(folder)
         try:
             lock.acquire()
         except KdkitError:
             continue  # another process is building it right now
         try:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
         finally:
             lock.release()
     return removed
@@ -56,6 +57,7 @@ def clean_stray_builds(directory: Path) -> list[Path]:
 def load_verified(directory: Path, key: str, *, rows: int, columns: list[str], say: Say) -> Dataset | None:
     """The entry ``key`` if it exists and passes every check (``rows`` rows, at least ``columns``); else
     ``None``, with one line said if it was there but bad (and it is removed)."""
+    clean_stray_builds(directory)
     data, manifest_path = entry_paths(directory, key)
     if not data.exists() and not manifest_path.exists():
         return None
@@ -91,7 +93,6 @@ def build_entry(directory: Path, key: str, build: Callable[[str], Dataset]) -> D
     """Build the entry with ``build(path)`` (which must write the Arrow file ``path``), commit it, and return
     the committed dataset."""
     directory.mkdir(parents=True, exist_ok=True)
-    clean_stray_builds(directory)
     folder = directory / f"{key}{BUILD_MARK}{uuid.uuid4().hex[:8]}"
     lock = RunLock(folder)
     lock.acquire()

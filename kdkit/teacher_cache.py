@@ -32,16 +32,13 @@ from torch import nn
 from kdkit.cache_store import build_entry, load_verified
 from kdkit.config import kdkit_home
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX, DistillationCollator
+from kdkit.errors import CacheWarning
 from kdkit.losses import Batch, DistillationLoss, LossContext
 from kdkit.models import model_fingerprint
 
 #: bump when the cache layout changes (2: a manifest per entry)
 CACHE_VERSION = "2"
 _ROW = "__kdkit_row"
-
-
-class CacheWarning(UserWarning):
-    """A cache entry was damaged and is being rebuilt."""
 
 
 def data_fingerprint(dataset: Dataset) -> str:
@@ -68,6 +65,12 @@ def cache_key(teacher: nn.Module, dataset: Dataset, loss: DistillationLoss, ctx:
     if ctx is not None and ctx.provider_factory is not None:
         parts += [ctx.provider(name).cache_key() for name in loss.providers_used()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _sorted_by(dataset: Dataset, column: str) -> Dataset:
+    """Rows in the (stable) order of ``column``, the order kept in memory: no unverified index file on disk."""
+    order = np.argsort(np.asarray(dataset[column]), kind="stable")
+    return dataset.select(order, keep_in_memory=True)
 
 
 def cache_dir() -> Path:
@@ -126,9 +129,7 @@ def add_teacher_signals(
         features = [{k: examples[k][i] for k in examples} for i in range(count)]
         return compute_signals(loss, teacher, features, ctx, device, collator, autocast)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pyarrow's deprecation inside datasets' sort
-        ordered = dataset.add_column(_ROW, list(range(len(dataset)))).sort("length", keep_in_memory=True)
+    ordered = _sorted_by(dataset.add_column(_ROW, list(range(len(dataset)))), "length")
 
     def build(cache_file: str | None) -> Dataset:
         bars_were_enabled = is_progress_bar_enabled()
@@ -154,6 +155,4 @@ def add_teacher_signals(
             with_signals = build_entry(cache_dir(), key, build)
     else:
         with_signals = build(None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return with_signals.sort(_ROW, keep_in_memory=True).remove_columns(_ROW)
+    return _sorted_by(with_signals, _ROW).remove_columns(_ROW)

@@ -127,12 +127,10 @@ def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Conso
 
 
 def check_lengths(config: DistillConfig) -> None:
-    """``--max-length`` against the position limit of every model the run will load, before any work."""
+    """``--max-length`` against the position limit of the default teacher's base model and of a student model,
+    before any work (a given ``--teacher`` is checked once it is loaded and its head checked)."""
     max_length = config.data.max_length
-    if config.teacher:
-        path = Path(config.teacher)
-        models.check_max_length(str(resolve_model_dir(path)) if path.exists() else config.teacher, max_length)
-    else:
+    if not config.teacher:
         models.check_max_length(config.base_model or models.default_base_model(), max_length, role="base model")
     if not config.student.startswith("copy:"):
         models.check_max_length(config.student, max_length, role="student")
