@@ -218,6 +218,7 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _interrupted()  # forget what an earlier command in this process left
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("always", KdkitWarning)

@@ -50,7 +50,9 @@ HARMLESS_ON_RESUME = frozenset(
         "training.device",
     }
 )
-#: working directories of the runs this process started or resumed and has not finished (for Ctrl-C)
+#: data locations compared by the content of their files (a moved file is the same data)
+COMPARED_BY_CONTENT = frozenset({"data.train_file", "data.validation_file", "data.data_dir"})
+#: working directories a Ctrl-C interrupted, innermost first (read by the CLI's message)
 _UNFINISHED: list[Path] = []
 
 
@@ -60,8 +62,8 @@ def is_main_process() -> bool:
 
 
 def take_unfinished() -> list[Path]:
-    """The unfinished run directories this process left (outermost first); forgets them."""
-    left = [path for path in _UNFINISHED if path.is_dir()]
+    """The unfinished run directories a Ctrl-C left since the last call (outermost first); forgets them."""
+    left = [path for path in reversed(_UNFINISHED) if path.is_dir()]
     _UNFINISHED.clear()
     return left
 
@@ -128,9 +130,9 @@ class RunDirectory:
                     created = True
                     write_json(self.work / START_FILE, record)
             self._opened = True
-            _UNFINISHED.append(self.work)
             yield
         except KeyboardInterrupt:
+            _UNFINISHED.append(self.work)  # for the CLI's message; outer runs are added last
             raise
         except BaseException:
             if created and not self.training_started:
@@ -183,8 +185,6 @@ class RunDirectory:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             self.work.rename(self.final)
-        if self.work in _UNFINISHED:
-            _UNFINISHED.remove(self.work)
         return self.final
 
 
@@ -218,7 +218,7 @@ def config_differences(started: RunStart, now: RunStart) -> list[str]:
     changed = [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(set(old) | set(new))
-        if key not in HARMLESS_ON_RESUME and old.get(key) != new.get(key)
+        if key not in HARMLESS_ON_RESUME | COMPARED_BY_CONTENT and old.get(key) != new.get(key)
     ]
     if started.command != now.command:
         changed.insert(0, f"command: {started.command} -> {now.command}")
