@@ -204,8 +204,11 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
         label_names = None
     elif non_null and all(isinstance(v, str) for v in non_null):
         label_names = tuple(sorted({str(v) for v in non_null}))
-    elif non_null and all(_is_integral(v) and not isinstance(v, bool) for v in non_null):
-        label_names = tuple(str(i) for i in range(int(max(non_null)) + 1))
+    elif non_null and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in non_null):
+        class_ids = [int(v) for v in non_null if _is_integral(v)]  # other numbers fail the split's validation
+        label_names = tuple(str(i) for i in range(max(class_ids, default=-1) + 1))
+        if not label_names:
+            raise DataError(f"no integer class ids in column '{data.label_column}'", "pass --task-type regression")
     else:
         raise DataError(
             f"cannot tell the labels of column '{data.label_column}' (mixed, decimal or empty values)",

@@ -130,9 +130,7 @@ def _hold_lock(target: Path) -> subprocess.Popen[str]:
         print("locked", flush=True)
         time.sleep(120)
     """
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True, env=env
-    )
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True, env=env)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
 
