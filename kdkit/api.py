@@ -54,21 +54,9 @@ from kdkit.runs import (
 )
 from kdkit.tasks import TaskSpec
 from kdkit.teacher_cache import add_teacher_signals
-from kdkit.teachers import default_teacher_dir, ensure_teacher
+from kdkit.teachers import default_teacher_dir as default_teacher_dir  # re-exported: part of the API
+from kdkit.teachers import ensure_teacher as ensure_teacher
 from kdkit.trainer import DistillationTrainer, provider_factory, resolve_device, training_arguments
-
-__all__ = [
-    "RunResult",
-    "default_output",
-    "default_teacher_dir",
-    "distill",
-    "ensure_teacher",
-    "evaluate",
-    "evaluate_dataset",
-    "finetune",
-    "resolve_distill_config",
-    "resolve_options",
-]
 
 
 @dataclass
@@ -216,13 +204,7 @@ def _train(
     else:
         trainer.add_callback(RichProgressCallback(console, description=f"{command} {task.name}"))
 
-    checkpoint, resumed_step = None, 0
-    if config.resume:
-        with args.main_process_first(local=False, desc="checkpoints"):
-            checkpoint, resumed_step = last_complete_checkpoint(
-                run_dir.checkpoints, say=console.print, remove_incomplete=is_main_process()
-            )
-        console.print(f"resuming from {checkpoint or 'the start (no checkpoint was saved yet)'}")
+    checkpoint, resumed_step = _resume_point(config, run_dir, args, console)
     run_dir.training_started = True
     start = time.perf_counter()
     train_output = train_from(trainer, checkpoint)
@@ -237,6 +219,18 @@ def _train(
     return _finish(
         trainer, config, command, task_data, tokenizer, loss, options, collator, run_dir, timing, extra_summary
     )
+
+
+def _resume_point(config: RunConfig, run_dir: RunDirectory, args: Any, console: Console) -> tuple[Path | None, int]:
+    """With ``--resume``: the last complete checkpoint and its step (incomplete ones are reported and removed)."""
+    if not config.resume:
+        return None, 0
+    with args.main_process_first(local=False, desc="checkpoints"):
+        checkpoint, step = last_complete_checkpoint(
+            run_dir.checkpoints, say=console.print, remove_incomplete=is_main_process()
+        )
+    console.print(f"resuming from {checkpoint or 'the start (no checkpoint was saved yet)'}")
+    return checkpoint, step
 
 
 def _finish(

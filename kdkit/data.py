@@ -162,18 +162,6 @@ def _is_integral(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer())
 
 
-def _is_regression(data: DataConfig, from_train: bool, values: list[Any]) -> bool:
-    """Decide the task type from the labels as written in the file (see :mod:`kdkit.labels`)."""
-    path = data.train_file if from_train else data.validation_file
-    assert path is not None
-    kinds = labels.scan_file(path, data.label_column)
-    if kinds is None:
-        kinds = labels.LabelKinds()
-        for row, value in enumerate(values, 1):
-            kinds.add(row, value)
-    return labels.decide_regression(kinds, data.task_type, data.label_column, path)
-
-
 def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | None) -> TaskSpec:
     """Build the task of a user's data set from its columns and labels.
 
@@ -195,7 +183,9 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
             )
     values = reference[data.label_column]
     non_null = [v for v in values if v is not None and v != ""]
-    regression = _is_regression(data, reference is train, values)
+    path = data.train_file if reference is train else data.validation_file
+    assert path is not None
+    regression = labels.is_regression(path, data.label_column, data.task_type, values)
     if data.label_names:
         if regression:
             raise DataError("--label-names given for a regression task", "drop --label-names or --task-type regression")

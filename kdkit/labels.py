@@ -102,3 +102,14 @@ def decide_regression(kinds: LabelKinds, task_type: str, column: str, where: Pat
             "pass --task-type regression for a regression task, or fix the labels that are not class ids",
         )
     return found == {"decimal"}
+
+
+def is_regression(path: Path, column: str, task_type: str, values: list[Any]) -> bool:
+    """Decide the task type of ``column`` of the data file ``path`` (``values``: the parsed column, used when
+    the file's layout is not one :func:`scan_file` reads)."""
+    kinds = scan_file(path, column)
+    if kinds is None:
+        kinds = LabelKinds()
+        for row, value in enumerate(values, 1):
+            kinds.add(row, value)
+    return decide_regression(kinds, task_type, column, path)

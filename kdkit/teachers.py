@@ -27,7 +27,7 @@ from kdkit.data import GLUE_HUB_ID, data_files, glue_source
 from kdkit.errors import KdkitError
 from kdkit.locking import RunLock
 from kdkit.manifests import RunSummary, digest_paths, read_json
-from kdkit.runs import BEST_DIR, HARMLESS_ON_RESUME, RUN_FILE, check_exists, resolve_model_dir
+from kdkit.runs import BEST_DIR, HARMLESS_ON_RESUME, RUN_FILE, check_exists, is_main_process, resolve_model_dir
 
 Say = Callable[[str], None]
 TEACHERS_DIR = "teachers"
@@ -80,9 +80,9 @@ def default_teacher_dir(config: DistillConfig) -> Path:
     return kdkit_home() / TEACHERS_DIR / f"{task}-{slug}-{teacher_key(teacher_config(config), base)}"
 
 
-def cached_teacher(directory: Path, say: Say) -> Path | None:
-    """The cached teacher's model folder if it is there and intact; a damaged one is reported and removed
-    (so it is fine-tuned again)."""
+def cached_teacher(directory: Path, say: Say, *, remove: bool = True) -> Path | None:
+    """The cached teacher's model folder if it is there and intact; a damaged one is reported and (with
+    ``remove``) removed, so it is fine-tuned again."""
     if not directory.exists():
         return None
     try:
@@ -91,8 +91,9 @@ def cached_teacher(directory: Path, say: Say) -> Path | None:
         if not (directory / BEST_DIR / models.TASK_FILE).is_file():
             raise KdkitError(f"{directory / BEST_DIR} has no {models.TASK_FILE}")
     except KdkitError as exc:
-        say(f"the cached teacher {directory} cannot be used ({exc.problem}); fine-tuning it again")
-        shutil.rmtree(directory, ignore_errors=True)
+        if remove:
+            say(f"the cached teacher {directory} cannot be used ({exc.problem}); fine-tuning it again")
+            shutil.rmtree(directory, ignore_errors=True)
         return None
     return directory / BEST_DIR
 
@@ -109,10 +110,13 @@ def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Conso
     console = console or Console(stderr=True)
     directory = default_teacher_dir(config)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    main = is_main_process()  # under torchrun the ranks fine-tune together: only rank 0 locks and cleans up
     lock = RunLock(directory)
-    lock.acquire(wait=True, on_wait=lambda holder: console.print(f"waiting for {holder} to fine-tune {directory}"))
+    if main:
+        lock.acquire(wait=True, on_wait=lambda holder: console.print(f"waiting for {holder} to fine-tune {directory}"))
     try:
-        cached = cached_teacher(directory, lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True))
+        say = lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)  # noqa: E731
+        cached = cached_teacher(directory, say, remove=main)
         if cached is not None:
             console.print(f"using the cached teacher {directory}")
             return str(cached)
@@ -122,7 +126,8 @@ def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Conso
         )
         result = finetune(teacher_config(config, directory), plugins=plugins, console=console)
     finally:
-        lock.release()
+        if main:
+            lock.release()
     return str(result.run_dir / BEST_DIR)
 
 

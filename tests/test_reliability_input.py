@@ -68,7 +68,7 @@ def test_max_length_beyond_the_models_positions_fails_before_training(tmp_path: 
     data.write_text("text,label\n" + "".join(f"{long_text},{label}\n" for label in ("pos", "neg") * 8))
     args = ["--train-file", data, "--validation-file", data, "--max-length", "100"]
     _one_line_error(
-        ["distill", "--teacher", tiny_teacher, *args, "--output", tmp_path / "run"],
+        ["distill", "--teacher", tiny_teacher, "--student", "copy:1", *args, "--output", tmp_path / "run"],
         r"--max-length 100 is longer than the teacher's 64 positions .*: use --max-length 64 or less",
     )
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
