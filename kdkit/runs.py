@@ -260,7 +260,9 @@ def check_exists(path: Path, *, allow_hub_id: bool = False) -> None:
             f"{path} is an unfinished run (only {path.name}.partial exists)", "finish it with --resume first"
         )
     if not allow_hub_id:
-        raise ModelError(f"{path} does not exist", "give a run directory or a saved model directory")
+        raise ModelError(
+            f"{path} does not exist", "give a run directory or a saved model directory (or a hub id with --task)"
+        )
 
 
 def resolve_model_dir(path: Path) -> Path:
