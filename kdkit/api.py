@@ -8,8 +8,6 @@ print(result.metrics, result.run_dir)
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import platform
 import time
@@ -26,10 +24,10 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 import kdkit
-from kdkit import models
+from kdkit import models, teachers
+from kdkit.checkpoints import CompleteCheckpointCallback, last_complete_checkpoint, train_from
 from kdkit.config import (
     DataConfig,
     DistillConfig,
@@ -38,17 +36,26 @@ from kdkit.config import (
     TrainingConfig,
     build_config,
     deep_merge,
-    kdkit_home,
 )
-from kdkit.data import DistillationCollator, TaskData, glue_source, load_raw, load_task_data
+from kdkit.data import DistillationCollator, TaskData, data_files, load_raw, load_task_data
 from kdkit.errors import ConfigError, DataError
 from kdkit.losses import DistillationLoss, LossContext
 from kdkit.metrics import compute_metrics
 from kdkit.plugins import PluginManager, get_plugin_manager
 from kdkit.progress import PlainLogCallback, RichProgressCallback
-from kdkit.runs import BEST_DIR, LAST_DIR, RUN_FILE, RunDirectory, is_main_process, resolve_model_dir
+from kdkit.runs import (
+    BEST_DIR,
+    LAST_DIR,
+    RUN_FILE,
+    RunDirectory,
+    check_exists,
+    is_main_process,
+    resolve_model_dir,
+)
 from kdkit.tasks import TaskSpec
 from kdkit.teacher_cache import add_teacher_signals
+from kdkit.teachers import default_teacher_dir as default_teacher_dir  # re-exported: part of the API
+from kdkit.teachers import ensure_teacher as ensure_teacher
 from kdkit.trainer import DistillationTrainer, provider_factory, resolve_device, training_arguments
 
 
@@ -167,6 +174,7 @@ def _train(
                 device=args.device,
                 pad_token_id=int(tokenizer.pad_token_id or 0),
                 batch_size=max(training.eval_batch_size, 1),
+                say=lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
             )
         cache_seconds = time.perf_counter() - start
         cached = True
@@ -190,20 +198,56 @@ def _train(
         term_grad_norm_steps=training.term_grad_norm_steps if training.term_grad_norm_steps else 0,
     )
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(CompleteCheckpointCallback())
     if config.quiet:
         trainer.add_callback(PlainLogCallback(console))
     else:
         trainer.add_callback(RichProgressCallback(console, description=f"{command} {task.name}"))
 
-    resume_from = (
-        get_last_checkpoint(str(run_dir.checkpoints)) if config.resume and run_dir.checkpoints.is_dir() else None
-    )
-    if config.resume:
-        console.print(f"resuming from {resume_from or 'the start (no checkpoint was saved yet)'}")
+    checkpoint, resumed_step = _resume_point(config, run_dir, args, console)
+    run_dir.training_started = True
     start = time.perf_counter()
-    train_output = trainer.train(resume_from_checkpoint=resume_from)
+    train_output = train_from(trainer, checkpoint)
     train_seconds = time.perf_counter() - start
+    timing = {
+        "wall_time_s": round(train_seconds, 2),
+        "resumed_from_step": resumed_step,
+        "cache_seconds": cache_seconds,
+        "cached": cached,
+        "final_loss": train_output.training_loss,
+    }
+    return _finish(
+        trainer, config, command, task_data, tokenizer, loss, options, collator, run_dir, timing, extra_summary
+    )
 
+
+def _resume_point(config: RunConfig, run_dir: RunDirectory, args: Any, console: Console) -> tuple[Path | None, int]:
+    """With ``--resume``: the last complete checkpoint and its step (incomplete ones are reported and removed)."""
+    if not config.resume:
+        return None, 0
+    with args.main_process_first(local=False, desc="checkpoints"):
+        checkpoint, step = last_complete_checkpoint(
+            run_dir.checkpoints, say=console.print, remove_incomplete=is_main_process()
+        )
+    console.print(f"resuming from {checkpoint or 'the start (no checkpoint was saved yet)'}")
+    return checkpoint, step
+
+
+def _finish(
+    trainer: DistillationTrainer,
+    config: RunConfig,
+    command: str,
+    task_data: TaskData,
+    tokenizer: PreTrainedTokenizerBase,
+    loss: DistillationLoss,
+    options: dict[str, BaseModel],
+    collator: DistillationCollator,
+    run_dir: RunDirectory,
+    timing: dict[str, Any],
+    extra_summary: dict[str, Any],
+) -> RunResult:
+    """Save ``last/`` and ``best/``, evaluate the best, write run.json and config.yaml, commit the run."""
+    task, training, args = task_data.task, config.training, trainer.args
     metrics: dict[str, float] = {}
     summary: dict[str, Any] = {}
     if trainer.is_world_process_zero():
@@ -218,7 +262,10 @@ def _train(
         history = [entry for entry in trainer.state.log_history if any(k.startswith("eval_") for k in entry)]
         train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
         steps = trainer.state.global_step
-        examples_seen = steps * training.batch_size * training.gradient_accumulation_steps * args.world_size
+        # throughput of this process's own steps (a resumed run trained only those in its wall time)
+        steps_here = steps - timing["resumed_from_step"]
+        examples_seen = steps_here * training.batch_size * training.gradient_accumulation_steps * args.world_size
+        seconds = timing["wall_time_s"]
         summary = {
             "kdkit_version": kdkit.__version__,
             "command": command,
@@ -233,24 +280,17 @@ def _train(
             "train_log": train_logs,
             "term_grad_norms": trainer.term_grad_norms,
             "train": {
-                "wall_time_s": round(train_seconds, 2),
+                "wall_time_s": seconds,
                 "steps": steps,
+                "resumed_from_step": timing["resumed_from_step"],
                 "epochs": trainer.state.epoch,
-                "examples": len(task_data.train),
-                "examples_per_second": round(examples_seen / train_seconds, 2) if train_seconds > 0 else None,
-                "final_loss": train_output.training_loss,
+                "examples": len(task_data.train or ()),
+                "examples_per_second": round(examples_seen / seconds, 2) if seconds > 0 else None,
+                "final_loss": timing["final_loss"],
             },
-            "teacher_cache": {"used": cached, "seconds": round(cache_seconds, 2)},
+            "teacher_cache": {"used": timing["cached"], "seconds": round(timing["cache_seconds"], 2)},
             "student_parameters": models.count_parameters(trainer.model),  # type: ignore[arg-type]
-            "environment": {
-                "device": str(args.device),
-                "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-                "world_size": args.world_size,
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "python": platform.python_version(),
-                "torch_threads": torch.get_num_threads(),
-            },
+            "environment": _environment(args),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **extra_summary,
         }
@@ -261,6 +301,18 @@ def _train(
         final = run_dir.final
     trainer.accelerator.wait_for_everyone()
     return RunResult(run_dir=final, metrics=metrics, summary=summary)
+
+
+def _environment(args: Any) -> dict[str, Any]:
+    return {
+        "device": str(args.device),
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        "world_size": args.world_size,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _evaluate_splits(
@@ -307,91 +359,32 @@ def finetune(
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
     base = config.model or models.default_base_model()
+    models.check_max_length(base, config.data.max_length, role="base model")
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
     run_dir = RunDirectory(
         config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
     )
-    run_dir.check()
-    model = models.load_base_for_task(base, task)
-    loss_cls = plugins.loss("ce")
-    loss = loss_cls(loss_cls.Options(), task)
-    return _train(
-        config=config,
-        command="finetune",
-        task_data=task_data,
-        tokenizer=tokenizer,
-        student=model,
-        loss=loss,
-        teacher=None,
-        plugins=plugins,
-        options={"ce": loss.options},
-        use_teacher_cache=False,
-        run_dir=run_dir,
-        console=console,
-        extra_summary={"base_model": base},
-    )
-
-
-def _teacher_key(config: DistillConfig, base: str) -> str:
-    data = config.data
-    identity = {
-        "base": base,
-        "task": data.task,
-        "source": None if data.is_custom else glue_source(data),
-        "train_file": str(data.train_file.resolve()) if data.train_file else None,
-        "validation_file": str(data.validation_file.resolve()) if data.validation_file else None,
-        "label_names": data.label_names,
-        "text_columns": data.text_columns,
-        "max_length": data.max_length,
-        "max_train_samples": data.max_train_samples,
-        "max_eval_samples": data.max_eval_samples,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_teacher_dir(config: DistillConfig) -> Path:
-    """KDKIT_HOME/teachers/<task>-<base model>-<hash of the data options>."""
-    base = config.base_model or models.default_base_model()
-    task = config.data.task or Path(config.data.train_file or "custom").stem
-    slug = Path(base.rstrip("/")).name.replace("/", "_") or "model"
-    if slug == "model":  # the embedded package's folder is called 'model'
-        slug = "all-MiniLM-L6-v2"
-    return kdkit_home() / "teachers" / f"{task}-{slug}-{_teacher_key(config, base)}"
-
-
-def ensure_teacher(
-    config: DistillConfig, *, plugins: PluginManager | None = None, console: Console | None = None
-) -> str:
-    """The teacher to distil from: ``config.teacher``, a cached teacher, or one fine-tuned now and cached."""
-    if config.teacher:
-        return str(resolve_model_dir(Path(config.teacher))) if Path(config.teacher).exists() else config.teacher
-    console = _console(config, console)
-    directory = default_teacher_dir(config)
-    if (directory / RUN_FILE).is_file():
-        console.print(f"using the cached teacher {directory}")
-        return str(directory / BEST_DIR)
-    console.print(
-        f"no cached teacher for task '{config.data.task or 'custom'}': fine-tuning one now "
-        f"(cached at {directory}; pass --teacher to use your own)"
-    )
-    teacher_config = FinetuneConfig(
-        data=config.data,
-        training=TrainingConfig(
-            seed=config.training.seed,
-            device=config.training.device,
-            precision=config.training.precision,
-            batch_size=config.training.batch_size,
-            eval_batch_size=config.training.eval_batch_size,
-        ),
-        model=config.base_model,
-        output=directory,
-        resume=(directory.with_name(directory.name + ".partial")).is_dir(),
-        quiet=config.quiet,
-    )
-    result = finetune(teacher_config, plugins=plugins, console=console)
-    return str(result.run_dir / BEST_DIR)
+    with run_dir.open("finetune", config, data_files(config.data)):
+        model = models.load_base_for_task(base, task)
+        loss_cls = plugins.loss("ce")
+        loss = loss_cls(loss_cls.Options(), task)
+        return _train(
+            config=config,
+            command="finetune",
+            task_data=task_data,
+            tokenizer=tokenizer,
+            student=model,
+            loss=loss,
+            teacher=None,
+            plugins=plugins,
+            options={"ce": loss.options},
+            use_teacher_cache=False,
+            run_dir=run_dir,
+            console=console,
+            extra_summary={"base_model": base},
+        )
 
 
 def distill(
@@ -403,12 +396,26 @@ def distill(
     loss_cls = plugins.loss(config.loss)
     options = resolve_options(plugins, config)
     load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it
+    if config.teacher:
+        check_exists(Path(config.teacher), allow_hub_id=True)
+    teachers.check_lengths(config)
     run_dir = RunDirectory(
         config.output or default_output(config.data.task or "custom", loss_cls.name),
         overwrite=config.overwrite,
         resume=config.resume,
     )
-    run_dir.check()
+    with run_dir.open("distill", config, data_files(config.data)):
+        return _distill_into(run_dir, config, loss_cls, options, plugins, console)
+
+
+def _distill_into(
+    run_dir: RunDirectory,
+    config: DistillConfig,
+    loss_cls: type[DistillationLoss],
+    options: dict[str, BaseModel],
+    plugins: PluginManager,
+    console: Console,
+) -> RunResult:
     teacher_path = (
         ensure_teacher(config, plugins=plugins, console=console)
         if loss_cls.requires_teacher or config.student.layers is not None
@@ -421,6 +428,7 @@ def distill(
     teacher = models.load_classifier(teacher_path, task, role="teacher") if teacher_path else None
     if teacher is not None:
         models.freeze(teacher)
+        models.check_max_length(str(teacher_path), config.data.max_length, role="teacher")
     if config.student.model is not None:
         models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
     student = models.build_student(config.student, teacher, task, attn_implementation=attn)
@@ -459,6 +467,7 @@ def evaluate(
     batch_size: int = 64,
 ) -> tuple[TaskSpec, dict[str, float]]:
     """Evaluate a saved model (or a run directory's best model) on a task's validation split(s)."""
+    check_exists(Path(model), allow_hub_id=data.task is not None or data.is_custom)
     model_dir = resolve_model_dir(Path(model)) if Path(model).exists() else Path(str(model))
     saved = models.read_task_file(model_dir) if model_dir.exists() else None
     if data.task is None and not data.is_custom:
@@ -467,10 +476,14 @@ def evaluate(
         data = data.model_copy(update={"task": saved[0].name})
         if saved[0].hub_config is None:
             raise DataError(f"{model} was trained on custom data", "pass --validation-file with that data")
-    if data.is_custom and saved is not None and data.label_names is None and saved[0].label_names:
-        data = data.model_copy(update={"label_names": list(saved[0].label_names)})
+    if data.is_custom and saved is not None:
+        if data.label_names is None and saved[0].label_names:
+            data = data.model_copy(update={"label_names": list(saved[0].label_names)})
+        if data.task_type == "auto" and saved[0].is_regression:
+            data = data.model_copy(update={"task_type": "regression"})
     if saved is not None and data.max_length == DataConfig().max_length:
         data = data.model_copy(update={"max_length": saved[1]})
+    models.check_max_length(str(model_dir), data.max_length)
     tokenizer = models.load_tokenizer(str(model_dir))
     task_data = load_task_data(data, tokenizer, need_train=False)
     classifier = models.load_classifier(str(model_dir), task_data.task)

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from kdkit.errors import ConfigError
+from kdkit.textfiles import read_utf8
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +50,11 @@ class DataConfig(_Strict):
     text_columns: list[str] | None = Field(None, description="one or two text columns of the custom data: a or a,b")
     label_column: str = Field("label", description="label column of the custom data")
     label_names: list[str] | None = Field(None, description="the custom task's labels, in id order: a,b,c")
+    task_type: Literal["auto", "classification", "regression"] = Field(
+        "auto",
+        description="custom data: classes or regression (auto: names and integers are classes, decimals "
+        "regression, a mix of integers and decimals an error)",
+    )
     max_length: int = Field(128, ge=8, le=8192, description="truncate inputs to this many tokens")
     max_train_samples: int | None = Field(None, ge=1, description="use only the first N training examples")
     max_eval_samples: int | None = Field(None, ge=1, description="use only the first N validation examples")
@@ -193,7 +199,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a dict."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "check the path given to --config")
-    text = path.read_text()
+    text = read_utf8(path, error=ConfigError)
     try:
         if path.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text) or {}
@@ -208,7 +214,38 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot parse config file {path}: {first_line}", "fix its syntax") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at top level", "see docs/configuration.md")
+    check_sections(data, f"config file {path}")
     return data
+
+
+def _sections() -> dict[str, str]:
+    """Option names that hold a section (a mapping), with what they hold."""
+    sections: dict[str, str] = {}
+    for model in (DistillConfig, FinetuneConfig):
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                sections[name] = f"options of {name} ({', '.join(annotation.model_fields)})"
+            elif get_origin(annotation) is dict:
+                sections[name] = "component names, each with a mapping of its options"
+    return sections
+
+
+def check_sections(data: dict[str, Any], where: str) -> None:
+    """Every section (``data``, ``training``, ``options`` and each component under ``options``) must be a
+    mapping: ``training: fast`` is an error naming the section, never silently the defaults."""
+    for name, holds in _sections().items():
+        if name in data and not isinstance(data[name], dict):
+            raise ConfigError(
+                f"{where}: '{name}' must be a section (a mapping of {holds}), not {data[name]!r}",
+                f"write it as '{name}:' followed by indented 'option: value' lines (see docs/configuration.md)",
+            )
+    for component, values in (data.get("options") or {}).items():
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{where}: 'options.{component}' must be a mapping of option values, not {values!r}",
+                f"write 'options: {{{component}: {{option: value}}}}'",
+            )
 
 
 def parse_set_options(assignments: list[str]) -> dict[str, dict[str, Any]]:
@@ -278,6 +315,8 @@ def validation_message(exc: ValidationError, model: type[BaseModel], where: str)
 
 def build_config(model: type[BaseModel], data: dict[str, Any], where: str = "") -> Any:
     """Validate ``data`` into ``model`` or raise a one-line :class:`ConfigError` listing valid options."""
+    if not where and model in (DistillConfig, FinetuneConfig):
+        check_sections(data, "the configuration")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

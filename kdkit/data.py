@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,16 @@ from typing import Any
 
 import datasets
 import numpy as np
+import pyarrow
 import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
+from kdkit import labels
 from kdkit.config import DataConfig
-from kdkit.errors import DataError
+from kdkit.errors import CacheWarning, ConfigError, DataError
 from kdkit.tasks import TaskSpec, get_task
+from kdkit.textfiles import check_utf8
 
 GLUE_HUB_ID = "nyu-mll/glue"
 ENV_GLUE_DIR = "KDKIT_GLUE_DIR"
@@ -59,6 +63,16 @@ def glue_source(data: DataConfig) -> str:
     if data.data_dir is not None:
         return str(data.data_dir)
     return os.environ.get(ENV_GLUE_DIR) or GLUE_HUB_ID
+
+
+def data_files(data: DataConfig) -> dict[str, Path]:
+    """The local files (or GLUE task folder) the data comes from, by option name: what is hashed to key a
+    cached teacher or to check that ``--resume`` continues on the same data."""
+    files = {name: path for name in ("train_file", "validation_file") if (path := getattr(data, name)) is not None}
+    source = glue_source(data)
+    if not data.is_custom and data.task and source != GLUE_HUB_ID:
+        files["data_dir"] = Path(source) / data.task.lower()
+    return files
 
 
 def _load_glue(task: TaskSpec, data: DataConfig, splits: Sequence[str]) -> dict[str, Dataset]:
@@ -110,7 +124,8 @@ def _load_file(path: Path) -> Dataset:
         raise DataError(f"unsupported data file {path}", "use a .csv, .tsv, .json or .jsonl file")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist", "check --train-file / --validation-file")
-    if path.stat().st_size == 0 or not path.read_text(encoding="utf-8", errors="replace").strip():
+    check_utf8(path)
+    if path.stat().st_size == 0 or not path.read_text(encoding="utf-8").strip():
         raise DataError(f"{path} is empty", "give a file with at least one example")
     if fmt == "csv":
         _check_csv(path)
@@ -120,9 +135,15 @@ def _load_file(path: Path) -> Dataset:
     try:
         loaded = datasets.load_dataset(fmt, data_files={"data": str(path)}, split="data", **kwargs)
     except Exception as exc:
-        cause = exc.__cause__ or exc
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise DataError(f"cannot read {path}: {first[:200]}", "check that the file is valid") from None
+        try:  # datasets' own cache of the file may be damaged (a killed write): rebuild it once
+            loaded = datasets.load_dataset(
+                fmt, data_files={"data": str(path)}, split="data", download_mode="force_redownload", **kwargs
+            )
+        except Exception:
+            cause = exc.__cause__ or exc
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise DataError(f"cannot read {path}: {first[:200]}", "check that the file is valid") from None
+        warnings.warn(f"the datasets cache of {path} was damaged and has been rebuilt", CacheWarning, stacklevel=2)
     assert isinstance(loaded, Dataset)
     return loaded
 
@@ -145,7 +166,8 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
     """Build the task of a user's data set from its columns and labels.
 
     Labels given as names become classes (sorted, unless ``label_names`` fixes the order); integer labels
-    are class ids 0..max; float labels make it a regression task.
+    are class ids 0..max; decimal labels make it a regression task; a mix of integers and decimals is an
+    error unless ``task_type`` says which (:mod:`kdkit.labels`).
     """
     reference = train if train is not None else validation
     assert reference is not None
@@ -161,22 +183,26 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
             )
     values = reference[data.label_column]
     non_null = [v for v in values if v is not None and v != ""]
+    path = data.train_file if reference is train else data.validation_file
+    assert path is not None
+    regression = labels.is_regression(path, data.label_column, data.task_type, values)
     if data.label_names:
+        if regression:
+            raise DataError("--label-names given for a regression task", "drop --label-names or --task-type regression")
         label_names: tuple[str, ...] | None = tuple(data.label_names)
+    elif regression:
+        label_names = None
     elif non_null and all(isinstance(v, str) for v in non_null):
         label_names = tuple(sorted({str(v) for v in non_null}))
-    elif (
-        non_null
-        and all(_is_integral(v) and not isinstance(v, bool) for v in non_null)
-        and not any(isinstance(v, float) for v in non_null)
-    ):
-        label_names = tuple(str(i) for i in range(int(max(non_null)) + 1))
-    elif non_null and all(isinstance(v, (int, float, np.number)) for v in non_null):
-        label_names = None
+    elif non_null and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in non_null):
+        class_ids = [int(v) for v in non_null if _is_integral(v)]  # other numbers fail the split's validation
+        label_names = tuple(str(i) for i in range(max(class_ids, default=-1) + 1))
+        if not label_names:
+            raise DataError(f"no integer class ids in column '{data.label_column}'", "pass --task-type regression")
     else:
         raise DataError(
-            f"cannot tell the labels of column '{data.label_column}' (mixed or empty values)",
-            "give --label-names a,b,c, or make the labels all names, all integers or all numbers",
+            f"cannot tell the labels of column '{data.label_column}' (mixed, decimal or empty values)",
+            "give --label-names a,b,c, make the labels all names or all integers, or pass --task-type",
         )
     regression = label_names is None
     name = data.task or (Path(data.train_file or data.validation_file or "custom").stem)
@@ -206,6 +232,9 @@ def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Da
         if data.task is None:
             raise DataError("no task given", "pass --task (see 'kdkit tasks') or --train-file/--validation-file")
         task = get_task(data.task)
+        if data.task_type != "auto" and (data.task_type == "regression") != task.is_regression:
+            kind = "regression" if task.is_regression else "classification"
+            raise ConfigError(f"--task-type {data.task_type} given, but '{task.name}' is {kind}", "drop --task-type")
         wanted = [*(["train"] if need_train else []), *task.validation_splits]
         loaded = _load_glue(task, data, wanted)
         train = loaded.get("train")
@@ -310,15 +339,24 @@ class _Tokenize:
 def tokenize(split: Dataset, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, data: DataConfig) -> Dataset:
     """Tokenise one split (cached by ``datasets``); drop every raw column."""
     function = _Tokenize(tokenizer, task, data.max_length, data.padding == "max_length")
-    tokenized = split.map(
-        function,
-        batched=True,
-        remove_columns=split.column_names,
-        desc=f"tokenising {task.name}",
-    )
-    features = tokenized.features.copy()
-    features["labels"] = datasets.Value("float32" if task.is_regression else "int64")
-    return tokenized.cast(features)
+
+    def run(reuse: bool) -> Dataset:
+        tokenized = split.map(
+            function,
+            batched=True,
+            remove_columns=split.column_names,
+            load_from_cache_file=reuse,
+            desc=f"tokenising {task.name}",
+        )
+        features = tokenized.features.copy()
+        features["labels"] = datasets.Value("float32" if task.is_regression else "int64")
+        return tokenized.cast(features, load_from_cache_file=reuse)
+
+    try:
+        return run(True)
+    except (pyarrow.ArrowException, OSError):  # datasets' cached result is damaged: compute it again
+        warnings.warn(f"the tokenisation cache of {task.name} was damaged and is rebuilt", CacheWarning, stacklevel=2)
+        return run(False)
 
 
 def load_task_data(data: DataConfig, tokenizer: PreTrainedTokenizerBase, *, need_train: bool = True) -> TaskData:

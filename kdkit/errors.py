@@ -38,3 +38,15 @@ class TrainingError(KdkitError):
 
 class ExportError(KdkitError):
     """An export that cannot be made, or that fails its validation against PyTorch."""
+
+
+class KdkitWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as one line."""
+
+
+class TruncationWarning(KdkitWarning):
+    """Some texts were longer than the model's max length and were truncated."""
+
+
+class CacheWarning(KdkitWarning):
+    """A cache entry could not be used (damaged) and is being rebuilt."""

@@ -9,6 +9,7 @@ a_i = ‖A_{c,i,:}‖₂ over the hidden dimensions, normalised to unit L2 norm 
 from __future__ import annotations
 
 import html
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -22,9 +23,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from kdkit import models
 from kdkit.attribution import AttributionProvider, token_maps
 from kdkit.config import build_config, parse_set_options
-from kdkit.errors import ConfigError
+from kdkit.errors import ConfigError, DataError, TruncationWarning
 from kdkit.plugins import PluginManager, get_plugin_manager
-from kdkit.runs import resolve_model_dir
+from kdkit.runs import check_exists, resolve_model_dir
 from kdkit.tasks import TaskSpec
 
 Views = Literal["pred", "all"]
@@ -53,8 +54,9 @@ def load_for_explain(
     model: str | Path, task: TaskSpec | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TaskSpec, int]:
     """A saved classifier (run or model directory), its tokenizer, task and max length."""
+    check_exists(Path(model), allow_hub_id=task is not None)
     directory = resolve_model_dir(Path(model))
-    saved = models.read_task_file(directory)
+    saved = models.read_task_file(directory) if directory.is_dir() else None
     if task is None and saved is None:
         raise ConfigError(f"{model} does not record its task", "pass --task")
     task = task or saved[0]  # type: ignore[index]
@@ -75,7 +77,11 @@ def explain_batch(
     views: Views = "pred",
     max_length: int = 128,
 ) -> list[Explanation]:
-    """Explain each text (or text pair) with ``provider``; returns one :class:`Explanation` per input."""
+    """Explain each text (or text pair) with ``provider``; returns one :class:`Explanation` per input.
+
+    An empty text is a :class:`~kdkit.errors.DataError`; texts longer than ``max_length`` tokens are cut there
+    with a :class:`~kdkit.errors.TruncationWarning` (as ``kdkit predict`` does)."""
+    _check_texts(tokenizer, texts, pairs, max_length)
     encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
     inputs = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
@@ -135,6 +141,27 @@ def explain_text(
     pairs = [text_pair] if text_pair is not None else None
     [explanation] = explain_batch(model, tokenizer, task, provider, [text], pairs, views=views, max_length=max_length)
     return explanation
+
+
+def _check_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], pairs: list[str] | None, max_length: int
+) -> None:
+    if not texts:
+        raise DataError("no text to explain", "give at least one text")
+    if pairs is not None and len(pairs) != len(texts):
+        raise DataError(f"{len(texts)} texts but {len(pairs)} second texts", "give one second text per text")
+    for number, text in enumerate([*texts, *(pairs or [])], start=1):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"text {number} is empty", "give non-empty text")
+    lengths = [len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]]
+    cut = sum(length > max_length for length in lengths)
+    if cut:
+        warnings.warn(
+            f"{cut} of {len(texts)} text(s) are longer than {max_length} tokens and were truncated "
+            "(max length from the model's kdkit_task.json)",
+            TruncationWarning,
+            stacklevel=3,
+        )
 
 
 def get_provider(

@@ -213,6 +213,8 @@ def resolve_data(model_dir: Path, data: DataConfig, max_length: int | None) -> D
         update: dict[str, Any] = {}
         if data.label_names is None and saved[0].label_names:
             update["label_names"] = list(saved[0].label_names)
+        if data.task_type == "auto" and saved[0].is_regression:
+            update["task_type"] = "regression"
         if data.text_columns is None:
             update["text_columns"] = list(saved[0].text_fields)
         if data.task is None:

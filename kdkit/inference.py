@@ -12,8 +12,9 @@ An export folder holds ``model.onnx`` (fp32), optionally ``model.int8.onnx``, th
 parity and metric figures measured at export). Texts longer than the manifest's ``max_length`` tokens are
 truncated, as in training, with a :class:`TruncationWarning`.
 
-This module must stay importable without torch (a deployment installs onnxruntime, tokenizers and numpy;
-``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors`.
+This module must stay importable without torch (a deployment installs onnxruntime, tokenizers, numpy and
+pydantic; ``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors` and
+:mod:`kdkit.manifests`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from kdkit.errors import DataError, ModelError
+from kdkit.errors import DataError, ModelError, TruncationWarning
+from kdkit.manifests import ExportManifest, read_json
 
 #: the export's description, written by :mod:`kdkit.export`
 MANIFEST_FILE = "kdkit_export.json"
@@ -44,8 +46,7 @@ Precision = Literal["auto", "fp32", "int8"]
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
-class TruncationWarning(UserWarning):
-    """Some texts were longer than the model's max length and were truncated."""
+__all__ = ["OnnxClassifier", "TruncationWarning", "read_manifest", "resolve_export_dir"]
 
 
 def resolve_export_dir(path: str | Path) -> Path:
@@ -64,26 +65,21 @@ def resolve_export_dir(path: str | Path) -> Path:
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of an export folder (:data:`MANIFEST_FILE`), checked for the fields inference needs."""
+    """The manifest of an export folder (:data:`MANIFEST_FILE`), validated (:class:`~kdkit.manifests.ExportManifest`:
+    a damaged or hand-edited one is a one-line :class:`ModelError` naming the file)."""
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
         raise ModelError(
             f"{directory} is not a kdkit ONNX export (no {MANIFEST_FILE})",
             "export one with 'kdkit export RUN_DIR --onnx'",
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {path} ({type(exc).__name__})", "export the model again") from None
-    missing = [key for key in ("task", "max_length", "input_names", "models") if key not in manifest]
-    if missing or not isinstance(manifest.get("task"), dict):
-        raise ModelError(f"{path} lacks {', '.join(missing) or 'a task'}", "export the model again")
-    if int(manifest.get("format", MANIFEST_FORMAT)) > MANIFEST_FORMAT:
+    manifest = read_json(path, ExportManifest, what="the export manifest", fix="export the model again")
+    if manifest.format > MANIFEST_FORMAT:
         raise ModelError(
-            f"{path} has manifest format {manifest['format']}, newer than this kdkit reads ({MANIFEST_FORMAT})",
+            f"{path} has manifest format {manifest.format}, newer than this kdkit reads ({MANIFEST_FORMAT})",
             "upgrade kdkit",
         )
-    return manifest
+    return manifest.model_dump(mode="json")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

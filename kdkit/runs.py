@@ -17,22 +17,55 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
-from kdkit.errors import ConfigError
+from kdkit.errors import ConfigError, ModelError
+from kdkit.locking import RunLock
+from kdkit.manifests import RunStart, digest_paths, read_json, write_json
 
 RUN_FILE = "run.json"
 BEST_DIR = "best"
 LAST_DIR = "last"
 CHECKPOINT_DIR = "checkpoints"
+#: the configuration a run was started with (compared on --resume)
+START_FILE = "start.json"
+#: options that may differ on --resume: they change how a run is shown or stored, not what it computes
+HARMLESS_ON_RESUME = frozenset(
+    {
+        "output",
+        "overwrite",
+        "resume",
+        "quiet",
+        "training.logging_steps",
+        "training.dataloader_workers",
+        "training.keep_checkpoints",
+        "training.eval_batch_size",
+        "training.term_grad_norm_steps",
+        "training.device",
+    }
+)
+#: data locations compared by the content of their files (a moved file is the same data)
+COMPARED_BY_CONTENT = frozenset({"data.train_file", "data.validation_file", "data.data_dir"})
+#: working directories a Ctrl-C interrupted, innermost first (read by the CLI's message)
+_UNFINISHED: list[Path] = []
 
 
 def is_main_process() -> bool:
     """True on the process that writes run files (rank 0 under torchrun, always otherwise)."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def take_unfinished() -> list[Path]:
+    """The unfinished run directories a Ctrl-C left since the last call (outermost first); forgets them."""
+    left = [path for path in reversed(_UNFINISHED) if path.is_dir()]
+    _UNFINISHED.clear()
+    return left
 
 
 class RunDirectory:
@@ -49,6 +82,9 @@ class RunDirectory:
         self.work = self.final.with_name(self.final.name + ".partial")
         self.overwrite = overwrite
         self.resume = resume
+        #: set by the training code once training proper starts: from then on a failed run is kept
+        self.training_started = False
+        self._opened = False
 
     def check(self) -> None:
         """Fail early (before any expensive work) if the run could not be written where asked."""
@@ -56,10 +92,14 @@ class RunDirectory:
             raise ConfigError(
                 f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
             )
-        if self.work.exists() and not self.resume and is_main_process():
+        if is_main_process() and self.work.exists() and not self.resume:
             raise ConfigError(
                 f"an unfinished run exists at {self.work}",
                 "pass --resume to continue it, or delete it to start again",
+            )
+        if is_main_process() and self.resume and not self.work.is_dir():
+            raise ConfigError(
+                f"nothing to resume: {self.work} does not exist", "run without --resume to start a new run"
             )
         ancestor = self.final.parent
         while not ancestor.exists() and ancestor != ancestor.parent:
@@ -67,23 +107,42 @@ class RunDirectory:
         if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
             raise ConfigError(f"output location {self.final.parent} is not writable", "choose a writable --output")
 
-    def prepare(self) -> None:
-        """Check the locations and create the working directory (main process only)."""
-        if self.final.exists() and not self.overwrite:
-            raise ConfigError(
-                f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
-            )
-        if self.resume and not self.work.is_dir():
-            raise ConfigError(
-                f"nothing to resume: {self.work} does not exist", "run without --resume to start a new run"
-            )
-        if not is_main_process():
-            return
-        if self.work.exists() and not self.resume:
-            raise ConfigError(
-                f"an unfinished run exists at {self.work}",
-                "pass --resume to continue it, or delete it to start again",
-            )
+    @contextmanager
+    def open(self, command: str, config: BaseModel, data_files: dict[str, Path] | None = None) -> Iterator[None]:
+        """Lock the run, check it, then create ``<output>.partial`` with :data:`START_FILE` (or, resuming,
+        compare the new options with it). On an error before training started, what this call created is
+        removed (Ctrl-C keeps it, for ``--resume``); the lock is released on exit. Under torchrun only the main
+        process locks and writes."""
+        main = is_main_process()
+        lock = RunLock(self.final) if main else None
+        if lock is not None:
+            self._make_parent()
+            lock.acquire()  # first: a run in progress is reported as such, not as an unfinished run
+        created = False
+        try:
+            self.check()
+            if main:
+                record = _start_record(command, config, data_files or {})
+                if self.resume:
+                    compare_with_start(self.work, record)
+                else:
+                    self.work.mkdir()
+                    created = True
+                    write_json(self.work / START_FILE, record)
+            self._opened = True
+            yield
+        except KeyboardInterrupt:
+            _UNFINISHED.append(self.work)  # for the CLI's message; outer runs are added last
+            raise
+        except BaseException:
+            if created and not self.training_started:
+                shutil.rmtree(self.work, ignore_errors=True)
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _make_parent(self) -> None:
         parent = self.final.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +154,14 @@ class RunDirectory:
                 f"output location {parent} is not writable ({exc.strerror or exc})",
                 "choose a writable --output",
             ) from None
+
+    def prepare(self) -> None:
+        """Create the working directory (main process only); without :meth:`open`, check the locations first."""
+        if not self._opened:
+            self.check()
+        if not is_main_process():
+            return
+        self._make_parent()
         self.work.mkdir(exist_ok=True)
 
     @property
@@ -119,6 +186,83 @@ class RunDirectory:
         else:
             self.work.rename(self.final)
         return self.final
+
+
+# -- what a run was started with ------------------------------------------------------------------------
+
+
+def _start_record(command: str, config: BaseModel, data_files: dict[str, Path]) -> RunStart:
+    import kdkit
+
+    return RunStart(
+        kdkit_version=kdkit.__version__,
+        command=command,
+        config=config.model_dump(mode="json"),
+        data_files=digest_paths(data_files),
+    )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key != "options":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(started: RunStart, now: RunStart) -> list[str]:
+    """``name: old -> new`` for every option (and data file) that differs and would change the run."""
+    old, new = _flatten(started.config), _flatten(now.config)
+    changed = [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in HARMLESS_ON_RESUME | COMPARED_BY_CONTENT and old.get(key) != new.get(key)
+    ]
+    if started.command != now.command:
+        changed.insert(0, f"command: {started.command} -> {now.command}")
+    for name in sorted(set(started.data_files) | set(now.data_files)):
+        if started.data_files.get(name) != now.data_files.get(name):
+            changed.append(f"the content of data.{name} changed")
+    return changed
+
+
+def compare_with_start(work: Path, now: RunStart) -> None:
+    """Refuse to resume ``work`` with options that would change the run (listing them)."""
+    path = work / START_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"cannot check that --resume continues the same run: {work} has no {START_FILE} "
+            "(an older kdkit started it)",
+            "delete it to start again",
+        )
+    started = read_json(path, RunStart, what="the run record", fix=f"delete {work} to start again", error=ConfigError)
+    changed = config_differences(started, now)
+    if changed:
+        raise ConfigError(
+            f"--resume with options that differ from the interrupted run's ({'; '.join(changed)})",
+            f"resume with the options it was started with (recorded in {path}), or start a new run "
+            "with another --output",
+        )
+
+
+# -- finding models -------------------------------------------------------------------------------------
+
+
+def check_exists(path: Path, *, allow_hub_id: bool = False) -> None:
+    """A one-line error for a model path that is an unfinished run or does not exist (unless it may be a hub
+    id, ``allow_hub_id``)."""
+    if path.exists():
+        return
+    if path.with_name(path.name + ".partial").is_dir():
+        raise ModelError(
+            f"{path} is an unfinished run (only {path.name}.partial exists)", "finish it with --resume first"
+        )
+    if not allow_hub_id:
+        raise ModelError(
+            f"{path} does not exist", "give a run directory or a saved model directory (or a hub id with --task)"
+        )
 
 
 def resolve_model_dir(path: Path) -> Path:

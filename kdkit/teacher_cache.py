@@ -6,7 +6,8 @@ logits, attribution maps, ...) never changes. :func:`add_teacher_signals` comput
 and keeps the result on disk under ``KDKIT_HOME/teacher-signals/<key>.arrow``, where the key hashes the
 teacher's weights, the tokenised data, the loss's ``teacher_signal_key()`` and the ``cache_key()`` of
 each attribution provider the loss uses. Every later epoch and run
-with the same key reads the file instead of running the teacher.
+with the same key reads the file instead of running the teacher. The file is verified before every reuse
+and rebuilt when it is damaged (:mod:`kdkit.cache_store`).
 
 Examples are processed in order of length (so batches carry little padding) and put back in their order.
 Per-token signals are stored unpadded (trimmed to each example's length).
@@ -28,13 +29,15 @@ from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 from torch import nn
 
+from kdkit.cache_store import build_entry, load_verified
 from kdkit.config import kdkit_home
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX, DistillationCollator
+from kdkit.errors import CacheWarning
 from kdkit.losses import Batch, DistillationLoss, LossContext
 from kdkit.models import model_fingerprint
 
-#: bump when the cache layout changes
-CACHE_VERSION = "1"
+#: bump when the cache layout changes (2: a manifest per entry)
+CACHE_VERSION = "2"
 _ROW = "__kdkit_row"
 
 
@@ -62,6 +65,12 @@ def cache_key(teacher: nn.Module, dataset: Dataset, loss: DistillationLoss, ctx:
     if ctx is not None and ctx.provider_factory is not None:
         parts += [ctx.provider(name).cache_key() for name in loss.providers_used()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _sorted_by(dataset: Dataset, column: str) -> Dataset:
+    """Rows in the (stable) order of ``column``, the order kept in memory: no unverified index file on disk."""
+    order = np.argsort(np.asarray(dataset[column]), kind="stable")
+    return dataset.select(order, keep_in_memory=True)
 
 
 def cache_dir() -> Path:
@@ -107,36 +116,43 @@ def add_teacher_signals(
     batch_size: int = 64,
     use_cache: bool = True,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    say: Callable[[str], None] | None = None,
 ) -> Dataset:
-    """``dataset`` plus ``teacher_<name>`` columns, read from the cache or computed (and cached)."""
+    """``dataset`` plus ``teacher_<name>`` columns, read from the verified cache or computed (and cached);
+    ``say`` reports a damaged cache entry (default: a :class:`CacheWarning`)."""
     collator = DistillationCollator(pad_token_id)
     key = cache_key(teacher, dataset, loss, ctx)
-    path = cache_dir() / f"{key}.arrow"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    say = say or (lambda line: warnings.warn(line, CacheWarning, stacklevel=3))
 
     def fn(examples: dict[str, list[Any]]) -> dict[str, Any]:
         count = len(examples["input_ids"])
         features = [{k: examples[k][i] for k in examples} for i in range(count)]
         return compute_signals(loss, teacher, features, ctx, device, collator, autocast)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pyarrow's deprecation inside datasets' sort
-        ordered = dataset.add_column(_ROW, list(range(len(dataset)))).sort("length")
-    bars_were_enabled = is_progress_bar_enabled()
-    enable_progress_bar()  # the one progress bar worth showing: the one-off teacher pass
-    try:
-        with_signals = ordered.map(
-            fn,
-            batched=True,
-            batch_size=batch_size,
-            cache_file_name=str(path) if use_cache else None,
-            load_from_cache_file=use_cache,
-            new_fingerprint=key,
-            desc="teacher signals (computed once, then cached)",
-        )
-    finally:
-        if not bars_were_enabled:
-            disable_progress_bar()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return with_signals.sort(_ROW).remove_columns(_ROW)
+    ordered = _sorted_by(dataset.add_column(_ROW, list(range(len(dataset)))), "length")
+
+    def build(cache_file: str | None) -> Dataset:
+        bars_were_enabled = is_progress_bar_enabled()
+        enable_progress_bar()  # the one progress bar worth showing: the one-off teacher pass
+        try:
+            return ordered.map(
+                fn,
+                batched=True,
+                batch_size=batch_size,
+                cache_file_name=cache_file,
+                load_from_cache_file=False,
+                new_fingerprint=key,
+                desc="teacher signals (computed once, then cached)",
+            )
+        finally:
+            if not bars_were_enabled:
+                disable_progress_bar()
+
+    if use_cache:
+        columns = [*ordered.column_names, *(TEACHER_PREFIX + name for name in sorted(loss.token_signals))]
+        with_signals = load_verified(cache_dir(), key, rows=len(ordered), columns=columns, say=say)
+        if with_signals is None:
+            with_signals = build_entry(cache_dir(), key, build)
+    else:
+        with_signals = build(None)
+    return _sorted_by(with_signals, _ROW).remove_columns(_ROW)

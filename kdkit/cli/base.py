@@ -9,6 +9,7 @@ Nothing here imports torch.
 """
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -17,7 +18,7 @@ import typer
 import kdkit
 from kdkit.cli.command import KdkitCommand, KdkitGroup
 from kdkit.cli.output import err, out, print_error
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, KdkitWarning
 
 if TYPE_CHECKING:
     from kdkit.plugins import PluginManager
@@ -39,18 +40,43 @@ def command(**kwargs: Any) -> Callable[[F], F]:
     return app.command(cls=KdkitCommand, **kwargs)
 
 
+def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    if issubclass(category, KdkitWarning):
+        err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    else:
+        _SHOW_WARNING(message, category, *args, **kwargs)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _interrupted() -> str:
+    """What Ctrl-C leaves: --resume is advised only if this command left an unfinished run directory."""
+    from kdkit.runs import take_unfinished
+
+    left = take_unfinished()
+    if left:
+        return f"the unfinished run is kept in {left[0]}; continue it with --resume"
+    return "no run directory was written yet; run the command again"
+
+
 def handle_errors(fn: F) -> F:
-    """Print KdkitErrors as one line and exit 2; Ctrl-C exits 130 and says the run can be resumed."""
+    """Print KdkitErrors as one line and exit 2, kdkit's warnings as one line each; Ctrl-C exits 130 and says
+    whether there is a run to resume."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _interrupted()  # forget what an earlier command in this process left
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", KdkitWarning)
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except KdkitError as exc:
             print_error(str(exc))
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted:[/] the unfinished run is kept; continue it with --resume")
+            err.print(f"[yellow]interrupted:[/] {_interrupted()}", soft_wrap=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

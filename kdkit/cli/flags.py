@@ -110,6 +110,7 @@ VALIDATION_DATA_FIELDS = (
     "text_columns",
     "label_column",
     "label_names",
+    "task_type",
     "max_eval_samples",
 )
 

@@ -141,7 +141,7 @@ def _tokenizer_mask_id(source: str) -> int | None:
     try:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)  # never run a folder's code
     except Exception:  # no tokenizer there (or offline): the caller reports it
         return None
     mask_id = getattr(tokenizer, "mask_token_id", None)

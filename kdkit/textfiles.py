@@ -1,0 +1,49 @@
+"""Text files kdkit is given (config files, custom data): they must be UTF-8, said in one line if not."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+from kdkit.errors import DataError, KdkitError
+
+_CHUNK = 1 << 20
+
+
+def _guess(head: bytes) -> tuple[str, str]:
+    """(a likely encoding, its iconv name) from the first bytes of a file that is not UTF-8."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or head[:200].count(b"\0") > 10:
+        return "UTF-16", "UTF-16"
+    return "Latin-1/Windows-1252 or another 8-bit encoding", "WINDOWS-1252"
+
+
+def check_utf8(path: Path, *, error: type[KdkitError] = DataError) -> None:
+    """Raise ``error`` naming ``path``, the first bad byte and a likely encoding unless the file is UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, head, offset = 1, b"", 0
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            head = head or chunk[:4096]
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                seen = bytes(exc.object)  # what the decoder held: a few bytes of the last chunk, then this one
+                line += seen[: exc.start].count(b"\n")
+                position = offset - (len(seen) - len(chunk)) + exc.start + 1
+                encoding, iconv = _guess(head)
+                raise error(
+                    f"{path} is not UTF-8 text (byte 0x{seen[exc.start]:02x} at line {line}, byte {position}; "
+                    f"it looks like {encoding})",
+                    f"save it as UTF-8, e.g. iconv -f {iconv} -t UTF-8 {path.name} > utf8-{path.name}",
+                ) from None
+            if not chunk:
+                return
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+
+
+def read_utf8(path: Path, *, error: type[KdkitError] = DataError) -> str:
+    """The text of a UTF-8 file (see :func:`check_utf8` for the error)."""
+    check_utf8(path, error=error)
+    return path.read_text(encoding="utf-8")
