@@ -29,7 +29,7 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 import kdkit
-from kdkit import models
+from kdkit import model_card, models, tracking
 from kdkit.config import (
     DataConfig,
     DistillConfig,
@@ -190,6 +190,7 @@ def _train(
         term_grad_norm_steps=training.term_grad_norm_steps if training.term_grad_norm_steps else 0,
     )
     trainer.remove_callback(PrinterCallback)
+    tracking.attach(trainer, run_dir.work, run_dir.final.name)
     if config.quiet:
         trainer.add_callback(PlainLogCallback(console))
     else:
@@ -256,6 +257,7 @@ def _train(
         }
         run_dir.write_json(RUN_FILE, summary)
         run_dir.write_yaml("config.yaml", config.model_dump(mode="json", exclude={"resume", "overwrite"}))
+        model_card.card_for_run(run_dir.work, summary, final=run_dir.final, console=console)
         final = run_dir.commit(keep_checkpoints=training.keep_checkpoints)
     else:
         final = run_dir.final
@@ -306,6 +308,7 @@ def finetune(
     """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
+    tracking.check_installed(config.training.report_to)
     base = config.model or models.default_base_model()
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
@@ -402,6 +405,7 @@ def distill(
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
     options = resolve_options(plugins, config)
+    tracking.check_installed(config.training.report_to)
     load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it
     run_dir = RunDirectory(
         config.output or default_output(config.data.task or "custom", loss_cls.name),

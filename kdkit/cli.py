@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import kdkit
@@ -110,6 +111,13 @@ LoggingOpt = Annotated[int | None, typer.Option(help="Log every N steps \\[defau
 EvalStepsOpt = Annotated[
     int | None, typer.Option(help="Evaluate every N steps \\[default: each epoch].", rich_help_panel=TRAIN)
 ]
+ReportToOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Send loss terms and dev metrics to none, tensorboard, trackio, mlflow or all \\[default: none].",
+        rich_help_panel=TRAIN,
+    ),
+]
 
 OutputOpt = Annotated[
     Path | None,
@@ -157,6 +165,7 @@ _TRAIN_FLAGS = (
     "max_grad_norm",
     "logging_steps",
     "eval_steps",
+    "report_to",
 )
 
 
@@ -190,7 +199,7 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except KdkitError as exc:
-            err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # e.g. 'kdkit[mlflow]' stays
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted:[/] the unfinished run is kept; continue it with --resume")
@@ -292,6 +301,7 @@ def finetune(
     max_grad_norm: GradNormOpt = None,
     logging_steps: LoggingOpt = None,
     eval_steps: EvalStepsOpt = None,
+    report_to: ReportToOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
@@ -363,6 +373,7 @@ def distill(
     max_grad_norm: GradNormOpt = None,
     logging_steps: LoggingOpt = None,
     eval_steps: EvalStepsOpt = None,
+    report_to: ReportToOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
@@ -560,7 +571,9 @@ def export(
     ] = "dynamo",
     quantize: Annotated[
         str | None,
-        typer.Option(help="Also write model.int8.onnx: int8 (dynamic quantisation).", rich_help_panel=EXPORT),
+        typer.Option(
+            help="Also write onnx/model_quantized.onnx: int8 (dynamic quantisation).", rich_help_panel=EXPORT
+        ),
     ] = None,
     max_length: Annotated[
         int | None,
