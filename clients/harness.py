@@ -3,8 +3,8 @@
 Used by tests/test_clients.py and benchmarks/client_check.py:
 
     from harness import optimum, transformers_js
-    transformers_js(export_dir, ["a fine film"], None, dtype="q8")   # {"labels": [...], "logits": [...], ...}
-    optimum(export_dir, ["a fine film"], None, precision="int8")
+    transformers_js(export_dir, ["a fine film"], None)   # {"fp32": {"labels": [...], "logits": ...}, "q8": {...}}
+    optimum(export_dir, ["a fine film"], None)           # {"fp32": {...}, "int8": {...}}
 
 - transformers.js: ``clients/js`` holds package.json and package-lock.json (@huggingface/transformers, pinned);
   :func:`ensure_node_modules` runs ``npm ci --ignore-scripts`` there once (onnxruntime-node ships its CPU
@@ -87,10 +87,12 @@ def _request(payload: dict[str, Any]) -> Iterator[Path]:
         yield path
 
 
-def transformers_js(export: Path, texts: list[str], pairs: list[str] | None, *, dtype: str) -> dict[str, Any]:
-    """Labels, scores and logits from transformers.js (``dtype`` fp32: onnx/model.onnx, q8: the int8 model)."""
+def transformers_js(
+    export: Path, texts: list[str], pairs: list[str] | None, dtypes: Sequence[str] = ("fp32", "q8")
+) -> dict[str, Any]:
+    """Labels, scores and logits from transformers.js per dtype (fp32: onnx/model.onnx, q8: the int8 model)."""
     ensure_node_modules()
-    payload = {"model": str(Path(export).resolve()), "dtype": dtype, "texts": texts, "pairs": pairs}
+    payload = {"model": str(Path(export).resolve()), "dtypes": list(dtypes), "texts": texts, "pairs": pairs}
     with _request(payload) as request:
         output = _run(["node", str(JS_DIR / "classify.mjs"), str(request)], cwd=JS_DIR, timeout=600)
     return dict(json.loads(output.strip().splitlines()[-1]))
@@ -131,10 +133,30 @@ def optimum_python() -> Path:
     return python
 
 
-def optimum(export: Path, texts: list[str], pairs: list[str] | None, *, precision: str) -> dict[str, Any]:
-    """Labels, scores and logits from ORTModelForSequenceClassification (``precision`` fp32 or int8)."""
+def optimum(
+    export: Path, texts: list[str], pairs: list[str] | None, precisions: Sequence[str] = ("fp32", "int8")
+) -> dict[str, Any]:
+    """Labels, scores and logits from ORTModelForSequenceClassification per precision (fp32, int8)."""
     python = optimum_python()
-    payload = {"model": str(Path(export).resolve()), "precision": precision, "texts": texts, "pairs": pairs}
+    payload = {"model": str(Path(export).resolve()), "precisions": list(precisions), "texts": texts, "pairs": pairs}
     with _request(payload) as request:
         output = _run([str(python), str(OPTIMUM_DIR / "classify.py"), str(request)], timeout=600)
     return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python clients/harness.py install``: install both clients up front (.ci/run does, before the tests)."""
+    if list(argv) != ["install"]:
+        print("usage: python clients/harness.py install", file=sys.stderr)
+        return 2
+    reason = node_missing()
+    if reason:
+        print(f"transformers.js: skipped, {reason}")
+    else:
+        print(f"transformers.js: {ensure_node_modules() / 'node_modules'}")
+    print(f"optimum-onnx: {optimum_python()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -4,8 +4,9 @@ Runs in its own environment (requirements.txt: optimum-onnx pins transformers < 
 
     python classify.py REQUEST.json   ->  JSON on stdout
 
-REQUEST: {"model": "/path/to/export", "precision": "fp32" | "int8", "texts": [...], "pairs": [...] | null}
-Output:  {"labels": [...], "scores": [...], "logits": [[...], ...], "file": "onnx/model.onnx", "versions": {...}}
+REQUEST: {"model": "/path/to/export", "precisions": ["fp32", "int8"], "texts": [...], "pairs": [...] | null}
+Output:  {"fp32": {"labels": [...], "scores": [...], "logits": [[...], ...], "file": "onnx/model.onnx",
+          "versions": {...}}, "int8": {...}}
 
 Logits come from the model called with the tokenizer's output, one text per call (int8 quantises activations
 per call, so batch composition would move its logits); labels and scores from transformers' text-classification
@@ -19,24 +20,20 @@ import os
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def main() -> None:
+def classify(folder: str, precision: str, texts: list[str], pairs: list[str] | None) -> dict[str, Any]:
     import numpy as np
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer, pipeline
-    from transformers.utils import logging
 
-    logging.set_verbosity_error()
-    request = json.loads(Path(sys.argv[1]).read_text())
-    folder = request["model"]
-    extra = {"file_name": "model_quantized.onnx"} if request["precision"] == "int8" else {}
+    extra = {"file_name": "model_quantized.onnx"} if precision == "int8" else {}
     model = ORTModelForSequenceClassification.from_pretrained(folder, **extra)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    texts, pairs = request["texts"], request.get("pairs")
     logits = []
     for i, text in enumerate(texts):
         encoded = tokenizer(text, pairs[i] if pairs else None, truncation=True, return_tensors="pt")
@@ -55,7 +52,16 @@ def main() -> None:
         scores = [float(r["score"]) for r in results]
     versions = {name: metadata.version(name) for name in ("optimum-onnx", "optimum", "transformers", "onnxruntime")}
     path = Path(model.path).resolve().relative_to(Path(folder).resolve()).as_posix()
-    print(json.dumps({"labels": labels, "scores": scores, "logits": logits, "file": path, "versions": versions}))
+    return {"labels": labels, "scores": scores, "logits": logits, "file": path, "versions": versions}
+
+
+def main() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    request = json.loads(Path(sys.argv[1]).read_text())
+    texts, pairs = request["texts"], request.get("pairs")
+    print(json.dumps({p: classify(request["model"], p, texts, pairs) for p in request["precisions"]}))
 
 
 if __name__ == "__main__":
