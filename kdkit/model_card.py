@@ -186,7 +186,8 @@ def write_export_card(export_dir: Path, manifest: dict[str, Any], summary: dict[
     (possibly still ``<output>.partial``); returns the manifest's ``card`` entry."""
     final = export_dir.with_name(export_dir.name.removesuffix(".partial"))
     run = summary or {"task": manifest.get("task"), "metrics": {}, "command": None}
-    name = Path(str((manifest.get("source") or {}).get("path") or final)).name
+    source = Path(str((manifest.get("source") or {}).get("path") or final))
+    name = source.parent.name if source.name == BEST_DIR else source.name
     curves = None
     if summary is not None:
         write_training_curves(export_dir / CURVES_FILE, summary, title=f"{name}: training curves")
