@@ -144,6 +144,23 @@ def optimum(
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
+def run_js(code: str) -> str:
+    """Run an ES module (e.g. a model card's snippet) with Node and transformers.js; returns its stdout."""
+    ensure_node_modules()
+    with tempfile.TemporaryDirectory(prefix="kdkit-js-") as folder:
+        (Path(folder) / "node_modules").symlink_to(JS_DIR / "node_modules")
+        (Path(folder) / "snippet.mjs").write_text(code)
+        return _run(["node", "snippet.mjs"], cwd=Path(folder), timeout=600)
+
+
+def run_optimum(code: str) -> str:
+    """Run Python code (e.g. a model card's snippet) in the optimum-onnx environment; returns its stdout."""
+    python = optimum_python()
+    with tempfile.TemporaryDirectory(prefix="kdkit-optimum-") as folder:
+        (Path(folder) / "snippet.py").write_text(code)
+        return _run([str(python), "snippet.py"], cwd=Path(folder), timeout=600)
+
+
 def main(argv: Sequence[str]) -> int:
     """``python clients/harness.py install``: install both clients up front (.ci/run does, before the tests)."""
     if list(argv) != ["install"]:

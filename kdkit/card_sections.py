@@ -208,10 +208,36 @@ def use_pytorch(facts: Facts, model_path: str) -> str:
     )
 
 
+def _use_transformers_js(facts: Facts, export_path: str) -> str:
+    """transformers.js: the text-classification pipeline; pairs through the tokenizer's text_pair (the
+    pipeline takes single texts)."""
+    parent, name = str(Path(export_path).parent), Path(export_path).name
+    head = "### transformers.js (Node or the browser)\n\n```js\n"
+    setup = f'env.allowRemoteModels = false;  // read the export from disk\nenv.localModelPath = "{parent}/";\n'
+    if not facts.pair:
+        return (
+            head
+            + 'import { env, pipeline } from "@huggingface/transformers";\n\n'
+            + setup
+            + f'const classify = await pipeline("text-classification", "{name}", {{ dtype: "q8" }});'
+            + '  // "fp32": onnx/model.onnx\n'
+            + f"console.log(await classify({json.dumps(facts.sample)}));\n```"
+        )
+    return (
+        head
+        + 'import { AutoModelForSequenceClassification, AutoTokenizer, env } from "@huggingface/transformers";\n\n'
+        + setup
+        + f'const tokenizer = await AutoTokenizer.from_pretrained("{name}");\n'
+        + f'const model = await AutoModelForSequenceClassification.from_pretrained("{name}", {{ dtype: "q8" }});\n'
+        + f"const inputs = tokenizer({json.dumps(_PAIR[0])}, "
+        + f"{{ text_pair: {json.dumps(_PAIR[1])}, truncation: true }});\n"
+        + "const scores = Array.from((await model(inputs)).logits.data);\n"
+        + "console.log(model.config.id2label[scores.indexOf(Math.max(...scores))]);\n```"
+    )
+
+
 def use_onnx(facts: Facts, export_path: str) -> str:
     """optimum, transformers.js and kdkit predict on an export folder."""
-    parent, name = str(Path(export_path).parent), Path(export_path).name
-    js_input = f"{{ text: {_PAIR[0]!r}, text_pair: {_PAIR[1]!r} }}" if facts.pair else repr(facts.sample)
     predict_args = f'"{_PAIR[0]}" "{_PAIR[1]}"' if facts.pair else f'"{facts.sample}"'
     return (
         "### optimum-onnx (onnxruntime)\n\n```python\n"
@@ -222,17 +248,12 @@ def use_onnx(facts: Facts, export_path: str) -> str:
         f'tokenizer = AutoTokenizer.from_pretrained("{export_path}")\n'
         'classifier = pipeline("text-classification", model=model, tokenizer=tokenizer)\n'
         f"print(classifier({_python_text(facts)}))\n```\n\n"
-        "### transformers.js (Node or the browser)\n\n```js\n"
-        'import { env, pipeline } from "@huggingface/transformers";\n\n'
-        "env.allowRemoteModels = false;  // read the export from disk\n"
-        f'env.localModelPath = "{parent}/";\n'
-        f'const classify = await pipeline("text-classification", "{name}", {{ dtype: "q8" }});'
-        '  // "fp32": onnx/model.onnx\n'
-        f"console.log(await classify({js_input}));\n```\n\n"
-        "### kdkit predict (onnxruntime + tokenizers, no torch)\n\n"
+        + _use_transformers_js(facts, export_path)
+        + "\n\n### kdkit predict (onnxruntime + tokenizers, no torch)\n\n"
         f"```bash\nkdkit predict {export_path} {predict_args}\n```\n\n"
         "Versions: optimum-onnx 0.1 with transformers 4.57 (optimum-onnx pins transformers < 4.58); "
-        "@huggingface/transformers 4.3 (transformers.js, onnxruntime-node 1.30). See kdkit's docs/deploy.md."
+        "@huggingface/transformers 4.3 (transformers.js, onnxruntime-node 1.30). Texts longer than the max "
+        "length: transformers.js cuts the token list, its last `[SEP]` included (see kdkit's docs/deploy.md)."
     )
 
 

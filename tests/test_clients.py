@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import re
+import shlex
 import shutil
 import sys
 import warnings
@@ -223,6 +225,29 @@ def test_optimum_gives_the_logits_of_kdkit_predict(
     tolerance = json.loads((export / MANIFEST_FILE).read_text())["parity"]["tolerance"]
     assert np.abs(np.asarray(got["logits"]) - logits).max() <= tolerance
     assert np.abs(np.asarray(got["scores"]) - scores).max() <= tolerance
+
+
+@pytest.mark.parametrize("kind", ["single", "pair"])
+def test_the_model_cards_loading_instructions_run(kind: str, request: pytest.FixtureRequest):
+    """The card's optimum, transformers.js and kdkit predict snippets, run as written."""
+    export, pairs = _case(request, kind)
+    card = (export / "README.md").read_text()
+    blocks = re.findall(r"^```(\w+)\n(.*?)^```", card, flags=re.MULTILINE | re.DOTALL)
+    [optimum_code] = [code for lang, code in blocks if lang == "python" and "optimum" in code]
+    [js_code] = [code for lang, code in blocks if lang == "js"]
+    [predict_line] = [code.strip() for lang, code in blocks if lang == "bash" and "kdkit predict" in code]
+    text, pair = (
+        ("your text here", None) if pairs is None else ("The cat sat on the mat.", "A cat was sitting on a mat.")
+    )
+    expected = OnnxClassifier(export, precision="fp32").predict([text], [pair] if pair else None)[0]["label"]
+    printed = harness.run_optimum(optimum_code)
+    assert f"'label': '{expected}'" in printed, printed
+    result = CliRunner().invoke(app, shlex.split(predict_line)[1:])
+    assert result.exit_code == 0 and expected in result.output, result.output
+    if harness.node_missing() is None:
+        int8 = OnnxClassifier(export, precision="int8").predict([text], [pair] if pair else None)[0]["label"]
+        printed = harness.run_js(js_code)  # the card shows dtype q8
+        assert int8 in printed, printed
 
 
 # -- a real student ---------------------------------------------------------------------------------------
