@@ -177,3 +177,29 @@ def test_a_local_path_is_not_a_hub_id(tmp_path: Path):
     (tmp_path / "bert").mkdir()
     assert model_card.hub_id(str(tmp_path / "bert")) is None
     assert model_card.hub_id(default_base_model()) == DEFAULT_BASE_MODEL_ID
+
+
+def test_a_failing_card_never_costs_the_run(tiny_csv, tiny_teacher, tmp_path: Path, monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from kdkit.config import DistillConfig
+
+    def broken(*args, **kwargs):
+        raise ValueError("no card today")
+
+    monkeypatch.setattr(model_card, "write_run_card", broken)
+    console = Console(file=StringIO(), width=200)
+    config = DistillConfig(
+        teacher=str(tiny_teacher),
+        student="copy:1",
+        data=DataConfig(train_file=tiny_csv[0], validation_file=tiny_csv[1], max_length=32),
+        training=TrainingConfig(max_steps=2, batch_size=16),
+        output=tmp_path / "run",
+        quiet=True,
+    )
+    result = api.distill(config, plugins=PluginManager(autoload=False), console=console)
+    assert (result.run_dir / "run.json").is_file() and (result.run_dir / "best" / "model.safetensors").is_file()
+    assert not (result.run_dir / "best" / "README.md").exists()
+    assert "warning: no model card written (ValueError: no card today)" in console.file.getvalue()  # type: ignore[attr-defined]
