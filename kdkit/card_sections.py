@@ -288,7 +288,10 @@ def export_section(manifest: dict[str, Any]) -> str:
     evaluation = manifest.get("evaluation") or {}
     metrics = evaluation.get("metrics") or {}
     engines = [e for e in _ENGINES if e in metrics]
-    rows = [[key] + [value(key, metrics[e][key]) for e in engines] for key in metrics.get("pytorch", {})]
+    rows = [
+        [f"{key}{'' if key.split('/')[-1] == 'mse' else ' (%)'}"] + [value(key, metrics[e][key]) for e in engines]
+        for key in metrics.get("pytorch", {})
+    ]
     sizes = manifest.get("sizes") or {}
     size_keys = {"pytorch": "pytorch", "onnx_fp32": "fp32", "onnx_int8": "int8"}
     rows.append(["file size (MB)"] + [f"{sizes.get(size_keys[e], 0) / 1e6:.1f}" for e in engines])

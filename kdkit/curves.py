@@ -137,10 +137,14 @@ def training_curves_svg(summary: dict[str, Any], title: str = "") -> str:
     losses = loss_series(summary.get("train_log") or [])
     dev = dev_series(summary.get("history") or [], main)
     every = ((summary.get("config") or {}).get("training") or {}).get("logging_steps")
+    total = int((summary.get("train") or {}).get("steps") or 0)
     steps = [p[0] for series in (*losses.values(), *dev.values()) for p in series]
-    last = max([*steps, float((summary.get("train") or {}).get("steps") or 0)])
+    last = max([*steps, float(total)])
+    empty = f"no loss logged: {total} steps, logging every {every or '?'}"
+    if total:
+        empty += f" (try --logging-steps {max(1, total // 10)})"
     panels = [
-        _Panel(_LEFT, "training loss terms", losses, f"no loss logged (logging every {every or '?'} steps)", last),
+        _Panel(_LEFT, "training loss terms", losses, empty, last),
         _Panel(_LEFT + _PLOT_W + _GAP, f"dev {main}", dev, "no evaluation recorded", last),
     ]
     data = {

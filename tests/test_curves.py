@@ -82,10 +82,16 @@ def test_multi_split_dev_metrics_and_an_attribution_term():
 
 
 def test_nothing_logged_still_gives_a_valid_picture_that_says_so():
-    summary = {"main_metric": "mcc", "train_log": [], "history": [], "config": {"training": {"logging_steps": 50}}}
+    summary = {
+        "main_metric": "mcc",
+        "train_log": [],
+        "history": [],
+        "config": {"training": {"logging_steps": 50}},
+        "train": {"steps": 32},
+    }
     root = ET.fromstring(training_curves_svg(summary, title="a & b <run>"))
     texts = " ".join(element.text or "" for element in root.iter(f"{SVG}text"))
-    assert "no loss logged (logging every 50 steps)" in texts
+    assert "no loss logged: 32 steps, logging every 50 (try --logging-steps 3)" in texts
     assert "no evaluation recorded" in texts
     assert root.find(f"{SVG}title").text == "a & b <run>"  # type: ignore[union-attr]
     assert not _polylines(root)

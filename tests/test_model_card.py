@@ -94,7 +94,7 @@ def test_export_card_has_the_engines_table_and_the_run_picture(tiny_run: Path, t
     rows = _table(body, "Export")
     metrics = result.manifest["evaluation"]["metrics"]
     assert rows[0] == [
-        "accuracy",
+        "accuracy (%)",
         f"{100 * metrics['pytorch']['accuracy']:.2f}",
         f"{100 * metrics['onnx_fp32']['accuracy']:.2f}",
     ]
