@@ -673,7 +673,7 @@ def _export_into(
         **{precision: info["bytes"] for precision, info in files.items()},
     }
     manifest["warnings"] = notes
-    manifest["card"] = model_card.write_export_card(work, manifest, model_card.find_run_summary(source, model_dir))
+    manifest["card"] = model_card.card_for_export(work, manifest, model_card.find_run_summary(source, model_dir))
     _write_manifest(work, manifest)
     return manifest, notes
 

@@ -207,3 +207,15 @@ def card_for_run(run_dir: Path, summary: dict[str, Any], *, final: Path, console
         if console is not None:
             console.print(f"[yellow]warning:[/] no model card written ({type(exc).__name__}: {str(exc)[:160]})")
         return None
+
+
+def card_for_export(
+    export_dir: Path, manifest: dict[str, Any], summary: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """:func:`write_export_card` for ``kdkit export``; a failure becomes a warning in the manifest (the validated
+    models are kept) and the ``card`` entry is None."""
+    try:
+        return write_export_card(export_dir, manifest, summary)
+    except Exception as exc:  # a card must not cost a validated export
+        manifest.setdefault("warnings", []).append(f"no model card written ({type(exc).__name__}: {str(exc)[:160]})")
+        return None

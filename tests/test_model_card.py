@@ -203,3 +203,17 @@ def test_a_failing_card_never_costs_the_run(tiny_csv, tiny_teacher, tmp_path: Pa
     assert (result.run_dir / "run.json").is_file() and (result.run_dir / "best" / "model.safetensors").is_file()
     assert not (result.run_dir / "best" / "README.md").exists()
     assert "warning: no model card written (ValueError: no card today)" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_failing_card_never_costs_the_export(tiny_teacher: Path, tiny_csv, tmp_path: Path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk says no")
+
+    monkeypatch.setattr(model_card, "write_export_card", broken)
+    result = export_onnx(
+        tiny_teacher, tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"
+    )
+    assert result.manifest["card"] is None and (result.directory / "onnx" / "model.onnx").is_file()
+    assert "no model card written (OSError: disk says no)" in result.warnings
+    saved = json.loads((result.directory / "kdkit_export.json").read_text())
+    assert saved["warnings"] == result.warnings and saved["card"] is None
