@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback
 
 import kdkit
-from kdkit import models, teachers
+from kdkit import model_card, models, teachers, tracking
 from kdkit.checkpoints import CompleteCheckpointCallback, last_complete_checkpoint, train_from
 from kdkit.config import (
     DataConfig,
@@ -199,6 +199,7 @@ def _train(
     )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(CompleteCheckpointCallback())
+    tracking.attach(trainer, run_dir.work, run_dir.final.name)
     if config.quiet:
         trainer.add_callback(PlainLogCallback(console))
     else:
@@ -217,7 +218,7 @@ def _train(
         "final_loss": train_output.training_loss,
     }
     return _finish(
-        trainer, config, command, task_data, tokenizer, loss, options, collator, run_dir, timing, extra_summary
+        trainer, config, command, task_data, tokenizer, loss, options, collator, run_dir, timing, extra_summary, console
     )
 
 
@@ -245,6 +246,7 @@ def _finish(
     run_dir: RunDirectory,
     timing: dict[str, Any],
     extra_summary: dict[str, Any],
+    console: Console,
 ) -> RunResult:
     """Save ``last/`` and ``best/``, evaluate the best, write run.json and config.yaml, commit the run."""
     task, training, args = task_data.task, config.training, trainer.args
@@ -296,6 +298,7 @@ def _finish(
         }
         run_dir.write_json(RUN_FILE, summary)
         run_dir.write_yaml("config.yaml", config.model_dump(mode="json", exclude={"resume", "overwrite"}))
+        model_card.card_for_run(run_dir.work, summary, final=run_dir.final, console=console)
         final = run_dir.commit(keep_checkpoints=training.keep_checkpoints)
     else:
         final = run_dir.final
@@ -358,6 +361,7 @@ def finetune(
     """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
+    tracking.check_installed(config.training.report_to)
     base = config.model or models.default_base_model()
     models.check_max_length(base, config.data.max_length, role="base model")
     tokenizer = models.load_tokenizer(base)
@@ -395,6 +399,7 @@ def distill(
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
     options = resolve_options(plugins, config)
+    tracking.check_installed(config.training.report_to)
     load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it
     if config.teacher:
         check_exists(Path(config.teacher), allow_hub_id=True)

@@ -29,6 +29,7 @@ from pydantic import (
 
 from kdkit.errors import ConfigError
 from kdkit.textfiles import read_utf8
+from kdkit.tracking import ReportTo
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,6 +105,9 @@ class TrainingConfig(_Strict):
     term_grad_norm_steps: int = Field(10, ge=0, description="log each loss term's gradient norm for the first N steps")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     keep_checkpoints: bool = Field(False, description="keep optimizer checkpoints after a finished run")
+    report_to: ReportTo = Field(
+        "none", description="send loss terms and dev metrics to tensorboard, trackio, mlflow, or all three"
+    )
 
 
 class RunConfig(_Strict):

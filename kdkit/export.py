@@ -2,7 +2,8 @@
 
     from kdkit.export import export_onnx
     result = export_onnx("runs/sst2-kd", quantize="int8", data=DataConfig(data_dir="../shared/data/glue"))
-    result.directory  # runs/sst2-kd/onnx: model.onnx, model.int8.onnx, tokenizer.json, kdkit_export.json
+    result.directory  # runs/sst2-kd/onnx: onnx/model.onnx, onnx/model_quantized.onnx, config.json, tokenizer.json,
+                      # kdkit_export.json, README.md (the layout optimum-onnx and transformers.js load: kdkit.hf_layout)
 
 The exporter is chosen explicitly (:data:`EXPORTERS`): ``dynamo`` (``torch.export`` + onnxscript, opset 20,
 the default) or ``torchscript`` (the legacy tracer, opset 17). Both give identical logits for BERT-like
@@ -42,7 +43,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import kdkit
-from kdkit import models
+from kdkit import hf_layout, model_card, models
 from kdkit.config import DataConfig
 from kdkit.data import MODEL_INPUTS, DistillationCollator, load_raw, tokenize
 from kdkit.errors import ConfigError, DataError, ExportError, ModelError
@@ -119,6 +120,10 @@ def find_model_dir(path: Path) -> Path:
         raise ModelError(f"{path} does not exist", "give a run directory or a saved model directory")
     if not path.is_dir():
         raise ModelError(f"{path} is not a directory", "give a run directory or a saved model directory")
+    if (path / MANIFEST_FILE).is_file():
+        raise ModelError(
+            f"{path} is an ONNX export, not a PyTorch model", "export the run directory it was made from"
+        )
     if (path / "config.json").is_file():
         return path
     if (path / BEST_DIR / "config.json").is_file():
@@ -429,8 +434,9 @@ def check_parity(
     return cases
 
 
-def _file_info(path: Path) -> dict[str, Any]:
-    return {"file": path.name, "bytes": path.stat().st_size}
+def _file_info(path: Path, root: Path) -> dict[str, Any]:
+    """``file``: the path relative to the export folder (``onnx/model.onnx``), ``bytes``: its size."""
+    return {"file": path.relative_to(root).as_posix(), "bytes": path.stat().st_size}
 
 
 def _metrics_with_prefix(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -552,19 +558,21 @@ def _export_into(
         raise DataError("the validation set is too small to export from", "give at least 2 validation examples")
 
     fp32_path = work / FP32_FILE
+    fp32_path.parent.mkdir(parents=True, exist_ok=True)
     opset_default = opset or EXPORTERS.get(exporter, 0)
     say(f"exporting {model_dir} with the {exporter} exporter (opset {opset_default})")
     start = time.perf_counter()
     used_opset = export_model(classifier, input_names, example, fp32_path, exporter=exporter, opset=opset)
     export_seconds = time.perf_counter() - start
-    tokenizer.save_pretrained(work)
+    hf_layout.save_tokenizer(tokenizer, work, data.max_length)
+    hf_layout.write_config(model_dir, work, task)
     if not (work / TOKENIZER_FILE).is_file():
         raise ExportError(f"the tokenizer of {model_dir} did not save a {TOKENIZER_FILE}", "use a fast tokenizer")
 
     say(f"checking parity with PyTorch on {len(batches)} real batches (tolerance {tolerance:g})")
     cases = check_parity(classifier, fp32_path, batches, tolerance)
 
-    files = {"fp32": _file_info(fp32_path)}
+    files = {"fp32": _file_info(fp32_path, work)}
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "kdkit_version": kdkit.__version__,
@@ -593,13 +601,14 @@ def _export_into(
             "model_dir": str(model_dir.absolute()),
             "architecture": type(classifier).__name__,
         },
+        "layout": hf_layout.layout_manifest(quantize == "int8"),
     }
     _write_manifest(work, manifest)
 
     if quantize == "int8":
         say("quantising to int8 (onnxruntime dynamic quantisation)")
         quantize_int8(fp32_path, work / INT8_FILE)
-        files["int8"] = _file_info(work / INT8_FILE)
+        files["int8"] = _file_info(work / INT8_FILE, work)
         _write_manifest(work, manifest)
 
     say(
@@ -666,6 +675,7 @@ def _export_into(
         **{precision: info["bytes"] for precision, info in files.items()},
     }
     manifest["warnings"] = notes
+    manifest["card"] = model_card.card_for_export(work, manifest, model_card.find_run_summary(source, model_dir))
     _write_manifest(work, manifest)
     return manifest, notes
 

@@ -7,10 +7,11 @@
     # [{'label': 'positive', 'score': 0.98, 'scores': {'negative': 0.02, 'positive': 0.98},
     #   'truncated': False}]
 
-An export folder holds ``model.onnx`` (fp32), optionally ``model.int8.onnx``, the tokenizer
-(``tokenizer.json``) and the manifest ``kdkit_export.json`` (task, labels, max length, input names, and the
-parity and metric figures measured at export). Texts longer than the manifest's ``max_length`` tokens are
-truncated, as in training, with a :class:`TruncationWarning`.
+An export folder holds ``onnx/model.onnx`` (fp32), optionally ``onnx/model_quantized.onnx`` (int8), the
+tokenizer (``tokenizer.json``) and the manifest ``kdkit_export.json`` (task, labels, max length, input names,
+the model files, and the parity and metric figures measured at export); the model files are found through the
+manifest, so exports of the older flat layout (``model.onnx``, ``model.int8.onnx``) load too. Texts longer than
+the manifest's ``max_length`` tokens are truncated, as in training, with a :class:`TruncationWarning`.
 
 This module must stay importable without torch (a deployment installs onnxruntime, tokenizers, numpy and
 pydantic; ``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors` and
@@ -36,8 +37,10 @@ from kdkit.manifests import ExportManifest, read_json
 MANIFEST_FILE = "kdkit_export.json"
 #: version of the manifest layout
 MANIFEST_FORMAT = 1
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
+#: where 'kdkit export' writes the models (the Hugging Face layout, see kdkit.hf_layout); older exports wrote
+#: model.onnx and model.int8.onnx at the top: readers follow the manifest's models.*.file, never these names
+FP32_FILE = "onnx/model.onnx"
+INT8_FILE = "onnx/model_quantized.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 #: the folder 'kdkit export RUN_DIR --onnx' writes inside a run directory by default
 EXPORT_SUBDIR = "onnx"
@@ -94,7 +97,8 @@ class OnnxClassifier:
 
     Args:
         directory: the export folder (or a run directory that holds one in ``onnx/``).
-        precision: ``fp32`` (``model.onnx``), ``int8`` (``model.int8.onnx``) or ``auto`` (int8 when exported).
+        precision: ``fp32`` (``onnx/model.onnx``), ``int8`` (``onnx/model_quantized.onnx``) or ``auto`` (int8 when
+            exported).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice, one per physical core).
     """
 

@@ -106,11 +106,20 @@ def _plain_file_name(value: str) -> str:
     return value
 
 
+def _relative_file(value: str) -> str:
+    """A file inside the export folder, possibly in a subfolder (``onnx/model.onnx``): no absolute path and no
+    ``..``, so a manifest cannot point kdkit elsewhere."""
+    parts = Path(value).parts if value else ()
+    if not parts or Path(value).is_absolute() or any(part in (".", "..") for part in parts) or "\\" in value:
+        raise ValueError("must be a file inside the export folder")
+    return value
+
+
 class ExportModelFile(_Record):
     file: str
     bytes: int | None = None
 
-    _plain_name = field_validator("file")(_plain_file_name)
+    _inside = field_validator("file")(_relative_file)
 
 
 class ExportTask(_Record):

@@ -26,6 +26,7 @@ from kdkit.errors import TrainingError
 from kdkit.losses import Batch, DistillationLoss, LossContext, task_loss
 from kdkit.metrics import LOWER_IS_BETTER, compute_metrics
 from kdkit.tasks import TaskSpec
+from kdkit.tracking import PROJECT, integrations
 
 
 def resolve_precision(training: TrainingConfig, device: str) -> str:
@@ -85,7 +86,8 @@ def training_arguments(
         save_total_limit=2,
         metric_for_best_model=metric if has_eval else None,
         greater_is_better=task.main_metric not in LOWER_IS_BETTER,
-        report_to="none",
+        report_to=integrations(training.report_to),
+        project=PROJECT,
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=training.dataloader_workers,

@@ -95,3 +95,24 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path, ti
     output = tmp_path_factory.mktemp("tiny-export") / "onnx"
     export_onnx(tiny_teacher, output, data=DataConfig(validation_file=tiny_csv[1]), quantize="int8")
     return output
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path, tiny_csv: tuple[Path, Path]) -> Path:
+    """A finished tiny distillation run (kd, copy:1, 2 epochs, loss logged every 2 steps) that also reported to
+    TensorBoard: run.json, best/README.md, best/training_curves.svg, tensorboard/."""
+    from kdkit import api
+    from kdkit.config import DataConfig, DistillConfig, TrainingConfig
+
+    output = tmp_path_factory.mktemp("tiny-run") / "sst-tiny-kd"
+    config = DistillConfig(
+        loss="kd",
+        teacher=str(tiny_teacher),
+        student="copy:1",
+        data=DataConfig(train_file=tiny_csv[0], validation_file=tiny_csv[1], max_length=32),
+        training=TrainingConfig(epochs=2, batch_size=16, logging_steps=2, learning_rate=1e-3, report_to="tensorboard"),
+        output=output,
+        quiet=True,
+    )
+    api.distill(config, plugins=PluginManager(autoload=False))
+    return output

@@ -30,7 +30,7 @@ OutputOpt = Annotated[Path | None, _export_option("--output", "-o", help="Export
 OpsetOpt = Annotated[int | None, _export_option(help="ONNX opset \\[default: 20 with dynamo, 17 with torchscript].")]
 ExporterOpt = Annotated[Exporter, _export_option(help="dynamo (torch.export) or torchscript (the legacy tracer).")]
 QuantizeOpt = Annotated[
-    Quantization | None, _export_option(help="Also write model.int8.onnx: int8 (dynamic quantisation).")
+    Quantization | None, _export_option(help="Also write onnx/model_quantized.onnx: int8 (dynamic quantisation).")
 ]
 MaxLengthOpt = Annotated[
     int | None,
