@@ -173,7 +173,10 @@ def _train(
 
     pad_to = config.data.max_length if config.data.padding == "max_length" else None
     collator = DistillationCollator(
-        int(tokenizer.pad_token_id or 0), pad_to=pad_to, token_signals=sorted(loss.token_signals)
+        int(tokenizer.pad_token_id or 0),
+        pad_to=pad_to,
+        token_signals=sorted(loss.token_signals),
+        pad_to_multiple_of=config.data.pad_to_multiple_of,
     )
     eval_dataset: Any = task_data.validation[first_split] if len(task_data.validation) == 1 else task_data.validation
     trainer = DistillationTrainer(

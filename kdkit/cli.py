@@ -79,6 +79,12 @@ GroupOpt = Annotated[
         rich_help_panel=DATA,
     ),
 ]
+PadMultipleOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Round each batch's length up to a multiple of N (fewer shapes to compile).", rich_help_panel=DATA
+    ),
+]
 HoldoutOpt = Annotated[
     float | None,
     typer.Option(
@@ -109,6 +115,17 @@ GradNormOpt = Annotated[
 LoggingOpt = Annotated[int | None, typer.Option(help="Log every N steps \\[default: 50].", rich_help_panel=TRAIN)]
 EvalStepsOpt = Annotated[
     int | None, typer.Option(help="Evaluate every N steps \\[default: each epoch].", rich_help_panel=TRAIN)
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="DataLoader worker processes \\[default: 0].", rich_help_panel=TRAIN)
+]
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--compile/--no-compile",
+        help="Run the student through torch.compile (not with double-backward losses such as adkd) \\[default: off].",
+        rich_help_panel=TRAIN,
+    ),
 ]
 
 OutputOpt = Annotated[
@@ -143,6 +160,7 @@ _DATA_FLAGS = (
     "padding",
     "group_by_length",
     "holdout_fraction",
+    "pad_to_multiple_of",
 )
 _TRAIN_FLAGS = (
     "epochs",
@@ -157,6 +175,8 @@ _TRAIN_FLAGS = (
     "max_grad_norm",
     "logging_steps",
     "eval_steps",
+    "dataloader_workers",
+    "compile",
 )
 
 
@@ -280,6 +300,7 @@ def finetune(
     padding: PaddingOpt = None,
     group_by_length: GroupOpt = None,
     holdout_fraction: HoldoutOpt = None,
+    pad_to_multiple_of: PadMultipleOpt = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchOpt = None,
@@ -292,6 +313,8 @@ def finetune(
     max_grad_norm: GradNormOpt = None,
     logging_steps: LoggingOpt = None,
     eval_steps: EvalStepsOpt = None,
+    dataloader_workers: WorkersOpt = None,
+    compile: CompileOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
@@ -351,6 +374,7 @@ def distill(
     padding: PaddingOpt = None,
     group_by_length: GroupOpt = None,
     holdout_fraction: HoldoutOpt = None,
+    pad_to_multiple_of: PadMultipleOpt = None,
     epochs: EpochsOpt = None,
     max_steps: MaxStepsOpt = None,
     batch_size: BatchOpt = None,
@@ -363,6 +387,8 @@ def distill(
     max_grad_norm: GradNormOpt = None,
     logging_steps: LoggingOpt = None,
     eval_steps: EvalStepsOpt = None,
+    dataloader_workers: WorkersOpt = None,
+    compile: CompileOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     quiet: QuietOpt = False,
