@@ -47,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -139,17 +140,25 @@ class Baton:
 
 
 class StepClock(TrainerCallback):
-    """Per-step wall times (end of the previous step to the end of this one), taking turns on a baton."""
+    """Per-step wall and CPU times (end of the previous step to the end of this one), taking turns on a baton.
+
+    CPU time is the process's (``time.process_time``: every thread, OpenMP workers included; the other
+    variants' threads are blocked meanwhile), so it is what a step costs the host, whatever else the
+    machine runs."""
 
     def __init__(self, name: str, baton: Baton, sync: Callable[[], None], warmup: int, seed: int) -> None:
         self.name, self.baton, self.sync, self.warmup, self.seed = name, baton, sync, warmup, seed
         self.times: list[float] = []
+        self.cpu_times: list[float] = []
         self.window: list[float] = []  # synchronised wall clock at the end of the warm-up and of the last step
-        self._start = 0.0
+        self._start = self._cpu_start = 0.0
+
+    def _restart(self) -> None:
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.baton.enter(self.name)
-        self._start = time.perf_counter()
+        self._restart()
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         torch.manual_seed(self.seed + int(state.epoch or 0))  # the length-grouped sampler draws from it
@@ -157,12 +166,13 @@ class StepClock(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.baton.enabled or state.global_step in (self.warmup, state.max_steps):
             self.sync()
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         self.times.append(now - self._start)
+        self.cpu_times.append(cpu - self._cpu_start)
         if state.global_step in (self.warmup, state.max_steps):
             self.window.append(now)
         self.baton.pass_on(self.name)
-        self._start = time.perf_counter()
+        self._restart()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.baton.leave(self.name)
@@ -182,6 +192,44 @@ class LengthRecorder:
         batch = self.collator(features)
         self.lengths.append(int(batch["input_ids"].shape[-1]))
         return batch
+
+
+class BareLoop:
+    """The floor of a variant: its trainer's ``compute_loss`` on the same batches (the trainer's DataLoader)
+    in a hand-written loop (backward, clipping, the trainer's AdamW, zero_grad), without Trainer's loop."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+        self.callbacks: list[Any] = []
+
+    def add_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def _call(self, event: str, state: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(self.trainer.args, state, None)
+
+    def train(self) -> None:
+        trainer, args = self.trainer, self.trainer.args
+        model = trainer.model.to(args.device).train()
+        optimizer = trainer.create_optimizer()
+        state = SimpleNamespace(global_step=0, max_steps=args.max_steps, epoch=0.0)
+        self._call("on_train_begin", state)
+        while state.global_step < state.max_steps:
+            self._call("on_epoch_begin", state)
+            for batch in trainer.get_train_dataloader():
+                with trainer.compute_loss_context_manager():
+                    loss = trainer.compute_loss(model, batch)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+                state.global_step += 1
+                self._call("on_step_end", state)
+                if state.global_step >= state.max_steps:
+                    break
+            state.epoch += 1
+        self._call("on_train_end", state)
 
 
 def fold_ids(dataset: Any) -> Any:
@@ -239,7 +287,9 @@ def build_trainer(name: str, data: Any, args: argparse.Namespace, batch_size: in
         teacher.to(targs.device)
         ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
         train = add_teacher_signals(train, loss, teacher, ctx, device=targs.device, pad_token_id=pad, batch_size=64)
-    collator = LengthRecorder(DistillationCollator(pad, token_signals=sorted(loss.token_signals)))
+    signals = sorted(loss.token_signals)
+    multiple = {"pad_to_multiple_of": args.pad_to_multiple_of} if args.pad_to_multiple_of else {}
+    collator = LengthRecorder(DistillationCollator(pad, token_signals=signals, **multiple))
     trainer = DistillationTrainer(
         model=student,
         args=targs,
@@ -257,6 +307,10 @@ def build_trainer(name: str, data: Any, args: argparse.Namespace, batch_size: in
 def run_group(data: Any, args: argparse.Namespace, batch_size: int, plugins: PluginManager) -> dict[str, Any]:
     """All variants at one task and batch size, round-robin or one after another."""
     built = {name: build_trainer(name, data, args, batch_size, plugins) for name in args.variants}
+    if args.floor:
+        for name in args.variants:
+            trainer, collator = build_trainer(name, data, args, batch_size, plugins)
+            built[f"{name}@floor"] = (BareLoop(trainer), collator)
     device = built[args.variants[0]][0].args.device
     sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     order = args.order or ("sequential" if device.type == "cuda" else "round-robin")
@@ -299,6 +353,7 @@ def summarise(built: dict[str, Any], clocks: dict[str, StepClock], args: argpars
         entry = {
             "median_step_ms": round(1000 * statistics.median(times), 3),
             "mean_step_ms": round(1000 * statistics.fmean(times), 3),
+            "median_cpu_ms": round(1000 * statistics.median(clock.cpu_times[args.warmup :]), 3),
             "examples_per_s": round(batch_size * len(times) / window, 1),
             "steps": len(times),
             "mean_padded_length": round(statistics.fmean(padded), 1) if padded else None,
@@ -307,6 +362,8 @@ def summarise(built: dict[str, Any], clocks: dict[str, StepClock], args: argpars
             if base in measured and base != name:
                 pairs = zip(times, measured[base], strict=True)
                 entry[f"ratio_to_{base}_paired_median"] = round(statistics.median(a / b for a, b in pairs), 3)
+                cpu_pairs = zip(clock.cpu_times[args.warmup :], clocks[base].cpu_times[args.warmup :], strict=True)
+                entry[f"cpu_ratio_to_{base}_paired_median"] = round(statistics.median(a / b for a, b in cpu_pairs), 3)
                 of_medians = statistics.median(times) / statistics.median(measured[base])
                 entry[f"ratio_to_{base}_of_medians"] = round(of_medians, 3)
         out["variants"][name] = entry
@@ -352,8 +409,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     parser.add_argument("--order", choices=["round-robin", "sequential"], default=None)
     parser.add_argument("--no-group-by-length", dest="group", action="store_false", help="random batches")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 in host mode, else 2 "
-                        "on CPU, torch's own on CUDA)")  # fmt: skip
+    parser.add_argument("--pad-to-multiple-of", type=int, default=None, help="length buckets (for --set compile=true)")
+    floor = "also each variant's compute_loss, backward, clipping, AdamW in a plain loop (VARIANT@floor)"
+    parser.add_argument("--floor", action="store_true", help=floor)
+    threads = "torch threads (default: 1 in host mode, else 2 on CPU, torch's own on CUDA)"
+    parser.add_argument("--threads", type=int, default=None, help=threads)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KDKIT_GLUE_DIR", GLUE)))
     parser.add_argument("--set", dest="training", action="append", default=[], metavar="FIELD=VALUE",
@@ -412,13 +472,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     print(f"\n{result['mode']} mode, {result['machine'].get('gpu') or result['machine']['cpu']}, "
           f"load {result['load_average_at_start'][0]:.2f} -> {result['load_average_at_end'][0]:.2f}")  # fmt: skip
-    print("| task | batch | variant | median step (ms) | examples/s | padded length | vs kd (paired) |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| task | batch | variant | step (ms) | CPU (ms) | examples/s | padded length | vs kd (paired) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     for run in result["runs"]:
         for name, v in run["variants"].items():
             ratio = v.get("ratio_to_kd_paired_median")
-            step, speed = f"{v['median_step_ms']:.1f}", f"{v['examples_per_s']:.0f}"
-            cells = [run["task"], str(run["batch_size"]), name, step, speed, str(v["mean_padded_length"])]
+            step, cpu, speed = f"{v['median_step_ms']:.1f}", f"{v['median_cpu_ms']:.1f}", f"{v['examples_per_s']:.0f}"
+            cells = [run["task"], str(run["batch_size"]), name, step, cpu, speed, str(v["mean_padded_length"])]
             cells.append(f"{ratio:.2f}x" if ratio else "")
             print("| " + " | ".join(cells) + " |")
 
