@@ -49,7 +49,7 @@ from kdkit.progress import PlainLogCallback, RichProgressCallback
 from kdkit.runs import BEST_DIR, LAST_DIR, RUN_FILE, RunDirectory, is_main_process, resolve_model_dir
 from kdkit.tasks import TaskSpec
 from kdkit.teacher_cache import add_teacher_signals
-from kdkit.trainer import DistillationTrainer, provider_factory, resolve_device, training_arguments
+from kdkit.trainer import DistillationTrainer, check_compile, provider_factory, resolve_device, training_arguments
 
 
 @dataclass
@@ -404,6 +404,7 @@ def distill(
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
+    check_compile(loss_cls, config.training)
     options = resolve_options(plugins, config)
     load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it
     run_dir = RunDirectory(

@@ -112,6 +112,17 @@ def training_arguments(
     )
 
 
+def check_compile(loss: type[DistillationLoss], training: TrainingConfig | TrainingArguments) -> None:
+    """``--compile`` with a loss that differentiates twice: a one-line error (torch.compile has no double
+    backward)."""
+    compiled = training.compile if isinstance(training, TrainingConfig) else training.torch_compile
+    if compiled and loss.needs_double_backward:
+        raise ConfigError(
+            f"--compile cannot run the '{loss.name}' loss: torch.compile has no double backward",
+            "drop --compile for this loss",
+        )
+
+
 class DistillationTrainer(Trainer):
     """Trainer whose loss comes from a :class:`~kdkit.losses.DistillationLoss` plugin.
 
@@ -140,11 +151,7 @@ class DistillationTrainer(Trainer):
     ) -> None:
         kwargs.setdefault("compute_metrics", self._metrics)
         super().__init__(*args, **kwargs)
-        if self.args.torch_compile and loss.needs_double_backward:
-            raise ConfigError(
-                f"--compile cannot run the '{loss.name}' loss: torch.compile has no double backward",
-                "drop --compile for this loss",
-            )
+        check_compile(type(loss), self.args)
         self.distillation_loss = loss
         self.task = task
         self.teacher = teacher

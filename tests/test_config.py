@@ -122,3 +122,14 @@ def test_precedence_preset_below_file_below_flags():
     assert config.options["presetkd"] == {"alpha": 0.9, "temperature": 1.0}
     with pytest.raises(ConfigError, match="has no preset 'slow'.*available presets: fast"):
         api.resolve_distill_config({**raw, "preset": "slow"}, manager)
+
+
+def test_throughput_flags_reach_their_config_fields():
+    from kdkit.cli import _overrides
+
+    raw = _overrides({"compile": True, "dataloader_workers": 2, "pad_to_multiple_of": 16, "task": "sst2"})
+    config = api.resolve_distill_config({**raw, "loss": "kd"}, PluginManager(autoload=False))
+    assert config.training.compile is True and config.training.dataloader_workers == 2
+    assert config.data.pad_to_multiple_of == 16
+    with pytest.raises(ConfigError, match="pad_to_multiple_of"):
+        api.resolve_distill_config({"loss": "kd", "data": {"pad_to_multiple_of": 0}}, PluginManager(autoload=False))

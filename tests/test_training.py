@@ -152,3 +152,13 @@ def test_resume_continues_an_interrupted_run(tiny_csv, tiny_teacher, tmp_path, p
     assert resumed.summary["train"]["steps"] == 12
     # only the second epoch was trained again: one evaluation happened in this process after resuming
     assert [entry["step"] for entry in resumed.summary["history"]] == [6, 12]
+
+
+def test_compile_is_refused_for_a_double_backward_loss_before_anything_is_written(tiny_csv, tiny_teacher, tmp_path):
+    manager = PluginManager(autoload=False, enable=["adkd"])
+    config = _config(
+        tiny_csv, tiny_teacher, tmp_path / "run", loss="adkd", training=TrainingConfig(epochs=1, compile=True)
+    )
+    with pytest.raises(ConfigError, match="--compile cannot run the 'adkd' loss: .*: drop --compile"):
+        api.distill(config, plugins=manager)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
