@@ -314,16 +314,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "runs": [],
     }
     samples = args.samples or max(args.batch_sizes) * (args.warmup + args.steps)
+    out = args.output or RESULTS / f"step_throughput-{args.mode}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     for task_name in args.tasks:
         data = TaskBatches(task_name, args, samples)
         for batch_size in args.batch_sizes:
             run = {"task": task_name, "examples": len(data.train), **run_group(data, args, batch_size, plugins)}
             result["runs"].append(run)
+            result["load_average_at_end"] = os.getloadavg()
+            out.write_text(json.dumps(result, indent=2) + "\n")  # after each run: a timeout keeps what finished
             print(json.dumps(run), file=sys.stderr, flush=True)
-    result["load_average_at_end"] = os.getloadavg()
-    out = args.output or RESULTS / f"step_throughput-{args.mode}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
     return result
 
