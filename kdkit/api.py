@@ -56,7 +56,7 @@ from kdkit.tasks import TaskSpec
 from kdkit.teacher_cache import add_teacher_signals
 from kdkit.teachers import default_teacher_dir as default_teacher_dir  # re-exported: part of the API
 from kdkit.teachers import ensure_teacher as ensure_teacher
-from kdkit.trainer import DistillationTrainer, provider_factory, resolve_device, training_arguments
+from kdkit.trainer import DistillationTrainer, check_compile, provider_factory, resolve_device, training_arguments
 
 
 @dataclass
@@ -181,7 +181,10 @@ def _train(
 
     pad_to = config.data.max_length if config.data.padding == "max_length" else None
     collator = DistillationCollator(
-        int(tokenizer.pad_token_id or 0), pad_to=pad_to, token_signals=sorted(loss.token_signals)
+        int(tokenizer.pad_token_id or 0),
+        pad_to=pad_to,
+        token_signals=sorted(loss.token_signals),
+        pad_to_multiple_of=config.data.pad_to_multiple_of,
     )
     eval_dataset: Any = task_data.validation[first_split] if len(task_data.validation) == 1 else task_data.validation
     trainer = DistillationTrainer(
@@ -398,6 +401,7 @@ def distill(
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
+    check_compile(loss_cls, config.training)
     options = resolve_options(plugins, config)
     tracking.check_installed(config.training.report_to)
     load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it

@@ -12,6 +12,7 @@ through the model's own API (:func:`embedding_block`), hooking its output (:func
 from __future__ import annotations
 
 import abc
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ class AttributionProvider(abc.ABC):
         return f"{self.name}:{self.options.model_dump_json()}"
 
 
+#: model -> (its word embeddings, their embedding block), while the model lives
+_EMBEDDING_BLOCKS: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, nn.Module]] = weakref.WeakKeyDictionary()
+
+
 def embedding_block(model: nn.Module) -> nn.Module:
     """The module whose output is E: the owner of ``model.get_input_embeddings()``.
 
@@ -107,13 +112,18 @@ def embedding_block(model: nn.Module) -> nn.Module:
             "use a transformers sequence classifier",
         )
     word_embeddings = get_input_embeddings()
+    known = _EMBEDDING_BLOCKS.get(model)
+    if known is not None and known[0] is word_embeddings:  # the search walks every module: once per model
+        return known[1]
     owners = [module for module in model.modules() if any(child is word_embeddings for child in module.children())]
     if not owners:
         raise ModelError(
             f"cannot find the embedding block of {type(model).__name__}",
             "use an encoder whose word embeddings live in an embeddings module",
         )
+    _EMBEDDING_BLOCKS[model] = (word_embeddings, owners[-1])
     return owners[-1]
+
 
 
 @contextmanager

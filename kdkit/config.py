@@ -63,6 +63,9 @@ class DataConfig(_Strict):
         "dynamic", description="pad each batch to its longest example, or always to max_length"
     )
     group_by_length: bool = Field(False, description="batch examples of similar length together")
+    pad_to_multiple_of: int | None = Field(
+        None, ge=1, description="round each batch's length up to a multiple of N (fewer shapes for --compile)"
+    )
     holdout_fraction: float | None = Field(
         None,
         gt=0,
@@ -104,6 +107,7 @@ class TrainingConfig(_Strict):
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: each epoch)")
     term_grad_norm_steps: int = Field(10, ge=0, description="log each loss term's gradient norm for the first N steps")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    compile: bool = Field(False, description="run the student through torch.compile (not for double-backward losses)")
     keep_checkpoints: bool = Field(False, description="keep optimizer checkpoints after a finished run")
     report_to: ReportTo = Field(
         "none", description="send loss terms and dev metrics to tensorboard, trackio, mlflow, or all three"

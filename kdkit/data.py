@@ -25,6 +25,9 @@ from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from kdkit import labels
+from kdkit.batching import MODEL_INPUTS as MODEL_INPUTS  # re-exported: where kdkit has always kept them
+from kdkit.batching import TEACHER_PREFIX as TEACHER_PREFIX
+from kdkit.batching import RowBlock, pad_rows, padded_length
 from kdkit.config import DataConfig
 from kdkit.errors import CacheWarning, ConfigError, DataError
 from kdkit.tasks import TaskSpec, get_task
@@ -32,10 +35,6 @@ from kdkit.textfiles import check_utf8
 
 GLUE_HUB_ID = "nyu-mll/glue"
 ENV_GLUE_DIR = "KDKIT_GLUE_DIR"
-#: model inputs a batch may carry, in this order
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-#: prefix of teacher-signal columns (``teacher_logits``, ``teacher_attr`` ...)
-TEACHER_PREFIX = "teacher_"
 
 _FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
 
@@ -373,23 +372,38 @@ def load_task_data(data: DataConfig, tokenizer: PreTrainedTokenizerBase, *, need
 
 
 class DistillationCollator:
-    """Pads a list of tokenised examples into a batch.
+    """Pads a batch of tokenised examples.
 
-    Model inputs are padded to the longest example (or ``pad_to``); teacher signals named in
-    ``token_signals`` (last dimension = sequence) are zero-padded to the same length; other teacher
-    signals are stacked. Output: ``input_ids``/``attention_mask``/``token_type_ids`` (B, L), ``labels``
-    (B,), ``teacher_*`` tensors.
+    Model inputs are padded to the longest example (at least ``pad_to``, rounded up to a multiple of
+    ``pad_to_multiple_of``); teacher signals named in ``token_signals`` (last dimension = sequence) are
+    zero-padded to the same length; other teacher signals are stacked. Output: ``input_ids``/
+    ``attention_mask``/``token_type_ids`` (B, L), ``labels`` (B,), ``teacher_*`` tensors.
+
+    Takes a list of examples (dicts, as ``datasets`` gives them) or a :class:`~kdkit.batching.RowBlock`
+    of a :class:`~kdkit.batching.ColumnarDataset` (the trainer's fast path: same batch, no per-example
+    Python).
     """
 
-    def __init__(self, pad_token_id: int, pad_to: int | None = None, token_signals: Sequence[str] = ()) -> None:
+    #: the trainer may hand this collator :class:`~kdkit.batching.RowBlock` batches
+    accepts_row_blocks = True
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        pad_to: int | None = None,
+        token_signals: Sequence[str] = (),
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to = pad_to
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.token_signals = {f"{TEACHER_PREFIX}{name}" for name in token_signals}
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(f["input_ids"]) for f in features)
-        if self.pad_to is not None:
-            length = max(length, self.pad_to)
+    def __call__(self, features: list[dict[str, Any]] | RowBlock) -> dict[str, torch.Tensor]:
+        if isinstance(features, RowBlock):
+            return pad_rows(features, self.pad_token_id, self.pad_to, self.pad_to_multiple_of)
+        longest = max(len(f["input_ids"]) for f in features)
+        length = padded_length(longest, self.pad_to, self.pad_to_multiple_of)
         batch: dict[str, torch.Tensor] = {}
         for key in MODEL_INPUTS:
             if key not in features[0]:

@@ -140,3 +140,12 @@ def test_the_student_is_parsed_once_and_written_back_as_given():
     assert DistillConfig().student == StudentSpec(layers=3)
     model = DistillConfig(student="prajjwal1/bert-tiny").student
     assert (model.layers, model.model, str(model)) == (None, "prajjwal1/bert-tiny", "prajjwal1/bert-tiny")
+
+
+def test_throughput_options_reach_their_config_fields():
+    raw = {"training": {"compile": True, "dataloader_workers": 2}, "data": {"pad_to_multiple_of": 16, "task": "sst2"}}
+    config = api.resolve_distill_config({**raw, "loss": "kd"}, PluginManager(autoload=False))
+    assert config.training.compile is True and config.training.dataloader_workers == 2
+    assert config.data.pad_to_multiple_of == 16
+    with pytest.raises(ConfigError, match="pad_to_multiple_of"):
+        api.resolve_distill_config({"loss": "kd", "data": {"pad_to_multiple_of": 0}}, PluginManager(autoload=False))

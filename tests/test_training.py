@@ -105,6 +105,22 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_partial_run(tiny_csv, t
     assert (tmp_path / "run.partial").is_dir()
 
 
+def test_a_deferred_nan_check_names_the_same_step_and_saves_nothing_after_it(
+    tiny_csv, tiny_teacher, tmp_path, monkeypatch
+):
+    """On an accelerator the check stays on the device (no sync per step) and is read at the next log,
+    evaluation, checkpoint or the end: the same error, and no checkpoint of weights the bad step updated."""
+    from kdkit.trainer import DistillationTrainer
+
+    monkeypatch.setattr(DistillationTrainer, "defer_finite_check", True)
+    manager = PluginManager(autoload=False, extra_plugins={"exploding": _NaNLoss()})
+    config = _config(tiny_csv, tiny_teacher, tmp_path / "run", loss="exploding")
+    with pytest.raises(TrainingError, match=r"non-finite at step 2 \(ce=nan\)"):
+        api.distill(config, plugins=manager)
+    assert not (tmp_path / "run").exists()
+    assert not list((tmp_path / "run.partial").glob("checkpoints/checkpoint-*"))
+
+
 def test_resume_continues_an_interrupted_run(tiny_csv, tiny_teacher, tmp_path, plugin_manager):
     output = tmp_path / "run"
     # a run interrupted after its first epoch: simulate by stopping at max_steps with checkpoints kept
@@ -136,3 +152,13 @@ def test_resume_continues_an_interrupted_run(tiny_csv, tiny_teacher, tmp_path, p
     assert resumed.summary["train"]["steps"] == 12
     # only the second epoch was trained again: one evaluation happened in this process after resuming
     assert [entry["step"] for entry in resumed.summary["history"]] == [6, 12]
+
+
+def test_compile_is_refused_for_a_double_backward_loss_before_anything_is_written(tiny_csv, tiny_teacher, tmp_path):
+    manager = PluginManager(autoload=False, enable=["adkd"])
+    config = _config(
+        tiny_csv, tiny_teacher, tmp_path / "run", loss="adkd", training=TrainingConfig(epochs=1, compile=True)
+    )
+    with pytest.raises(ConfigError, match="--compile cannot run the 'adkd' loss: .*: drop --compile"):
+        api.distill(config, plugins=manager)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()

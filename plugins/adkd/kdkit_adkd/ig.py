@@ -175,7 +175,8 @@ class IntegratedGradients(AttributionProvider):
                 )
                 alphas = alphas[:-1]
             rows = len(alphas) * batch
-            alpha_table = torch.tensor(alphas, dtype=torch.float64, device=mask.device)
+            if rows:  # (with m = 1 and the step's forward there is nothing left to run)
+                alpha_table = torch.tensor(alphas, dtype=torch.float64, device=mask.device)
             for start in range(0, rows, opts.batch_size):
                 row = torch.arange(start, min(start + opts.batch_size, rows), device=mask.device)
                 example = row % batch
