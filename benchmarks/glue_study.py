@@ -43,6 +43,9 @@ LEVERS: dict[str, dict[str, dict[str, Any]]] = {
     "lever-beta10": {"adkd": {"beta": 10.0}},
     "lever-beta100": {"adkd": {"beta": 100.0}},
 }
+#: the GPU study's section of the report (benchmarks/gpu_study.py report), kept when the report is rewritten
+GPU_BEGIN = "<!-- GPU study (issue 9): written by benchmarks/gpu_study.py report; edit the script, not this section -->"
+GPU_END = "<!-- end of the GPU study section -->"
 #: how the paper reports each task (Table 1)
 REPORTED = {"cola": "mcc", "mrpc": "f1", "stsb": "spearman", "sst2": "accuracy", "agnews": "accuracy"}
 
@@ -592,7 +595,15 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
             "",
         ]
         lines += [f"![{p.stem}](results/{p.name})" for p in svgs]
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines) + "\n" + kept_section(out, GPU_BEGIN, GPU_END))
+
+
+def kept_section(path: Path, begin: str, end: str) -> str:
+    """The block of ``path`` from ``begin`` to ``end`` (written by another script), after a blank line; or ""."""
+    text = path.read_text() if path.is_file() else ""
+    if begin not in text or end not in text:
+        return ""
+    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 def save_results(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,7 +13,9 @@
 # Results: $OUT/gpu-check if OUT is set, else benchmarks/results/gpu-check (step_*.json, the runs' run.json,
 # one log per step, summary.txt); models, caches and checkpoints stay in $KDKIT_GPU_CHECK_WORK
 # (default /tmp/kdkit-gpu-check). KDKIT_GPU_CHECK_BUDGET overrides the 230 s budget;
-# KDKIT_GPU_CHECK_COMPILE=0 skips the --compile step (=1 runs it at tiny sizes too).
+# KDKIT_GPU_CHECK_COMPILE=0 skips the --compile step (=1 runs it at tiny sizes too). KDKIT_GPU_CHECK_QUICK=1
+# keeps what the issue-9 targets need (MRPC batch 128, kd and adkd cached) and the short distill of both losses,
+# skips the host-overhead mode and --compile, and budgets 120 s (benchmarks/gpu_session.sh runs it so).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f /tmp/kdkit-env.sh ] && source /tmp/kdkit-env.sh
@@ -23,8 +25,10 @@ work=${KDKIT_GPU_CHECK_WORK:-/tmp/kdkit-gpu-check}
 rm -rf "$work/teacher" "$work/teacher.partial" "$work"/run-* && mkdir -p "$out" "$work"
 export KDKIT_HOME=${KDKIT_HOME:-$work/home} HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 tiny=${KDKIT_GPU_CHECK_TINY:-0}
+quick=${KDKIT_GPU_CHECK_QUICK:-0}
 scale=1 && [ "$tiny" = 1 ] && scale=4  # a busy CPU runs the tiny sizes slower than a GPU runs the real ones
-budget=${KDKIT_GPU_CHECK_BUDGET:-$((190 * scale))}
+full_budget=190 && [ "$quick" = 1 ] && full_budget=120
+budget=${KDKIT_GPU_CHECK_BUDGET:-$((full_budget * scale))}
 start=$(date +%s)
 data=()
 [ -n "${KDKIT_GLUE_DIR:-}" ] || data=(--data-dir ../shared/data/glue)
@@ -43,6 +47,10 @@ else
   size=()
   teach=(--epochs 1 --batch-size 64) run=(--epochs 2 --batch-size 128)
   compile_default=1
+fi
+if [ "$quick" = 1 ]; then
+  [ "$tiny" = 1 ] || real=(--tasks mrpc --batch-sizes 128 --variants kd adkd --steps 40 --warmup 10)
+  compile_default=0
 fi
 
 # step NAME SECONDS MINIMUM COMMAND...: run with a timeout capped by what is left of the budget (skipped when
@@ -69,7 +77,7 @@ for loss in kd adkd; do
   step "distill_$loss" 35 15 kdkit distill --plugin $loss "${preset[@]}" --task mrpc --teacher "$work/teacher" "${data[@]}" "${size[@]}" "${run[@]}" --output "$work/run-$loss" --overwrite --quiet
   [ -f "$work/run-$loss/run.json" ] && cp "$work/run-$loss/run.json" "$out/run-$loss.json"
 done
-step step_host 20 10 $py benchmarks/step_throughput.py --mode host "${host[@]}" "${data[@]}" --label gpu-check --output "$out/step_host.json"
+[ "$quick" = 1 ] || step step_host 20 10 $py benchmarks/step_throughput.py --mode host "${host[@]}" "${data[@]}" --label gpu-check --output "$out/step_host.json"
 if [ "${KDKIT_GPU_CHECK_COMPILE:-$compile_default}" = 1 ]; then
   step step_compile 80 40 $py benchmarks/step_throughput.py --mode real "${compiled[@]}" "${data[@]}" --set compile=true --pad-to-multiple-of 16 --label compile --output "$out/step_compile.json"
 fi
