@@ -314,8 +314,13 @@ def finetune(
 @handle_errors
 def distill(
     plugin: Annotated[
-        str | None,
-        typer.Option("--plugin", "-p", help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') \\[default: kd]."),
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            "-p",
+            help="Loss plugin: kd, ce, adkd ... (see 'kdkit plugins') \\[default: kd]. Repeat it to sum the terms of "
+            "several: --plugin adkd --plugin hidden (the first one's supervised term and presets count).",
+        ),
     ] = None,
     task: TaskOpt = None,
     teacher: Annotated[
@@ -374,7 +379,8 @@ def distill(
 
     flags.pop("config")
     set_options = parse_set_options(flags.pop("set_") or [])
-    flags["loss"] = flags.pop("plugin")
+    plugins_named = flags.pop("plugin") or []
+    flags["loss"] = "+".join(plugins_named) or None  # one --plugin: its name, as before
     for key in ("overwrite", "resume", "quiet"):
         flags[key] = flags[key] or None
     raw = _raw_config(config, flags)

@@ -110,7 +110,9 @@ class FinetuneConfig(RunConfig):
 class DistillConfig(RunConfig):
     """``kdkit distill``: distil a teacher into a student with a loss plugin."""
 
-    loss: str = Field("kd", description="the loss plugin to distil with")
+    loss: str = Field(
+        "kd", description="the loss plugin to distil with; several as a list or 'a+b' (their terms are summed)"
+    )
     teacher: str | None = Field(None, description="fine-tuned teacher (default: cached or fine-tuned now)")
     base_model: str | None = Field(None, description="base model for the default teacher")
     student: str = Field("copy:3", description="copy:N (N teacher layers) or a model id/path")
@@ -119,6 +121,18 @@ class DistillConfig(RunConfig):
         default_factory=dict, description="component options: {name: {option: value}}"
     )
     teacher_cache: bool = Field(True, description="cache teacher signals on disk (else compute every step)")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _join_losses(cls, value: Any) -> Any:
+        return loss_name(value)
+
+
+def loss_name(value: Any) -> Any:
+    """``[adkd, hidden]`` (a config file's list) -> ``"adkd+hidden"``; a single name stays itself."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(name).strip() for name in value)
+    return value
 
 
 def kdkit_home() -> Path:

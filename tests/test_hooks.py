@@ -18,8 +18,10 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from kdkit import hookimpl, hookspecs
+from kdkit.attention_loss import AttentionLoss
 from kdkit.attribution import AttributionProvider, EmbeddingForward
 from kdkit.builtin import CrossEntropy, VanillaKD
+from kdkit.hidden_loss import HiddenStateLoss
 from kdkit.losses import DistillationLoss, task_loss
 from kdkit.plugins import PluginManager
 from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
@@ -118,7 +120,7 @@ def test_hook_kdkit_losses() -> None:
     manager = PluginManager(autoload=False, extra_plugins={"mine": plugin})
     # pluggy calls every implementation (the last registered first) and returns their lists
     results = manager.hooks.hook.kdkit_losses()
-    assert results == [[_HalfCE], [CrossEntropy, VanillaKD]]
+    assert results == [[_HalfCE], [CrossEntropy, VanillaKD, HiddenStateLoss, AttentionLoss]]
     # kdkit collects them per plugin, with their owner
     assert manager.loss("half_ce") is _HalfCE
     info = {p.name: p for p in manager.plugins()}["mine"]
@@ -148,7 +150,7 @@ def test_hook_kdkit_losses_bad_returns_leave_the_plugin_out(returned: Any, error
     manager = PluginManager(autoload=False, extra_plugins={"bad": _plugin(kdkit_losses=returned)})
     [failure] = manager.failures
     assert failure.name == "bad" and error in failure.error
-    assert set(manager.losses) == {"ce", "kd"}
+    assert set(manager.losses) == {"ce", "kd", "hidden", "attention"}
 
 
 # -- the documented examples run, and their components conform ---------------------------------------------
