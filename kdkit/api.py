@@ -78,7 +78,7 @@ def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = 
     plugins = plugins or get_plugin_manager()
     preset = raw.get("preset")
     if preset:
-        loss_cls = plugins.loss(str(loss_name(raw.get("loss", "kd"))))  # a composite's presets: its first loss's
+        loss_cls = loss_parts(plugins.loss(str(loss_name(raw.get("loss", "kd")))))[0]  # a composite's: its first
         if preset not in loss_cls.presets:
             known = ", ".join(loss_cls.presets) or "none"
             raise ConfigError(f"loss '{loss_cls.name}' has no preset '{preset}'", f"available presets: {known}")

@@ -165,7 +165,8 @@ def test_cli_distill_with_adkd_and_plugins_listing(tiny_csv, tiny_teacher, tmp_p
     }
     assert components["adkd"]["options"]["top_k"]["type"] == "int | None"
     assert components["ig"]["differentiable"] is True
-    assert {"steps", "baseline", "batch_size"} == set(components["ig"]["options"])
+    assert {"steps", "baseline", "batch_size", "layer"} == set(components["ig"]["options"])
+    assert components["ig"]["options"]["layer"]["type"] == "'embeddings' | int"
     result = runner.invoke(
         app,
         [

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from kdkit.attribution import (
@@ -53,11 +53,18 @@ class IGOptions(BaseModel):
     batch_size: int = Field(
         256, ge=1, description="rows (path points x examples) per forward pass; the m*B rows are chunked"
     )
-    layer: Literal["embeddings"] | Annotated[int, Field(ge=1)] = Field(
+    layer: Literal["embeddings"] | int = Field(
         "embeddings",
-        description="attribute at the embedding output, or at transformer layer N's output (in AD-KD: the "
-        "student's layer N; the teacher's is mapped, see adkd.teacher_layer)",
+        description="attribute at the embedding output, or at transformer layer N's output (N >= 1; in AD-KD "
+        "the student's layer N, the teacher's is mapped: adkd.teacher_layer)",
     )
+
+    @field_validator("layer")
+    @classmethod
+    def _layer_from_one(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a layer number is 1 or more (the embedding output is 'embeddings')")
+        return value
 
 
 class _StopForward(Exception):

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output, token_maps
@@ -65,11 +65,18 @@ class ADKDOptions(BaseModel):
         None, description="provider of the teacher's maps (None: provider); may be non-differentiable, e.g. occlusion"
     )
     eps: float = Field(1e-12, gt=0.0, description="lower bound of a map's norm in the normalisation")
-    teacher_layer: Literal["uniform"] | Annotated[int, Field(ge=1)] = Field(
+    teacher_layer: Literal["uniform"] | int = Field(
         "uniform",
-        description="with ig.layer=N (attribution at student layer N): the teacher's layer; uniform = "
+        description="with ig.layer=N (attribution at student layer N): the teacher's layer (>= 1); uniform = "
         "round(N*L_t/L_s), halves up (paper Table 3)",
     )
+
+    @field_validator("teacher_layer")
+    @classmethod
+    def _layer_from_one(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a layer number is 1 or more")
+        return value
 
 
 def leaf_embedding_forward(model: nn.Module, inputs: dict[str, Tensor], layer: int | None = None) -> EmbeddingForward:
