@@ -202,3 +202,16 @@ def test_the_doc_example_loss_trains_in_a_real_run(tmp_path: Path) -> None:
         )
     assert all({"loss_ce", "loss_logit_mse"} <= set(entry) for entry in result.summary["train_log"])
     assert torch.isfinite(torch.tensor(result.summary["train"]["final_loss"]))
+
+
+def test_the_intermediate_layer_example_conforms_and_trains_with_kd(tmp_path: Path) -> None:
+    """docs/plugins.md's third-party loss asking for hidden states: conformance, then a composite run."""
+    from kdkit.testing import run_distillation_steps
+
+    [block] = _python_blocks(_sections(PLUGINS_DOC.read_text())["Intermediate layers: hidden states and attentions"])
+    with _module("docs_example_relations", block) as module:
+        report = check_loss(module.TokenRelations, {"weight": 2.0})
+        assert any("live teacher signals ['relations']" in line for line in report.checks)
+        result = run_distillation_steps(module, loss="kd+token_relations", steps=2, directory=tmp_path)
+    assert all({"loss_ce", "loss_kd", "loss_relations"} <= set(e) for e in result.summary["train_log"] if "loss" in e)
+    assert all(record["relations"] > 0 for record in result.summary["term_grad_norms"])

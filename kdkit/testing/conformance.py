@@ -452,15 +452,20 @@ def check_loss(
 
     For each task (two classes, three classes and regression by default) it builds the loss with
     ``options``, a frozen tiny teacher (2 layers) and a tiny student (1 layer; eager attention when the loss
-    sets ``needs_double_backward``), a right-padded batch of B = 4 examples, and checks that:
+    sets ``needs_double_backward`` or asks for ``attentions``), calls ``prepare`` with both, builds a
+    right-padded batch of B = 4 examples, runs the models as the trainer does (the ``output_*`` flags of
+    ``needs_student_outputs`` / ``needs_teacher_outputs``) and checks that:
 
-    - the class attributes are consistent (``name``, ``Options``, ``token_signals``, ``teacher_signal_key()``
-      a str, every name in ``providers_used()`` provided by a plugin);
+    - the class attributes are consistent (``name``, ``Options``, ``token_signals``, the ``needs_*_outputs``
+      known, ``prepare`` succeeds, ``teacher_signal_key()`` a str, every name in ``providers_used()``
+      provided by a plugin);
     - ``teacher_signals`` (with ``requires_teacher``) returns tensors whose first dimension is B, finite and
       without a graph; per-token signals (``token_signals``) have the sequence last and zero padding; a
       repeat gives the same values;
     - the teacher-signal cache reproduces them: :func:`kdkit.teacher_cache.compute_signals` on each example
       alone (no padding), collated with the batch's padding, gives the live values;
+    - ``live_teacher_signals`` (with ``needs_teacher_outputs``) returns tensors whose first dimension is B,
+      finite and without a graph, named apart from the cached signals;
     - the loss returns a non-empty dict of named scalar (0-dim), finite, floating terms;
     - gradients of their sum reach the student (some nonzero, all finite);
     - the terms computed from cached signals, with no teacher in the context (as in a cached run), equal the
