@@ -147,6 +147,7 @@ def train_step(trainer: DistillationTrainer, inputs: dict[str, Any]) -> float:
 def run_steps(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     quiet_libraries()
+    at_start = machine()
     teacher_path = models.default_base_model()
     tokenizer = models.load_tokenizer(teacher_path)
     data_config = DataConfig(task="sst2", data_dir=args.data_dir, max_length=128, max_eval_samples=16)
@@ -166,7 +167,7 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
                 times[name].append(seconds)
         print(f"batch {index + 1}/{args.batches}: " + " ".join(f"{n}={t[-1]:.2f}" for n, t in times.items() if t))
     lengths = [int(b["input_ids"].shape[1]) for b in next(iter(built.values()))[1][args.warmup :]]
-    result: dict[str, Any] = {"machine": machine(), "batch_size": args.batch_size, "steps": args.steps}
+    result: dict[str, Any] = {"machine": at_start, "batch_size": args.batch_size, "steps": args.steps}
     result["mean_padded_length"] = statistics.mean(lengths)
     result["variants"] = {
         name: {

@@ -183,3 +183,13 @@ def test_trainable_modules_refuse_ddp_but_equal_widths_do_not():
         _Trainer(narrow, world_size=2).setup_loss_modules()
     _Trainer(wide, world_size=2).setup_loss_modules()  # nothing to synchronise
     _Trainer(narrow, world_size=1).setup_loss_modules()
+
+
+def test_kdkit_plugins_lists_the_intermediate_losses_with_their_options():
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0, result.stderr
+    components = {c["name"]: c for c in json.loads(result.stdout)["components"]}
+    assert set(components["hidden"]["options"]) == {"weight", "layers", "target"}
+    assert set(components["attention"]["options"]) == {"weight", "layers", "heads", "eps"}
+    assert components["hidden"]["options"]["target"]["type"] == "'tokens' | 'cls'"
+    assert components["hidden"]["kind"] == components["attention"]["kind"] == "loss"
