@@ -95,19 +95,10 @@ def reproduction(runs: list[dict[str, Any]], original: list[dict[str, Any]], tas
     return lines
 
 
-def section(
-    study: Any,
-    runs: list[dict[str, Any]],
-    tasks: list[str],
-    teachers: dict[str, dict[str, float]],
-    norms: dict[str, dict[str, float]],
-    original: list[dict[str, Any]],
-    reading: str,
-) -> list[str]:
-    """The markdown lines of the section, markers included."""
+def introduction(study: Any, runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """The section's heading, what was run and how."""
     args = study.args
-    header = " | ".join(f"{t.upper()} ({gs.REPORTED[t]})" for t in tasks)
-    lines = [
+    return [
         BEGIN,
         "## Beyond logits: intermediate layers (issue 13)",
         "",
@@ -118,7 +109,7 @@ def section(
         "composable losses):",
         "",
         "- **KD + hidden**: the study's `kd` plus the `hidden` loss: MSE between student layers 1, 2, 3 and teacher",
-        f"  layers 2, 4, 6 (the uniform map; the `copy:3` student was copied from them) over every real token, "
+        "  layers 2, 4, 6 (the uniform map; the `copy:3` student was copied from them) over every real token, "
         f"weight {gs.HIDDEN['weight']:g}",
         "  (TinyBERT's; not tuned). Student and teacher are both 384 wide, so there is no projection.",
         "- **AD-KD + hidden**: `adkd` plus the same `hidden` term.",
@@ -131,31 +122,26 @@ def section(
         "",
         f"Machine: {study.machine}. Section written {gs.time.strftime('%Y-%m-%d')}; training wall time of its "
         f"{len(runs)} student runs: {sum(r['wall_time_s'] for r in runs) / 3600:.1f} h.",
-        "",
+    ]
+
+
+def score_table(runs: list[dict[str, Any]], tasks: list[str], teachers: dict[str, dict[str, float]]) -> list[str]:
+    """Dev metric of every method (mean ± std over seeds), the teacher's above."""
+    header = " | ".join(f"{t.upper()} ({gs.REPORTED[t]})" for t in tasks)
+    lines = [
         f"| method | {header} |",
         "|---|" + "---:|" * len(tasks),
         "| teacher | " + " | ".join(f"{100 * teachers[t][gs.REPORTED[t]]:.2f}" for t in tasks) + " |",
     ]
     for method in gs.INTERMEDIATE_METHODS:
-        lines.append(
-            f"| {NAMES[method]} | " + " | ".join(gs.fmt(gs.metric_values(runs, t, method)) for t in tasks) + " |"
-        )
-    lines += [
-        "",
-        "Paired by seed, with the study's rule: a difference counts only when it is larger than both twice its",
-        "standard error and the baseline's seed spread.",
-        "",
-        "| comparison | task | per seed (points) | mean ± std | baseline seed spread | verdict |",
-        "|---|---|---|---:|---:|---|",
-        *verdict_rows(runs, tasks),
-        "",
-        "Wall time of one student's training (mean over seeds, seconds) and the pull of each term at the start",
-        "(median gradient norm of each weighted term over the first logged steps of `adkd+hidden`, seed "
-        f"{args.seeds.split(',')[0]}):",
-        "",
-        "| method | " + " | ".join(t.upper() for t in tasks) + " |",
-        "|---|" + "---:|" * len(tasks),
-    ]
+        cells = " | ".join(gs.fmt(gs.metric_values(runs, t, method)) for t in tasks)
+        lines.append(f"| {NAMES[method]} | {cells} |")
+    return lines
+
+
+def cost_tables(runs: list[dict[str, Any]], tasks: list[str], norms: dict[str, dict[str, float]]) -> list[str]:
+    """Wall time per method and task; the terms' gradient norms at the start of ``adkd+hidden``."""
+    lines = ["| method | " + " | ".join(t.upper() for t in tasks) + " |", "|---|" + "---:|" * len(tasks)]
     for method in gs.INTERMEDIATE_METHODS:
         times = [[r["wall_time_s"] for r in runs if (r["task"], r["method"]) == (t, method)] for t in tasks]
         lines.append(
@@ -167,14 +153,39 @@ def section(
         ratio = n.get("hidden", 0.0) / n["kd"] if n.get("kd") else float("nan")
         cells = " | ".join(f"{n.get(term, 0.0):.3f}" for term in ("ce", "kd", "attr", "hidden"))
         lines.append(f"| {task.upper()} | {cells} | {ratio:.2f} |")
+    return lines
+
+
+def section(
+    study: Any,
+    runs: list[dict[str, Any]],
+    tasks: list[str],
+    teachers: dict[str, dict[str, float]],
+    norms: dict[str, dict[str, float]],
+    original: list[dict[str, Any]],
+    reading: str,
+) -> list[str]:
+    """The markdown lines of the section, markers included."""
+    lines = [*introduction(study, runs, tasks), "", *score_table(runs, tasks, teachers)]
+    lines += [
+        "",
+        "Paired by seed, with the study's rule: a difference counts only when it is larger than both twice its",
+        "standard error and the baseline's seed spread.",
+        "",
+        "| comparison | task | per seed (points) | mean ± std | baseline seed spread | verdict |",
+        "|---|---|---|---:|---:|---|",
+        *verdict_rows(runs, tasks),
+        "",
+        "Wall time of one student's training (mean over seeds, seconds) and the pull of each term at the start",
+        "(median gradient norm of each weighted term over the first logged steps of `adkd+hidden`, seed "
+        f"{study.args.seeds.split(',')[0]}):",
+        "",
+        *cost_tables(runs, tasks, norms),
+    ]
     again = reproduction(runs, original, tasks)
     if again:
-        lines += [
-            "",
-            "Re-run against the original study's runs of the same seeds (mean |difference| in points): "
-            + "; ".join(again)
-            + ".",
-        ]
+        lines += ["", "Re-run against the original study's runs of the same seeds (mean |difference| in points): "
+                  + "; ".join(again) + "."]  # fmt: skip
     if reading:
         lines += ["", "### Reading", "", reading]
     return [*lines, END]

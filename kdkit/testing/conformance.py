@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX, DistillationCollator
@@ -517,27 +518,7 @@ def _check_loss_on(
     where = task.name
     loss = loss_cls(options, task)
     factory = _provider_factory(loss, plugins, provider_options)
-    teacher = perturb_parameters(
-        tiny_classifier(
-            "bert",
-            num_labels=task.num_labels,
-            num_layers=2,
-            seed=0,
-            attn_implementation=attention_kernel(loss_cls, "teacher"),
-        )
-    )
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
-    teacher.eval()
-    attn = attention_kernel(loss_cls, "student")
-    student = perturb_parameters(
-        tiny_classifier("bert", num_labels=task.num_labels, num_layers=1, seed=1, attn_implementation=attn), seed=1
-    ).eval()
-    try:
-        check_needs(loss_cls)
-        loss.prepare(LossContext(task=task, student=student, teacher=teacher, provider_factory=factory))
-    except Exception as exc:
-        raise _fail(name, where, f"prepare() raised {type(exc).__name__}: {exc}") from exc
+    teacher, student = _prepared_models(loss, task, factory)
     key = loss.teacher_signal_key()
     if not isinstance(key, str):
         raise _fail(name, where, f"teacher_signal_key() returned {type(key).__name__}, not a str")
@@ -690,6 +671,28 @@ def _check_loss_on(
             one = loss.teacher_signals(teacher, single, single_ctx)
     run({**one, **_live_signals(loss, teacher, single, single_ctx)}, with_teacher=True, batch=single)
     report.passed(f"{where}: batch of 1")
+
+
+def _prepared_models(
+    loss: DistillationLoss, task: TaskSpec, factory: Callable[[str], AttributionProvider] | None
+) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """(frozen 2-layer teacher, 1-layer student), each on eager attention where the loss needs it, and the loss
+    prepared with them (``prepare``), as kdkit's ``distill`` does."""
+    cls = type(loss)
+    teacher = tiny_classifier(
+        "bert", num_labels=task.num_labels, num_layers=2, seed=0, attn_implementation=attention_kernel(cls, "teacher")
+    )
+    teacher = perturb_parameters(teacher).eval()
+    teacher.requires_grad_(False)
+    attn = attention_kernel(cls, "student")
+    student = tiny_classifier("bert", num_labels=task.num_labels, num_layers=1, seed=1, attn_implementation=attn)
+    student = perturb_parameters(student, seed=1).eval()
+    try:
+        check_needs(cls)
+        loss.prepare(LossContext(task=task, student=student, teacher=teacher, provider_factory=factory))
+    except Exception as exc:
+        raise _fail(loss.name, task.name, f"prepare() raised {type(exc).__name__}: {exc}") from exc
+    return teacher, student
 
 
 def _live_signals(loss: DistillationLoss, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
