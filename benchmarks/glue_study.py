@@ -17,7 +17,10 @@ Methods (same learning rate, batch size and epochs within a task; the paper's α
   differs from AD-KD by L_attr alone;
 - ``adkd``: (1-α)·CE + α·KD(T) + β·L_attr (``--preset paper``);
 - ablations: ``adkd-no-ce`` (without CE), ``adkd-no-kd`` (without KD); "without L_attr" is ``kd``;
-- views (AG News): ``adkd`` with ``views=all`` (4 maps) vs ``views=gold`` (1 map).
+- views (AG News): ``adkd`` with ``views=all`` (4 maps) vs ``views=gold`` (1 map);
+- intermediate layers (``--parts intermediate``, issue 13; its own results JSON and a section of the report,
+  written by benchmarks/glue_study_intermediate.py): ``kd+hidden`` (``kd`` plus the ``hidden`` loss),
+  ``adkd+hidden`` and ``adkd-layer2`` (AD-KD's maps at student layer 2 / teacher layer 4, paper Table 3).
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ LEVERS: dict[str, dict[str, dict[str, Any]]] = {
 #: the GPU study's section of the report (benchmarks/gpu_study.py report), kept when the report is rewritten
 GPU_BEGIN = "<!-- GPU study (issue 9): written by benchmarks/gpu_study.py report; edit the script, not this section -->"
 GPU_END = "<!-- end of the GPU study section -->"
+#: the methods of the intermediate-layer part (issue 13), with their baselines
+INTERMEDIATE_METHODS = ("kd", "adkd", "kd+hidden", "adkd+hidden", "adkd-layer2")
+#: options of the ``hidden`` loss in the study: TinyBERT's MSE over every token, weight 1 (not tuned)
+HIDDEN: dict[str, Any] = {"weight": 1.0, "target": "tokens", "layers": "uniform"}
 #: how the paper reports each task (Table 1)
 REPORTED = {"cola": "mcc", "mrpc": "f1", "stsb": "spearman", "sst2": "accuracy", "agnews": "accuracy"}
 
@@ -90,6 +97,14 @@ def method_runs(task: str, seed: int, methods: list[str]) -> list[Run]:
             runs.append(Run(task, method, seed, "adkd", {"adkd": {"views": "gold"}}, preset))
         elif method in LEVERS:
             runs.append(Run(task, method, seed, "adkd", LEVERS[method], preset))
+        elif method == "kd+hidden":  # the study's kd (adkd without L_attr) plus the hidden loss
+            runs.append(
+                Run(task, method, seed, "adkd+hidden", {"adkd": {"ablation": "no_attr"}, "hidden": HIDDEN}, preset)
+            )
+        elif method == "adkd+hidden":
+            runs.append(Run(task, method, seed, "adkd+hidden", {"hidden": HIDDEN}, preset))
+        elif method == "adkd-layer2":  # maps at student layer 2 and the uniform map's teacher layer (4 of 6)
+            runs.append(Run(task, method, seed, "adkd", {"ig": {"layer": 2}}, preset))
         else:
             raise ValueError(method)
     return runs
@@ -338,15 +353,15 @@ def paired_difference(runs: list[dict[str, Any]], task: str, a: str, b: str) -> 
     return [100 * (by_seed[a][s] - by_seed[b][s]) for s in sorted(set(by_seed[a]) & set(by_seed[b]))]
 
 
-def verdict(diffs: list[float], spread: float) -> str:
-    """Plain words for a mean paired difference against the seed spread (std of the KD runs)."""
+def verdict(diffs: list[float], spread: float, method: str = "AD-KD") -> str:
+    """Plain words for a mean paired difference against the seed spread (std of the baseline's runs)."""
     if len(diffs) < 2:
         return "too few seeds to say"
     mean, std = mean_std(diffs)
     sem = std / len(diffs) ** 0.5
     if abs(mean) < 2 * sem or abs(mean) < spread:
         return "no clear difference (within the seed spread)"
-    return "AD-KD better" if mean > 0 else "AD-KD worse"
+    return f"{method} better" if mean > 0 else f"{method} worse"
 
 
 def hyper_parameter_table(tasks: list[str]) -> list[str]:
@@ -646,8 +661,13 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         default="main,ablations,views,levers,gap,pictures,report",
-        help="any of main, ablations, views, levers, gap, pictures, report",
+        help="any of main, ablations, views, levers, gap, pictures, report, intermediate",
     )
+    parser.add_argument("--intermediate-tasks", default="cola,sst2", help="tasks of --parts intermediate")
+    parser.add_argument(
+        "--intermediate-results", type=Path, default=Path("docs/results/intermediate.json"), help="its runs"
+    )
+    parser.add_argument("--intermediate-reading", type=Path, default=None, help="markdown shown in its section")
     parser.add_argument("--results", type=Path, default=Path("docs/results/study.json"))
     parser.add_argument("--report", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--reading", type=Path, default=None, help="a markdown file shown under the verdict")
@@ -692,6 +712,10 @@ def main() -> None:
     runs = save_results(args.results, [])
     for spec in plan:
         runs = save_results(args.results, [study.run(spec)])
+    if "intermediate" in parts:  # issue 13: its own runs and results, a section of the report
+        from glue_study_intermediate import run_intermediate
+
+        run_intermediate(study, seeds)
     gaps_path = args.results.with_name("gaps.json")
     gaps: dict[str, Any] = json.loads(gaps_path.read_text()) if gaps_path.is_file() else {}
     main_tasks = [

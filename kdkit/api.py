@@ -28,6 +28,7 @@ from transformers.trainer_callback import PrinterCallback
 import kdkit
 from kdkit import model_card, models, teachers, tracking
 from kdkit.checkpoints import CompleteCheckpointCallback, last_complete_checkpoint, train_from
+from kdkit.composite import CompositeLoss, build_loss, loss_parts
 from kdkit.config import (
     DataConfig,
     DistillConfig,
@@ -36,11 +37,13 @@ from kdkit.config import (
     TrainingConfig,
     build_config,
     deep_merge,
+    loss_name,
 )
 from kdkit.data import DistillationCollator, TaskData, data_files, load_raw, load_task_data
 from kdkit.errors import ConfigError, DataError
 from kdkit.losses import DistillationLoss, LossContext
 from kdkit.metrics import compute_metrics
+from kdkit.model_outputs import attention_kernel, check_needs
 from kdkit.plugins import PluginManager, get_plugin_manager
 from kdkit.progress import PlainLogCallback, RichProgressCallback
 from kdkit.runs import (
@@ -82,7 +85,7 @@ def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = 
     plugins = plugins or get_plugin_manager()
     preset = raw.get("preset")
     if preset:
-        loss_cls = plugins.loss(str(raw.get("loss", "kd")))
+        loss_cls = loss_parts(plugins.loss(str(loss_name(raw.get("loss", "kd")))))[0]  # a composite's: its first
         if preset not in loss_cls.presets:
             known = ", ".join(loss_cls.presets) or "none"
             raise ConfigError(f"loss '{loss_cls.name}' has no preset '{preset}'", f"available presets: {known}")
@@ -102,8 +105,8 @@ def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, 
             known = ", ".join(sorted([*plugins.losses, *plugins.providers]))
             raise ConfigError(f"unknown component '{name}' in --set/options", f"known components: {known}")
         resolved[name] = build_config(options_model, values or {}, where=f"{name}.")
-    loss_cls = plugins.loss(config.loss)
-    resolved.setdefault(loss_cls.name, loss_cls.Options())
+    for part in loss_parts(plugins.loss(config.loss)):  # each loss of a composite (kdkit.composite)
+        resolved.setdefault(part.name, part.Options())
     return resolved
 
 
@@ -157,13 +160,14 @@ def _train(
         run_dir.prepare()
 
     factory = provider_factory(plugins.providers, options)
+    ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
+    loss.prepare(ctx)  # layer maps, trainable modules: before the cache key and the optimiser
     train_dataset = task_data.train
     cache_seconds = 0.0
     cached = False
     if loss.requires_teacher and use_teacher_cache:
         assert teacher is not None
         teacher.to(args.device)  # type: ignore[arg-type]
-        ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
         start = time.perf_counter()
         with args.main_process_first(local=False, desc="teacher signals"):
             train_dataset = add_teacher_signals(
@@ -196,7 +200,7 @@ def _train(
         processing_class=tokenizer,
         loss=loss,
         task=task,
-        teacher=None if cached else teacher,
+        teacher=None if cached and not loss.needs_teacher_outputs else teacher,
         provider_factory=factory,
         term_grad_norm_steps=training.term_grad_norm_steps if training.term_grad_norm_steps else 0,
     )
@@ -276,6 +280,7 @@ def _finish(
             "command": command,
             "task": task.to_dict(),
             "loss": loss.name,
+            **({"losses": [part.name for part in loss_parts(type(loss))]} if isinstance(loss, CompositeLoss) else {}),
             "options": {name: value.model_dump(mode="json") for name, value in options.items()},
             "config": config.model_dump(mode="json"),
             "metrics": metrics,
@@ -401,6 +406,7 @@ def distill(
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
     loss_cls = plugins.loss(config.loss)
+    check_needs(loss_cls)
     check_compile(loss_cls, config.training)
     options = resolve_options(plugins, config)
     tracking.check_installed(config.training.report_to)
@@ -433,17 +439,19 @@ def _distill_into(
     tokenizer = models.load_tokenizer(teacher_path or str(config.student))
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
-    attn = "eager" if loss_cls.needs_double_backward else None
+    attn = attention_kernel(loss_cls, "student")
     teacher = models.load_classifier(teacher_path, task, role="teacher") if teacher_path else None
     if teacher is not None:
         models.freeze(teacher)
         models.check_max_length(str(teacher_path), config.data.max_length, role="teacher")
+        if attention_kernel(loss_cls, "teacher"):
+            models.set_attention(teacher, "eager")
     if config.student.model is not None:
         models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
     student = models.build_student(config.student, teacher, task, attn_implementation=attn)
     if attn is not None:
         models.set_attention(student, attn)
-    loss = loss_cls(options[loss_cls.name], task)
+    loss = build_loss(loss_cls, options, task)
     for provider_name in loss.providers_used():
         provider_cls = plugins.provider(provider_name)  # fail early on a missing provider
         options.setdefault(provider_name, provider_cls.Options())  # recorded in run.json

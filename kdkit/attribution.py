@@ -7,6 +7,10 @@ Providers are contributed by plugins through :func:`kdkit.hookspecs.kdkit_attrib
 This module also holds the model-agnostic plumbing that providers share: finding the embedding block
 through the model's own API (:func:`embedding_block`), hooking its output (:func:`replace_embedding_output`,
 :func:`capture_embedding_output`) and the score function (:func:`class_scores`).
+
+A provider with a ``layer`` option may attribute at the output of transformer layer N instead (paper Table 3):
+``layer_block(model, N)`` is that layer's module, ``replace_embedding_output(..., layer=N)`` hooks its output,
+and :meth:`AttributionProvider.at_layer` points a provider at another layer (the teacher's mapped one).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from kdkit.errors import ModelError
+from kdkit.errors import ModelError, PluginError
+from kdkit.models import layer_list
 
 
 class NoOptions(BaseModel):
@@ -36,12 +41,15 @@ class EmbeddingForward:
     """A forward pass whose embedding output is part of the autograd graph.
 
     Attributes:
-        embeddings: E, the embedding block's output, (B, L, D), in the graph of ``logits``.
+        embeddings: E, the embedding block's output, (B, L, D), in the graph of ``logits`` (with ``layer`` N:
+            the output of transformer layer N instead).
         logits: the model's output for E, (B, C).
+        layer: ``None`` for the embedding block, else the layer whose output ``embeddings`` is.
     """
 
     embeddings: Tensor
     logits: Tensor
+    layer: int | None = None
 
 
 class AttributionProvider(abc.ABC):
@@ -94,6 +102,25 @@ class AttributionProvider(abc.ABC):
         """Identity of this provider's behaviour, for the teacher-signal cache key."""
         return f"{self.name}:{self.options.model_dump_json()}"
 
+    @property
+    def layer(self) -> int | None:
+        """Where the provider attributes: ``None`` for the embedding block's output, N for the output of
+        transformer layer N (from a ``layer`` option, ``"embeddings"`` or N; providers without one: ``None``)."""
+        value = getattr(self.options, "layer", None)
+        return None if value in (None, "embeddings", 0) else int(value)
+
+    def at_layer(self, layer: int | None) -> AttributionProvider:
+        """A copy of this provider attributing at ``layer`` (``None``: the embedding block); it needs a ``layer``
+        option. Losses use it to point the teacher's provider at the teacher layer mapped to the student's."""
+        if layer == self.layer:
+            return self
+        if "layer" not in type(self.options).model_fields:
+            raise PluginError(
+                f"attribution provider '{self.name}' cannot attribute at layer {layer} (it has no 'layer' option)",
+                "use a provider with a 'layer' option (ig), or attribute at the embeddings",
+            )
+        return type(self)(self.options.model_copy(update={"layer": "embeddings" if layer is None else layer}))
+
 
 #: model -> (its word embeddings, their embedding block), while the model lives
 _EMBEDDING_BLOCKS: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, nn.Module]] = weakref.WeakKeyDictionary()
@@ -125,17 +152,33 @@ def embedding_block(model: nn.Module) -> nn.Module:
     return owners[-1]
 
 
+def layer_block(model: nn.Module, layer: int | None = None) -> nn.Module:
+    """The module whose output is attributed: the embedding block (``layer`` None or 0), or transformer layer
+    ``layer`` (1-based, the module whose output is ``hidden_states[layer]``)."""
+    if not layer:
+        return embedding_block(model)
+    _, layers = layer_list(model)
+    if not 1 <= layer <= len(layers):
+        raise ModelError(
+            f"{type(model).__name__} has layers 1..{len(layers)}, not {layer}",
+            f"attribute at a layer between 1 and {len(layers)} (or at the embeddings)",
+        )
+    return layers[layer - 1]
+
 
 @contextmanager
-def replace_embedding_output(model: nn.Module, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
-    """Within the block, the embedding block's output E is replaced by ``fn(E)`` on every forward."""
+def replace_embedding_output(
+    model: nn.Module, fn: Callable[[Tensor], Tensor], *, layer: int | None = None
+) -> Iterator[None]:
+    """Within the block, the embedding block's output E (with ``layer`` N: transformer layer N's output) is
+    replaced by ``fn(E)`` on every forward."""
 
     def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
         if isinstance(output, tuple):
             return (fn(output[0]), *output[1:])
         return fn(output)
 
-    handle = embedding_block(model).register_forward_hook(hook)
+    handle = layer_block(model, layer).register_forward_hook(hook)
     try:
         yield
     finally:

@@ -1,4 +1,6 @@
-"""The built-in plugin: the ``ce`` (student alone / teacher fine-tuning) and ``kd`` (Hinton) losses."""
+"""The built-in plugin: the ``ce`` (student alone / teacher fine-tuning) and ``kd`` (Hinton) losses, and the
+intermediate-layer losses ``hidden`` (:mod:`kdkit.hidden_loss`) and ``attention`` (:mod:`kdkit.attention_loss`),
+meant to be combined with ``kd`` or ``adkd`` (``--plugin kd --plugin hidden``, :mod:`kdkit.composite`)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from kdkit.attention_loss import AttentionLoss
 from kdkit.attribution import AttributionProvider
+from kdkit.hidden_loss import HiddenStateLoss
 from kdkit.hookspecs import hookimpl
 from kdkit.losses import Batch, DistillationLoss, LossContext, soft_distillation_loss, task_loss
 
@@ -58,7 +62,7 @@ class VanillaKD(DistillationLoss):
 
 @hookimpl
 def kdkit_losses() -> list[type[DistillationLoss]]:
-    return [CrossEntropy, VanillaKD]
+    return [CrossEntropy, VanillaKD, HiddenStateLoss, AttentionLoss]
 
 
 @hookimpl

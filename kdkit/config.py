@@ -183,7 +183,7 @@ Student = Annotated[
 class DistillConfig(RunConfig):
     """``kdkit distill``: distil a teacher into a student with a loss plugin."""
 
-    loss: str = Field("kd", description="loss plugin: kd, ce, adkd ... (see 'kdkit plugins')")
+    loss: str = Field("kd", description="loss plugin: kd, ce, adkd ... (see 'kdkit plugins'); several: a list or 'a+b'")
     teacher: str | None = Field(
         None, description="fine-tuned teacher: run dir, model dir or hub id (default: cached, or fine-tuned now)"
     )
@@ -196,6 +196,18 @@ class DistillConfig(RunConfig):
         default_factory=dict, description="component options: {name: {option: value}}"
     )
     teacher_cache: bool = Field(True, description="cache teacher signals on disk (else compute every step)")
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _join_losses(cls, value: Any) -> Any:
+        return loss_name(value)
+
+
+def loss_name(value: Any) -> Any:
+    """``[adkd, hidden]`` (a config file's list) -> ``"adkd+hidden"``; a single name stays itself."""
+    if isinstance(value, (list, tuple)):
+        return "+".join(str(name).strip() for name in value)
+    return value
 
 
 def kdkit_home() -> Path:

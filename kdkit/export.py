@@ -121,9 +121,7 @@ def find_model_dir(path: Path) -> Path:
     if not path.is_dir():
         raise ModelError(f"{path} is not a directory", "give a run directory or a saved model directory")
     if (path / MANIFEST_FILE).is_file():
-        raise ModelError(
-            f"{path} is an ONNX export, not a PyTorch model", "export the run directory it was made from"
-        )
+        raise ModelError(f"{path} is an ONNX export, not a PyTorch model", "export the run directory it was made from")
     if (path / "config.json").is_file():
         return path
     if (path / BEST_DIR / "config.json").is_file():

@@ -38,12 +38,22 @@ def kdkit_losses() -> list[type[DistillationLoss]]:  # type: ignore[empty-body]
         - ``Options``: a pydantic model of its options (``--set NAME.OPTION=VALUE``);
         - ``requires_teacher`` / ``needs_double_backward`` / ``token_signals``: what the trainer must
           provide (a frozen teacher; a student whose attention supports a second-order backward; which
-          teacher signals are per token and get padded with the batch).
+          teacher signals are per token and get padded with the batch);
+        - ``needs_student_outputs`` / ``needs_teacher_outputs``: the extra model outputs it needs,
+          ``"hidden_states"`` and/or ``"attentions"``; the trainer sets those ``output_*`` flags only (eager
+          attention where weights are asked for), hands the student's outputs over as
+          ``ctx.student_outputs`` and runs the teacher live for ``live_teacher_signals``;
 
         and implements ``__call__(batch, student_logits, teacher_signals, ctx) -> dict[str, Tensor]``,
         returning named, already-weighted scalar loss terms that the trainer sums, backpropagates and
-        logs one by one. ``teacher_signals(teacher, batch, ctx)`` says what the frozen teacher contributes
-        per example (logits by default); kdkit computes it once and caches it on disk, or on the fly.
+        logs one by one. What the teacher contributes comes in two kinds: ``teacher_signals(teacher, batch,
+        ctx)``, small per example (logits by default, attribution maps), computed once and cached on disk
+        (or on the fly); and ``live_teacher_signals(teacher_outputs, batch, ctx)``, computed in every step from
+        a teacher forward with ``needs_teacher_outputs`` (per-layer hidden states and attentions: too large
+        to cache for a whole data set). ``prepare(ctx)`` runs once with both models before training, and
+        ``trainable_modules()`` names modules (a projection) that kdkit trains and checkpoints with the
+        student but never saves with it. Several losses can share a run (``--plugin adkd --plugin hidden``,
+        :mod:`kdkit.composite`).
 
     Called once when the plugin manager collects components (at CLI start, or on first use from Python).
     """
@@ -65,7 +75,8 @@ def kdkit_attribution_providers() -> list[type[AttributionProvider]]:  # type: i
         ``targets`` is a (B, V) long tensor of the classes to explain (V views; ignored for regression,
         where V = 1), and the result is a (B, V, L, D) tensor of attributions at the output of the model's
         embedding block, with D the hidden size (or D = 1 for providers that score whole tokens).
-        Padding positions must be exactly zero.
+        Padding positions must be exactly zero. A provider with a ``layer`` option (``embeddings`` or N)
+        attributes at transformer layer N's output instead (``layer``, ``at_layer()``).
 
     Called once when the plugin manager collects components.
     """

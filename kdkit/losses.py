@@ -2,11 +2,20 @@
 
 One training step, seen from a loss (see docs/architecture.md)::
 
+    loss.prepare(ctx)                                           # once per run, the models known
     batch            = Batch(inputs, labels)                    # inputs: (B, L) tensors
     teacher_signals  = loss.teacher_signals(teacher, batch, ctx) # or read from the on-disk cache
-    student_logits   = student(**batch.inputs).logits            # (B, C)
-    terms            = loss(batch, student_logits, teacher_signals, ctx)
+    teacher_outputs  = teacher(**batch.inputs, output_hidden_states=...)  # only if needs_teacher_outputs
+    teacher_signals |= loss.live_teacher_signals(teacher_outputs, batch, ctx)
+    ctx.student_outputs = student(**batch.inputs, ...)          # output_* only for needs_student_outputs
+    terms            = loss(batch, ctx.student_outputs.logits, teacher_signals, ctx)
     total            = sum(terms.values())                       # backpropagated; each term logged
+
+What a loss needs from the models is declared, so the trainer asks for nothing more: ``needs_student_outputs``
+and ``needs_teacher_outputs`` name the extra outputs of the forward passes ("hidden_states", "attentions"; see
+:mod:`kdkit.model_outputs`). Teacher signals come in two kinds: ``teacher_signals`` are small per example
+(logits, attribution maps) and cached on disk once; ``live_teacher_signals`` are computed from a teacher
+forward in every step (per-layer hidden states and attentions are too large to cache: docs/plugins.md).
 """
 
 from __future__ import annotations
@@ -64,6 +73,9 @@ class LossContext:
         student_forward: the student's forward of this step with its embedding output in the graph,
             when the loss sets ``captures_student_embeddings`` (else ``None``).
         provider_factory: builds attribution providers by name with the run's options.
+        student_outputs: the student's model output of this step (``logits`` (B, C), and the
+            ``hidden_states`` / ``attentions`` named in the loss's ``needs_student_outputs``), in the graph; ``None``
+            outside a training step.
     """
 
     task: TaskSpec
@@ -72,6 +84,7 @@ class LossContext:
     step: int = 0
     student_forward: EmbeddingForward | None = None
     provider_factory: Callable[[str], AttributionProvider] | None = field(default=None, repr=False)
+    student_outputs: Any = field(default=None, repr=False)
 
     def provider(self, name: str) -> AttributionProvider:
         """The attribution provider ``name``, built with the options the user set for it."""
@@ -101,12 +114,29 @@ class DistillationLoss(abc.ABC):
     captures_student_embeddings: ClassVar[bool] = False
     #: names of teacher signals whose last dimension is the sequence (padded with the batch)
     token_signals: ClassVar[frozenset[str]] = frozenset()
+    #: extra outputs of the student's forward of the step, handed to the loss as ``ctx.student_outputs``:
+    #: "hidden_states" (L_s + 1 tensors (B, L, D_s), the embedding output first) and/or "attentions" (L_s
+    #: tensors (B, H, L, L); the student then runs eager attention)
+    needs_student_outputs: ClassVar[frozenset[str]] = frozenset()
+    #: the same of a teacher forward run in every step (no grad, never cached), for ``live_teacher_signals``
+    needs_teacher_outputs: ClassVar[frozenset[str]] = frozenset()
     #: named presets (``--preset NAME``)
     presets: ClassVar[Mapping[str, PresetFunction]] = {}
 
     def __init__(self, options: BaseModel, task: TaskSpec) -> None:
         self.options = options
         self.task = task
+
+    def prepare(self, ctx: LossContext) -> None:
+        """Called once per run, when the models exist (``ctx.student``, ``ctx.teacher``, ``ctx.provider``) and
+        before the teacher-signal cache and the optimiser: resolve layer maps, build ``trainable_modules``."""
+        return None
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Modules the loss trains along with the student (a projection between hidden sizes, say), built in
+        ``prepare``: kdkit optimises them with the student, saves them in checkpoints (``--resume`` restores
+        them) and never with the student. Default: none."""
+        return {}
 
     def providers_used(self) -> list[str]:
         """Names of the attribution providers this loss will ask ``ctx.provider`` for."""
@@ -120,6 +150,12 @@ class DistillationLoss(abc.ABC):
         the sequence as last dimension and padding positions set to zero. Default: ``{"logits": (B, C)}``.
         """
         return {"logits": teacher(**batch.inputs).logits.float()}
+
+    def live_teacher_signals(self, teacher_outputs: Any, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
+        """Teacher signals computed in every step from a teacher forward that returned ``needs_teacher_outputs``
+        (e.g. ``teacher_outputs.hidden_states``), under ``torch.no_grad()``; never cached (too large: per-layer
+        states of a whole data set). Merged into ``teacher_signals`` for ``__call__``. Default: none."""
+        return {}
 
     def teacher_signal_key(self) -> str:
         """Everything ``teacher_signals`` depends on besides the teacher, the data and the options of the
@@ -143,6 +179,11 @@ class DistillationLoss(abc.ABC):
                 ``requires_teacher`` is False.
             ctx: task, models, step and attribution providers.
         """
+
+
+def supervised_term(task: TaskSpec) -> str:
+    """The name of the supervised term of a task's losses: ``mse`` for regression, else ``ce``."""
+    return "mse" if task.is_regression else "ce"
 
 
 def task_loss(task: TaskSpec, logits: Tensor, labels: Tensor) -> Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pluggy
 
-from kdkit import builtin, hookspecs
+from kdkit import builtin, composite, hookspecs
 from kdkit.attribution import AttributionProvider
 from kdkit.config import type_name
 from kdkit.errors import PluginError
@@ -229,7 +229,11 @@ class PluginManager:
         return list(self.infos.values())
 
     def loss(self, name: str) -> type[DistillationLoss]:
-        """The loss class ``name``, or a :class:`PluginError` naming the known ones."""
+        """The loss class ``name``, or a :class:`PluginError` naming the known ones. ``a+b`` names the
+        composite of the losses ``a`` and ``b`` (:mod:`kdkit.composite`)."""
+        if composite.SEPARATOR in name:
+            parts = tuple(self.loss(part) for part in composite.split_loss_names(name))
+            return composite.composite_class(parts)
         try:
             return self.losses[name]
         except KeyError:

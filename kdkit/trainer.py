@@ -1,10 +1,11 @@
 """The training loop: a :class:`transformers.Trainer` subclass that asks a loss plugin for its terms.
 
 One step (``compute_loss``): split the collated batch into model inputs, labels and cached teacher
-signals; compute missing teacher signals on the fly (frozen teacher, no grad); run the student (capturing
-its embedding output if the loss asks); call the loss; sum its terms; check the sum is finite; record each
-term (and, for the first steps, each term's gradient norm) for logging. Everything else (optimiser,
-schedule, gradient clipping, mixed precision, DDP, checkpoints, resuming) is Trainer's.
+signals; compute missing teacher signals on the fly and the loss's live ones (frozen teacher, no grad);
+run the student with the outputs the loss asks for (:mod:`kdkit.model_outputs`); call the loss; sum its
+terms; check the sum is finite; record each term (and, for the first steps, each term's gradient norm) for
+logging. Everything else (optimiser, schedule, gradient clipping, mixed precision, DDP, checkpoints,
+resuming) is Trainer's; a loss's own trainable modules join them through :mod:`kdkit.loss_modules`.
 
 The step never waits for the device: term sums stay on it until a log line needs them, and on an
 accelerator the finiteness check is kept there too (the first bad step and its terms) and read when the
@@ -26,13 +27,15 @@ from torch import Tensor, nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output
+from kdkit.attribution import AttributionProvider
 from kdkit.batching import ColumnarDataset
 from kdkit.config import TrainingConfig
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX
 from kdkit.errors import ConfigError, TrainingError
+from kdkit.loss_modules import LossModulesMixin
 from kdkit.losses import Batch, DistillationLoss, LossContext, task_loss
 from kdkit.metrics import LOWER_IS_BETTER, compute_metrics
+from kdkit.model_outputs import step_teacher_signals, student_step_forward
 from kdkit.tasks import TaskSpec
 from kdkit.tracking import PROJECT, integrations
 
@@ -125,7 +128,7 @@ def check_compile(loss: type[DistillationLoss], training: TrainingConfig | Train
         )
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(LossModulesMixin, Trainer):
     """Trainer whose loss comes from a :class:`~kdkit.losses.DistillationLoss` plugin.
 
     Args:
@@ -155,6 +158,7 @@ class DistillationTrainer(Trainer):
         super().__init__(*args, **kwargs)
         check_compile(type(loss), self.args)
         self.distillation_loss = loss
+        self.setup_loss_modules()  # the loss's own trainable modules (kdkit.loss_modules)
         self.task = task
         self.teacher = teacher
         self.provider_factory = provider_factory
@@ -224,18 +228,8 @@ class DistillationTrainer(Trainer):
         signals = {k.removeprefix(TEACHER_PREFIX): v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)}
         ctx = self._context(model)
         loss = self.distillation_loss
-        if loss.requires_teacher and not signals:
-            if self.teacher is None:
-                raise TrainingError("the loss needs teacher signals but there is no teacher", "give --teacher")
-            with torch.no_grad(), self.teacher_autocast():
-                signals = loss.teacher_signals(self.teacher, batch, ctx)
-        if loss.captures_student_embeddings:
-            with capture_embedding_output(ctx.student) as captured:
-                outputs = model(**batch.inputs)
-            assert captured.tensor is not None
-            ctx.student_forward = EmbeddingForward(captured.tensor, outputs.logits)
-        else:
-            outputs = model(**batch.inputs)
+        signals = step_teacher_signals(loss, self.teacher, batch, signals, ctx, self.teacher_autocast)
+        outputs = student_step_forward(model, batch, loss, ctx)  # the outputs the loss needs, as ctx.student_outputs
         terms = loss(batch, outputs.logits, signals, ctx)
         if not terms:
             raise TrainingError(f"loss '{loss.name}' returned no terms", "fix the loss plugin")

@@ -94,7 +94,7 @@ def test_unknown_task(tmp_path):
 
 def test_unknown_plugin(tmp_path, tiny_teacher, csv_args):
     code, _, err = run("distill", "--plugin", "nope", "--teacher", str(tiny_teacher), *csv_args)
-    assert_one_line_error(code, err, "unknown plugin loss 'nope'.*use one of .*ce, kd")
+    assert_one_line_error(code, err, "unknown plugin loss 'nope'.*use one of .*ce, hidden, kd")
 
 
 def test_missing_data_file(tmp_path, tiny_teacher):

@@ -74,7 +74,7 @@ def test_plugin_options_are_validated_against_the_plugin(plugin_manager: PluginM
         api.resolve_options(plugin_manager, config)
     with pytest.raises(ConfigError, match=r"unknown option kd.temprature"):
         api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"temprature": 1}}))
-    with pytest.raises(ConfigError, match="unknown component 'kdd'.*known components: ce, kd"):
+    with pytest.raises(ConfigError, match="unknown component 'kdd'.*known components: attention, ce, hidden, kd"):
         api.resolve_options(plugin_manager, DistillConfig(options={"kdd": {"alpha": 1}}))
     resolved = api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"alpha": 1, "temperature": 4}}))
     assert resolved["kd"].model_dump() == {"alpha": 1.0, "temperature": 4.0}

@@ -95,3 +95,23 @@ def test_the_loss_plugin_of_writing_plugins_conforms_and_trains(tmp_path):
     finally:
         sys.modules.pop(module.__name__, None)
     assert all({"loss_ce", "loss_kd", "loss_norms"} <= set(entry) for entry in result.summary["train_log"])
+
+
+def test_the_attention_loss_of_writing_plugins_conforms_and_trains_with_kd(tmp_path):
+    from kdkit.plugins import PluginManager
+    from kdkit.testing import check_loss, run_distillation_steps
+
+    [(_, code)] = _marked_blocks(WRITING.read_text(), "attention-example")
+    module = types.ModuleType("writing_plugins_attention_loss")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(code, "docs/writing-plugins.md", "exec"), module.__dict__)
+        manager = PluginManager(autoload=False, extra_plugins={"cls_attention": module})
+        assert manager.failures == []
+        report = check_loss(manager.loss("cls_attention"), {"weight": 2.0})
+        assert any("live teacher signals ['cls_attention']" in line for line in report.checks)
+        result = run_distillation_steps(module, loss="kd+cls_attention", steps=2, directory=tmp_path)
+    finally:
+        sys.modules.pop(module.__name__, None)
+    steps = [entry for entry in result.summary["train_log"] if "loss" in entry]
+    assert steps and all({"loss_ce", "loss_kd", "loss_cls_attention"} <= set(entry) for entry in steps)

@@ -59,3 +59,63 @@ def test_methods_share_everything_but_the_loss_options(study: ModuleType) -> Non
     assert kd.options == {"adkd": {"ablation": "no_attr"}} and adkd.options == {}
     assert {r.seed for r in (ce, kd, adkd)} == {2}
     assert kd.directory(Path("w")) == Path("w/cola/kd/seed-2")
+
+
+def test_intermediate_methods_are_the_study_baselines_plus_one_term(study: ModuleType) -> None:
+    kd, adkd, kd_hidden, adkd_hidden, layer2 = study.method_runs("sst2", 1, list(study.INTERMEDIATE_METHODS))
+    assert (kd.method, adkd.method) == ("kd", "adkd")
+    assert kd_hidden.loss == adkd_hidden.loss == "adkd+hidden"
+    assert kd_hidden.options == {"adkd": {"ablation": "no_attr"}, "hidden": study.HIDDEN}
+    assert adkd_hidden.options == {"hidden": study.HIDDEN}
+    assert (layer2.loss, layer2.options) == ("adkd", {"ig": {"layer": 2}})
+    assert {r.preset for r in (kd, adkd, kd_hidden, adkd_hidden, layer2)} == {"paper"}
+    assert kd_hidden.directory(Path("w")) == Path("w/sst2/kd+hidden/seed-1")
+
+
+def test_verdict_names_the_method(study: ModuleType) -> None:
+    assert study.verdict([2.0, 2.1, 1.9], spread=0.5, method="KD + hidden") == "KD + hidden better"
+
+
+def test_the_intermediate_section_replaces_only_itself(study: ModuleType, tmp_path: Path) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import glue_study_intermediate as part
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    report = tmp_path / "results.md"
+    report.write_text("# Study\n\n| table | kept |\n")
+    part.replace_section(report, [part.BEGIN, "first", part.END])
+    assert report.read_text() == f"# Study\n\n| table | kept |\n\n{part.BEGIN}\nfirst\n{part.END}\n"
+    report.write_text(report.read_text() + "\n## after\n")
+    part.replace_section(report, [part.BEGIN, "second", part.END])
+    text = report.read_text()
+    assert "first" not in text and "second" in text
+    assert text.startswith("# Study\n\n| table | kept |\n") and text.endswith("\n## after\n")
+
+
+def test_the_intermediate_section_pairs_each_method_with_its_baseline(study: ModuleType, tmp_path: Path) -> None:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import glue_study_intermediate as part
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    values = {"kd": 0.20, "adkd": 0.21, "kd+hidden": 0.30, "adkd+hidden": 0.211, "adkd-layer2": 0.10}
+    runs = [
+        {**run("cola", method, seed, value + 0.001 * seed), "wall_time_s": 10.0}
+        for method, value in values.items()
+        for seed in (1, 2, 3)
+    ]
+    args = argparse.Namespace(epochs=1, seeds="1,2,3")
+    fake = argparse.Namespace(args=args, command="python benchmarks/glue_study.py", machine="test")
+    norms = {"cola": {"ce": 0.2, "kd": 1.0, "attr": 0.3, "hidden": 0.5}}
+    lines = part.section(fake, runs, ["cola"], {"cola": {"mcc": 0.26}}, norms, [], "")
+    text = "\n".join(lines)
+    assert lines[0] == part.BEGIN and lines[-1] == part.END
+    assert (
+        "| KD + hidden − vanilla KD | COLA | +10.00, +10.00, +10.00 | +10.00 ± 0.00 | 0.10 | KD + hidden better |"
+        in text
+    )
+    assert "AD-KD + hidden − AD-KD (maps at the embeddings) | COLA | +0.10, +0.10, +0.10" in text
+    assert "| AD-KD, maps at layer 2 (teacher 4) − AD-KD (maps at the embeddings) | COLA |" in text
+    assert "AD-KD, maps at layer 2 (teacher 4) worse" in text
+    assert "| COLA | 0.200 | 1.000 | 0.300 | 0.500 | 0.50 |" in text

@@ -18,8 +18,10 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 
 from kdkit import hookimpl, hookspecs
+from kdkit.attention_loss import AttentionLoss
 from kdkit.attribution import AttributionProvider, EmbeddingForward
 from kdkit.builtin import CrossEntropy, VanillaKD
+from kdkit.hidden_loss import HiddenStateLoss
 from kdkit.losses import DistillationLoss, task_loss
 from kdkit.plugins import PluginManager
 from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
@@ -118,7 +120,7 @@ def test_hook_kdkit_losses() -> None:
     manager = PluginManager(autoload=False, extra_plugins={"mine": plugin})
     # pluggy calls every implementation (the last registered first) and returns their lists
     results = manager.hooks.hook.kdkit_losses()
-    assert results == [[_HalfCE], [CrossEntropy, VanillaKD]]
+    assert results == [[_HalfCE], [CrossEntropy, VanillaKD, HiddenStateLoss, AttentionLoss]]
     # kdkit collects them per plugin, with their owner
     assert manager.loss("half_ce") is _HalfCE
     info = {p.name: p for p in manager.plugins()}["mine"]
@@ -148,7 +150,7 @@ def test_hook_kdkit_losses_bad_returns_leave_the_plugin_out(returned: Any, error
     manager = PluginManager(autoload=False, extra_plugins={"bad": _plugin(kdkit_losses=returned)})
     [failure] = manager.failures
     assert failure.name == "bad" and error in failure.error
-    assert set(manager.losses) == {"ce", "kd"}
+    assert set(manager.losses) == {"ce", "kd", "hidden", "attention"}
 
 
 # -- the documented examples run, and their components conform ---------------------------------------------
@@ -200,3 +202,16 @@ def test_the_doc_example_loss_trains_in_a_real_run(tmp_path: Path) -> None:
         )
     assert all({"loss_ce", "loss_logit_mse"} <= set(entry) for entry in result.summary["train_log"])
     assert torch.isfinite(torch.tensor(result.summary["train"]["final_loss"]))
+
+
+def test_the_intermediate_layer_example_conforms_and_trains_with_kd(tmp_path: Path) -> None:
+    """docs/plugins.md's third-party loss asking for hidden states: conformance, then a composite run."""
+    from kdkit.testing import run_distillation_steps
+
+    [block] = _python_blocks(_sections(PLUGINS_DOC.read_text())["Intermediate layers: hidden states and attentions"])
+    with _module("docs_example_relations", block) as module:
+        report = check_loss(module.TokenRelations, {"weight": 2.0})
+        assert any("live teacher signals ['relations']" in line for line in report.checks)
+        result = run_distillation_steps(module, loss="kd+token_relations", steps=2, directory=tmp_path)
+    assert all({"loss_ce", "loss_kd", "loss_relations"} <= set(e) for e in result.summary["train_log"] if "loss" in e)
+    assert all(record["relations"] > 0 for record in result.summary["term_grad_norms"])

@@ -64,8 +64,8 @@ def install_fake_distribution(root: Path, dist: str, plugins: dict[str, str], mo
     monkeypatch.syspath_prepend(str(root))
 
 
-def test_builtin_plugin_provides_ce_and_kd(plugin_manager: PluginManager):
-    assert set(plugin_manager.losses) == {"ce", "kd"}
+def test_builtin_plugin_provides_ce_kd_hidden_and_attention(plugin_manager: PluginManager):
+    assert set(plugin_manager.losses) == {"ce", "kd", "hidden", "attention"}
     [builtin] = plugin_manager.plugins()
     assert (builtin.name, builtin.source) == ("builtin", "built-in")
 
@@ -138,7 +138,7 @@ def test_plugins_can_be_disabled_by_name(tmp_path, monkeypatch):
 
 
 def test_unknown_loss_and_provider_name_the_known_ones(plugin_manager: PluginManager):
-    with pytest.raises(PluginError, match="unknown plugin loss 'kdd'.*ce, kd"):
+    with pytest.raises(PluginError, match="unknown plugin loss 'kdd'.*attention, ce, hidden, kd"):
         plugin_manager.loss("kdd")
     with pytest.raises(PluginError, match="unknown attribution provider 'ig'"):
         plugin_manager.provider("ig")

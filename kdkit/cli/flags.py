@@ -46,6 +46,11 @@ FLAG_NAMES: dict[str, tuple[str, ...]] = {
     "output": ("--output", "-o"),
     "quiet": ("--quiet", "-q"),
 }
+#: flags that may be repeated, and what joins their values into the field (``--plugin adkd --plugin hidden``
+#: -> ``loss = "adkd+hidden"``, a composite loss: kdkit.composite)
+REPEATABLE = {"loss": "+"}
+#: what the help of a repeatable flag adds to its field's description
+REPEAT_HELP = {"loss": "Repeat it to sum the terms of several: --plugin adkd --plugin hidden."}
 #: placeholders of string values (numbers, paths and choices get theirs from the type)
 METAVARS = {
     "task": "TASK",
@@ -168,9 +173,13 @@ def _parameter(name: str, info: FieldInfo, flags: FlagSet) -> inspect.Parameter:
         default, shown = False, None
     elif kind is bool:
         decls = FLAG_NAMES.get(name, (f"--{dash}/--no-{dash}",))
+    text = _help(flags.help.get(name) or info.description, shown)
+    if name in REPEATABLE:
+        kind = list[kind]  # type: ignore[valid-type]
+        text += " " + escape(REPEAT_HELP[name])
     option = typer.Option(
         *decls,
-        help=_help(flags.help.get(name) or info.description, shown),
+        help=text,
         show_default=False,
         rich_help_panel=flags.panel,
         metavar=METAVARS.get(name),
@@ -195,6 +204,8 @@ def _nest(values: dict[str, Any], sets: dict[str, FlagSet]) -> dict[str, Any]:
         if value is None or (value is False and flags.switches):
             continue
         target = result.setdefault(flags.section, {}) if flags.section else result
+        if name in REPEATABLE and isinstance(value, list):
+            value = REPEATABLE[name].join(value)
         target[name] = str(value) if isinstance(value, Path) else value
     return result
 

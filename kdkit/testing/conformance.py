@@ -27,10 +27,12 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX, DistillationCollator
 from kdkit.losses import Batch, DistillationLoss, LossContext
+from kdkit.model_outputs import attention_kernel, check_needs, forward_with_outputs, student_step_forward
 from kdkit.tasks import TaskSpec
 from kdkit.testing.models import (
     BINARY_TASK,
@@ -451,15 +453,20 @@ def check_loss(
 
     For each task (two classes, three classes and regression by default) it builds the loss with
     ``options``, a frozen tiny teacher (2 layers) and a tiny student (1 layer; eager attention when the loss
-    sets ``needs_double_backward``), a right-padded batch of B = 4 examples, and checks that:
+    sets ``needs_double_backward`` or asks for ``attentions``), calls ``prepare`` with both, builds a
+    right-padded batch of B = 4 examples, runs the models as the trainer does (the ``output_*`` flags of
+    ``needs_student_outputs`` / ``needs_teacher_outputs``) and checks that:
 
-    - the class attributes are consistent (``name``, ``Options``, ``token_signals``, ``teacher_signal_key()``
-      a str, every name in ``providers_used()`` provided by a plugin);
+    - the class attributes are consistent (``name``, ``Options``, ``token_signals``, the ``needs_*_outputs``
+      known, ``prepare`` succeeds, ``teacher_signal_key()`` a str, every name in ``providers_used()``
+      provided by a plugin);
     - ``teacher_signals`` (with ``requires_teacher``) returns tensors whose first dimension is B, finite and
       without a graph; per-token signals (``token_signals``) have the sequence last and zero padding; a
       repeat gives the same values;
     - the teacher-signal cache reproduces them: :func:`kdkit.teacher_cache.compute_signals` on each example
       alone (no padding), collated with the batch's padding, gives the live values;
+    - ``live_teacher_signals`` (with ``needs_teacher_outputs``) returns tensors whose first dimension is B,
+      finite and without a graph, named apart from the cached signals;
     - the loss returns a non-empty dict of named scalar (0-dim), finite, floating terms;
     - gradients of their sum reach the student (some nonzero, all finite);
     - the terms computed from cached signals, with no teacher in the context (as in a cached run), equal the
@@ -510,18 +517,11 @@ def _check_loss_on(
     name = loss_cls.name
     where = task.name
     loss = loss_cls(options, task)
+    factory = _provider_factory(loss, plugins, provider_options)
+    teacher, student = _prepared_models(loss, task, factory)
     key = loss.teacher_signal_key()
     if not isinstance(key, str):
         raise _fail(name, where, f"teacher_signal_key() returned {type(key).__name__}, not a str")
-    factory = _provider_factory(loss, plugins, provider_options)
-    teacher = perturb_parameters(tiny_classifier("bert", num_labels=task.num_labels, num_layers=2, seed=0))
-    for parameter in teacher.parameters():
-        parameter.requires_grad_(False)
-    teacher.eval()
-    attn = "eager" if loss_cls.needs_double_backward else None
-    student = perturb_parameters(
-        tiny_classifier("bert", num_labels=task.num_labels, num_layers=1, seed=1, attn_implementation=attn), seed=1
-    ).eval()
     pad = _pad_id(teacher)
     features = _features(task, BATCH_LENGTHS, int(teacher.config.vocab_size), pad)
     collator = DistillationCollator(pad, token_signals=sorted(loss.token_signals))
@@ -603,6 +603,12 @@ def _check_loss_on(
                     "depend on padding?",
                 )
         report.passed(f"{where}: the teacher-signal cache reproduces the live signals")
+    live = _live_signals(loss, teacher, batch, LossContext(task, student, teacher, provider_factory=factory))
+    if live:
+        clash = sorted(set(live) & set(signals))
+        if clash:
+            raise _fail(name, where, f"live teacher signals {clash} have the names of cached ones")
+        report.passed(f"{where}: live teacher signals {sorted(live)} (first dim B, finite, no graph)")
 
     def run(signals: Mapping[str, Tensor], with_teacher: bool, batch: Batch = batch) -> dict[str, Tensor]:
         ctx = LossContext(
@@ -611,12 +617,12 @@ def _check_loss_on(
             teacher=teacher if with_teacher and loss.requires_teacher else None,
             provider_factory=factory,
         )
-        if loss.captures_student_embeddings:
-            forward = _embedding_forward(student, batch.inputs)
-            ctx.student_forward = forward
-            logits = forward.logits
-        else:
-            logits = student(**batch.inputs).logits
+        try:
+            with torch.enable_grad():  # the trainer's forward: the outputs the loss asks for (ctx.student_outputs)
+                logits = student_step_forward(student, batch, loss, ctx).logits
+        except Exception as exc:
+            needs = sorted(loss.needs_student_outputs)
+            raise _fail(name, where, f"the student's forward with {needs} failed: {exc}") from exc
         try:
             terms = loss(batch, logits, signals, ctx)
         except Exception as exc:
@@ -632,7 +638,7 @@ def _check_loss_on(
                 raise _fail(name, where, f"term '{term}' = {value!r} is not a finite floating-point number")
         return dict(terms)
 
-    terms = run(signals, with_teacher=True)
+    terms = run({**signals, **live}, with_teacher=True)
     report.passed(f"{where}: terms {sorted(terms)} are finite scalars")
     total: Tensor = sum(terms.values())  # type: ignore[assignment]
     if not total.requires_grad:
@@ -646,7 +652,7 @@ def _check_loss_on(
     report.passed(f"{where}: gradients reach the student")
 
     if loss.requires_teacher:
-        from_cache = run(cached, with_teacher=False)
+        from_cache = run({**cached, **live}, with_teacher=False)  # live signals: the teacher runs in every step
         if set(from_cache) != set(terms):
             raise _fail(name, where, f"cached signals give terms {sorted(from_cache)}, live ones {sorted(terms)}")
         for term, value in terms.items():
@@ -659,8 +665,51 @@ def _check_loss_on(
 
     single = _batch(collator(features[:1]))
     one: dict[str, Tensor] = {}
+    single_ctx = LossContext(task, student, teacher, provider_factory=factory)
     if loss.requires_teacher:
         with torch.no_grad():
-            one = loss.teacher_signals(teacher, single, LossContext(task, student, teacher, provider_factory=factory))
-    run(one, with_teacher=True, batch=single)
+            one = loss.teacher_signals(teacher, single, single_ctx)
+    run({**one, **_live_signals(loss, teacher, single, single_ctx)}, with_teacher=True, batch=single)
     report.passed(f"{where}: batch of 1")
+
+
+def _prepared_models(
+    loss: DistillationLoss, task: TaskSpec, factory: Callable[[str], AttributionProvider] | None
+) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """(frozen 2-layer teacher, 1-layer student), each on eager attention where the loss needs it, and the loss
+    prepared with them (``prepare``), as kdkit's ``distill`` does."""
+    cls = type(loss)
+    teacher = tiny_classifier(
+        "bert", num_labels=task.num_labels, num_layers=2, seed=0, attn_implementation=attention_kernel(cls, "teacher")
+    )
+    teacher = perturb_parameters(teacher).eval()
+    teacher.requires_grad_(False)
+    attn = attention_kernel(cls, "student")
+    student = tiny_classifier("bert", num_labels=task.num_labels, num_layers=1, seed=1, attn_implementation=attn)
+    student = perturb_parameters(student, seed=1).eval()
+    try:
+        check_needs(cls)
+        loss.prepare(LossContext(task=task, student=student, teacher=teacher, provider_factory=factory))
+    except Exception as exc:
+        raise _fail(loss.name, task.name, f"prepare() raised {type(exc).__name__}: {exc}") from exc
+    return teacher, student
+
+
+def _live_signals(loss: DistillationLoss, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
+    """``live_teacher_signals`` of a teacher forward with the loss's ``needs_teacher_outputs``, checked like the
+    cacheable ones (tensors, first dimension B, finite, no graph)."""
+    if not loss.needs_teacher_outputs:
+        return {}
+    name, size = loss.name, batch.size
+    try:
+        with torch.no_grad():
+            outputs = forward_with_outputs(teacher, batch.inputs, loss.needs_teacher_outputs, "teacher")
+            live = loss.live_teacher_signals(outputs, batch, ctx)
+    except Exception as exc:
+        raise _fail(name, "live signals", f"live_teacher_signals() raised {type(exc).__name__}: {exc}") from exc
+    for signal, value in live.items():
+        if not isinstance(value, Tensor) or value.dim() == 0 or value.shape[0] != size:
+            raise _fail(name, "live signals", f"live teacher signal '{signal}' must be a tensor, first dim B = {size}")
+        if value.requires_grad or not bool(torch.isfinite(value).all()):
+            raise _fail(name, "live signals", f"live teacher signal '{signal}' carries a graph or is not finite")
+    return dict(live)

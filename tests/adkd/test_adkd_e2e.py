@@ -57,5 +57,5 @@ def test_adkd_on_the_fly_with_more_path_points_and_the_pad_baseline(
     )  # fmt: skip
     summary = json.loads((tmp_path / "live" / "run.json").read_text())
     assert summary["teacher_cache"]["used"] is False
-    assert summary["options"]["ig"] == {"steps": 3, "baseline": "pad", "batch_size": 256}
+    assert summary["options"]["ig"] == {"steps": 3, "baseline": "pad", "batch_size": 256, "layer": "embeddings"}
     assert [entry["step"] for entry in summary["train_log"] if "loss" in entry] == [1, 2]

@@ -43,7 +43,7 @@ def test_adkd_trains_logs_its_terms_and_their_gradient_norms(tiny_csv, tiny_teac
     result = api.distill(_config(tiny_csv, tiny_teacher, tmp_path / "run"), plugins=adkd_manager)
     summary = result.summary
     assert summary["loss"] == "adkd" and summary["teacher_cache"]["used"] is True
-    assert summary["options"]["ig"] == {"steps": 1, "baseline": "zero", "batch_size": 256}
+    assert summary["options"]["ig"] == {"steps": 1, "baseline": "zero", "batch_size": 256, "layer": "embeddings"}
     steps = [entry for entry in summary["train_log"] if "loss" in entry]
     assert steps and all({"loss_ce", "loss_kd", "loss_attr"} <= set(entry) for entry in steps)
     norms = summary["term_grad_norms"]
@@ -165,7 +165,8 @@ def test_cli_distill_with_adkd_and_plugins_listing(tiny_csv, tiny_teacher, tmp_p
     }
     assert components["adkd"]["options"]["top_k"]["type"] == "int | None"
     assert components["ig"]["differentiable"] is True
-    assert {"steps", "baseline", "batch_size"} == set(components["ig"]["options"])
+    assert {"steps", "baseline", "batch_size", "layer"} == set(components["ig"]["options"])
+    assert components["ig"]["options"]["layer"]["type"] == "'embeddings' | int"
     result = runner.invoke(
         app,
         [

@@ -1,4 +1,5 @@
-"""The ``ig`` attribution provider: Integrated Gradients at the output of the model's embedding block.
+"""The ``ig`` attribution provider: Integrated Gradients at the output of the model's embedding block
+(or, with ``layer`` N, at the output of transformer layer N: E below is then that layer's output).
 
 With E the embedding block's output (B, L, D), E' a baseline and F_c the score of class c
 (:func:`kdkit.attribution.class_scores`: log p_c, or the raw output for regression)::
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from kdkit.attribution import (
@@ -37,7 +38,7 @@ from kdkit.attribution import (
     embedding_block,
     replace_embedding_output,
 )
-from kdkit.errors import ModelError
+from kdkit.errors import ModelError, PluginError
 
 
 class IGOptions(BaseModel):
@@ -52,6 +53,18 @@ class IGOptions(BaseModel):
     batch_size: int = Field(
         256, ge=1, description="rows (path points x examples) per forward pass; the m*B rows are chunked"
     )
+    layer: Literal["embeddings"] | int = Field(
+        "embeddings",
+        description="attribute at the embedding output, or at transformer layer N's output (N >= 1; in AD-KD "
+        "the student's layer N, the teacher's is mapped: adkd.teacher_layer)",
+    )
+
+    @field_validator("layer")
+    @classmethod
+    def _layer_from_one(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a layer number is 1 or more (the embedding output is 'embeddings')")
+        return value
 
 
 class _StopForward(Exception):
@@ -127,8 +140,10 @@ class IntegratedGradients(AttributionProvider):
         return self.options
 
     def cache_key(self) -> str:
-        """Steps and baseline decide the values; the chunk size does not."""
-        return f"{self.name}:steps={self.opts.steps}:baseline={self.opts.baseline}"
+        """Steps, baseline and a layer other than the embeddings decide the values; the chunk size does not
+        (so keys of runs at the embeddings are what they were)."""
+        layer = f":layer={self.layer}" if self.layer is not None else ""
+        return f"{self.name}:steps={self.opts.steps}:baseline={self.opts.baseline}{layer}"
 
     def binary_views_equal(self) -> bool:
         """For two classes, are the two views' maps equal after abs and normalisation?
@@ -156,12 +171,21 @@ class IntegratedGradients(AttributionProvider):
             targets: (B, V) classes to explain (ignored for regression).
             create_graph: keep the graph through the attributions (for the student).
             forward: a forward pass of ``model`` on ``inputs`` whose ``embeddings`` are in the graph of
-                its ``logits``; reused as the α = 1 path point, and its E is the input of every path.
+                its ``logits``; reused as the α = 1 path point, and its E is the input of every path (only
+                when its ``layer`` is the provider's: else IG runs its own forward).
         """
         opts = self.opts
         mask = inputs["attention_mask"]
         batch = int(mask.shape[0])
         steps = opts.steps
+        layer = self.layer
+        if forward is not None and forward.layer != layer:
+            forward = None
+        if layer is not None and opts.baseline == "pad":
+            raise PluginError(
+                f"ig.baseline=pad is the [PAD] embedding, not defined at layer {layer}",
+                "use --set ig.baseline=zero with ig.layer",
+            )
         with torch.enable_grad():
             baseline = pad_baseline(model, inputs) if opts.baseline == "pad" else None
             if baseline is not None and not create_graph:
@@ -181,7 +205,9 @@ class IntegratedGradients(AttributionProvider):
                 row = torch.arange(start, min(start + opts.batch_size, rows), device=mask.device)
                 example = row % batch
                 alpha = alpha_table[row // batch].view(-1, 1, 1)
-                contribution = self._chunk(model, inputs, targets, example, alpha, baseline, forward, create_graph)
+                contribution = self._chunk(
+                    model, inputs, targets, example, alpha, baseline, forward, create_graph, layer
+                )
                 total = _index_add(total, example, contribution, batch)
         assert total is not None
         attributions = total / steps * mask[:, None, :, None].to(total.dtype)
@@ -197,8 +223,10 @@ class IntegratedGradients(AttributionProvider):
         baseline: Tensor | None,
         forward: EmbeddingForward | None,
         create_graph: bool,
+        layer: int | None = None,
     ) -> Tensor:
-        """Run the path points ``alpha`` (n, 1, 1) of the examples ``example`` (n,) as one batch."""
+        """Run the path points ``alpha`` (n, 1, 1) of the examples ``example`` (n,) as one batch (at the
+        output of ``layer``: None for the embedding block)."""
         held: dict[str, Tensor] = {}
 
         def path(block_output: Tensor) -> Tensor:
@@ -214,7 +242,7 @@ class IntegratedGradients(AttributionProvider):
             return point
 
         rows = {key: value[example] for key, value in inputs.items()}
-        with replace_embedding_output(model, path):
+        with replace_embedding_output(model, path, layer=layer):
             logits = model(**rows).logits
         base = baseline[example] if baseline is not None else None
         return self._path_point(held["point"], held["source"], base, logits, targets[example], create_graph)

@@ -24,12 +24,15 @@ from typing import ClassVar, Literal
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output, token_maps
-from kdkit.errors import PluginError, TrainingError
+from kdkit.errors import ConfigError, PluginError, TrainingError
+from kdkit.layer_map import uniform_layer
 from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss
+from kdkit.model_outputs import num_layers
+from kdkit.tasks import TaskSpec
 from kdkit_adkd.maps import Distance, map_distance, resolve_top_k
 from kdkit_adkd.presets import paper_preset
 
@@ -62,20 +65,32 @@ class ADKDOptions(BaseModel):
         None, description="provider of the teacher's maps (None: provider); may be non-differentiable, e.g. occlusion"
     )
     eps: float = Field(1e-12, gt=0.0, description="lower bound of a map's norm in the normalisation")
+    teacher_layer: Literal["uniform"] | int = Field(
+        "uniform",
+        description="with ig.layer=N (attribution at student layer N): the teacher's layer (>= 1); uniform = "
+        "round(N*L_t/L_s), halves up (paper Table 3)",
+    )
+
+    @field_validator("teacher_layer")
+    @classmethod
+    def _layer_from_one(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a layer number is 1 or more")
+        return value
 
 
-def leaf_embedding_forward(model: nn.Module, inputs: dict[str, Tensor]) -> EmbeddingForward:
-    """A forward pass whose embedding output E is a leaf that requires grad: gradients w.r.t. E only
-    (the frozen teacher's parameters take no part)."""
+def leaf_embedding_forward(model: nn.Module, inputs: dict[str, Tensor], layer: int | None = None) -> EmbeddingForward:
+    """A forward pass whose embedding output E (with ``layer`` N: layer N's output) is a leaf that requires
+    grad: gradients w.r.t. E only (the frozen teacher's parameters take no part)."""
     held: dict[str, Tensor] = {}
 
     def leaf(embeddings: Tensor) -> Tensor:
         held["e"] = embeddings.detach().requires_grad_(True)
         return held["e"]
 
-    with torch.enable_grad(), replace_embedding_output(model, leaf):
+    with torch.enable_grad(), replace_embedding_output(model, leaf, layer=layer):
         logits = model(**inputs).logits
-    return EmbeddingForward(held["e"], logits)
+    return EmbeddingForward(held["e"], logits, layer=layer)
 
 
 def distributed_mean(value: Tensor) -> Tensor:
@@ -99,6 +114,12 @@ class ADKDLoss(DistillationLoss):
     token_signals = frozenset({"attr_map"})
     presets: ClassVar[Mapping[str, PresetFunction]] = MappingProxyType({"paper": paper_preset})
 
+    def __init__(self, options: BaseModel, task: TaskSpec) -> None:
+        super().__init__(options, task)
+        #: the teacher layer of the maps when the student's are at a transformer layer (set by ``prepare``)
+        self.teacher_layer: int | None = None
+        self._prepared = False
+
     @property
     def opts(self) -> ADKDOptions:
         assert isinstance(self.options, ADKDOptions)
@@ -108,6 +129,38 @@ class ADKDLoss(DistillationLoss):
     def uses_attribution(self) -> bool:
         """False when the attribution term is off (β = 0 or the ``no_attr`` ablation): vanilla KD."""
         return self.opts.beta > 0 and self.opts.ablation != "no_attr"
+
+    def prepare(self, ctx: LossContext) -> None:
+        """With the student's provider at layer N (``ig.layer``): the teacher's layer, for the maps and the
+        cache key (it depends on both depths)."""
+        self.teacher_layer, self._prepared = None, True
+        if not self.uses_attribution:
+            return
+        layer = self.provider(ctx).layer
+        if layer is None:
+            return
+        if ctx.teacher is None:
+            raise TrainingError("AD-KD at an intermediate layer needs the teacher to map layers", "give --teacher")
+        student_layers, teacher_layers = num_layers(ctx.student), num_layers(ctx.teacher)
+        if layer > student_layers:
+            raise ConfigError(
+                f"ig.layer={layer}, but the student has {student_layers} layers",
+                f"use ig.layer between 1 and {student_layers}",
+            )
+        option = self.opts.teacher_layer
+        teacher = uniform_layer(layer, student_layers, teacher_layers) if option == "uniform" else int(option)
+        if teacher > teacher_layers:
+            raise ConfigError(
+                f"adkd.teacher_layer={teacher}, but the teacher has {teacher_layers} layers",
+                f"use a layer between 1 and {teacher_layers}",
+            )
+        self.teacher_provider(ctx).at_layer(teacher)  # a teacher provider without layers fails here
+        self.teacher_layer = teacher
+
+    def _teacher_layer(self, ctx: LossContext) -> int | None:
+        if not self._prepared:
+            self.prepare(ctx)
+        return self.teacher_layer
 
     @property
     def teacher_provider_name(self) -> str:
@@ -125,6 +178,9 @@ class ADKDLoss(DistillationLoss):
         o = self.opts
         # the teacher's provider joins the key only when it differs (keys of earlier runs stay valid)
         teacher = f":teacher_provider={self.teacher_provider_name}" if self.teacher_provider_name != o.provider else ""
+        # so does the teacher's layer, when attributions are not at the embeddings (set by prepare)
+        if self.teacher_layer is not None:
+            teacher += f":teacher_layer={self.teacher_layer}"
         return (
             f"logits+attr_map:adkd-v1:views={o.views}:top_k={o.top_k}:top_k_fraction={o.top_k_fraction}"
             f":eps={o.eps}:single={o.binary_single_view}:provider={o.provider}{teacher}"
@@ -142,10 +198,11 @@ class ADKDLoss(DistillationLoss):
         if not self.uses_attribution:
             return super().teacher_signals(teacher, batch, ctx)
         student_provider = self.provider(ctx)  # checked before the (long) teacher pass
-        provider = self.teacher_provider(ctx)
+        layer = self._teacher_layer(ctx)
+        provider = self.teacher_provider(ctx).at_layer(layer)
         forward: EmbeddingForward | None = None
         if provider.differentiable:
-            forward = leaf_embedding_forward(teacher, batch.inputs)
+            forward = leaf_embedding_forward(teacher, batch.inputs, layer)
             logits = forward.logits.detach().float()
         else:
             logits = teacher(**batch.inputs).logits.detach().float()
