@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output
-from kdkit.config import TrainingConfig
+from kdkit.config import DEFAULT_LOGGING_STEPS, TrainingConfig
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX
 from kdkit.errors import TrainingError
 from kdkit.losses import Batch, DistillationLoss, LossContext, task_loss
@@ -78,7 +78,7 @@ def training_arguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        logging_steps=training.logging_steps,
+        logging_steps=training.logging_steps or DEFAULT_LOGGING_STEPS,  # a run resolves it: logging_every
         eval_strategy=strategy if has_eval else "no",
         eval_steps=training.eval_steps,
         save_strategy=strategy,
