@@ -102,7 +102,7 @@ class TrainingConfig(_Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
     batch_size: int = Field(32, ge=1, description="training batch size per device")
     eval_batch_size: int = Field(64, ge=1, description="evaluation batch size per device")
-    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear decay)")
+    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate (AdamW, linear decay)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of the steps spent warming up")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")

@@ -165,7 +165,8 @@ def check_head_fits(config: Any, task: TaskSpec, *, role: str = "model", name: s
         kind = "a regression output" if task.is_regression else f"{task.num_labels} labels"
         raise ModelError(
             f"the {role} {name} has {num_labels} output(s) but task '{task.name}' needs {kind}",
-            f"use a {role} fine-tuned for this task (kdkit finetune --task {task.name})",
+            f"use a {role} fine-tuned for this task (kdkit finetune "
+            + (f"--task {task.name})" if task.hub_config else "with the same --train-file and --validation-file)"),
         )
 
 

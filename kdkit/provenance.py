@@ -187,17 +187,13 @@ def _read_run(run_dir: Path) -> tuple[DataConfig | None, dict[str, str]]:
         return None, summary.data_given
 
 
-def _unfinished(path: Path, what: str) -> ModelError:
-    return ModelError(
-        f"{path} is an unfinished run (only {path.name}.partial exists)", f"finish it with --resume, {what}"
-    )
-
-
 def find_model_dir(path: Path) -> Path:
     """The model folder of a run directory (``best/``) or a saved model folder, or a one-line error."""
     if not path.exists():
         if path.with_name(path.name + ".partial").is_dir():
-            raise _unfinished(path, "then use it")
+            raise ModelError(
+                f"{path} is an unfinished run (only {path.name}.partial exists)", "finish it with --resume first"
+            )
         raise ModelError(f"{path} does not exist", "give a run directory or a saved model directory")
     if not path.is_dir():
         raise ModelError(f"{path} is not a directory", "give a run directory or a saved model directory")

@@ -2,8 +2,8 @@
 
 When ``kdkit distill`` gets no ``--teacher``, it fine-tunes the base model on the task (the ``ce`` loss) and
 keeps the result in ``KDKIT_HOME/teachers/<task>-<base model>-<key>``. The teacher's training options are its
-own, not the student run's: a fixed seed (:data:`TEACHER_SEED`), batch size and learning rate
-(:data:`TEACHER_LEARNING_RATE`), length-grouped batches, and a budget of ``teacher_epochs`` (``auto``: by
+own, not the student run's: a fixed seed (:data:`TEACHER_SEED`), the default batch size and learning rate,
+length-grouped batches, and a budget of ``teacher_epochs`` (``auto``: by
 training-set size, :mod:`kdkit.teacher_budget`); only the hardware (device, precision) comes from the run. So
 student runs with other seeds or batch sizes share one teacher. The key hashes everything that changes that
 teacher: the base model, every data option (hold-out fraction, label column, task type, sample limits, max
@@ -42,9 +42,6 @@ Say = Callable[[str], None]
 TEACHERS_DIR = "teachers"
 #: the default teacher's own seed (student runs with any --seed share one teacher)
 TEACHER_SEED = 42
-#: the default teacher's own peak learning rate: a sentence-embedding base model with a new head converges in
-#: fewer epochs with it than with the runs' default 5e-5 (SST-2, 4,000 sentences: docs/benchmarks.md)
-TEACHER_LEARNING_RATE = 1e-4
 #: what a cached default teacher was made from (:class:`~kdkit.manifests.TeacherRecord`)
 RECORD_FILE = "kdkit_teacher.json"
 
@@ -59,7 +56,6 @@ def teacher_training(config: DistillConfig, epochs: float) -> TrainingConfig:
     return TrainingConfig(
         seed=TEACHER_SEED,
         epochs=epochs,
-        learning_rate=TEACHER_LEARNING_RATE,
         device=config.training.device,
         precision=config.training.precision,
         eval_batch_size=config.training.eval_batch_size,
@@ -86,7 +82,7 @@ def teacher_identity(config: DistillConfig) -> dict[str, Any]:
         for name, value in teacher_training(config, 1.0).model_dump(mode="json").items()
         if f"training.{name}" not in HARMLESS_ON_RESUME
     }
-    training["epochs"] = config.teacher_epochs or "auto"
+    training["epochs"] = config.teacher_epochs or teacher_budget.AUTO_RULE  # with the data, what auto resolves to
     source = glue_source(data) if not data.is_custom else None
     return {
         "base": _base(config),
@@ -189,21 +185,6 @@ def other_teachers(config: DistillConfig, directory: Path) -> list[str]:
 # -- making and checking the default teacher ------------------------------------------------------------
 
 
-def _budget(fine: FinetuneConfig, texts: list[list[str]], examples: int, task: Any) -> teacher_budget.Budget:
-    """The fine-tune's budget, with a time estimate from two timed steps (none if they cannot run)."""
-    from kdkit.trainer import resolve_device
-
-    device = resolve_device(fine.training)
-    budget = teacher_budget.Budget(fine.training.epochs, examples, fine.training.batch_size, device=device)
-    base = fine.model or models.default_base_model()
-    try:
-        length = teacher_budget.mean_length(models.load_tokenizer(base), texts, fine.data.max_length)
-        step = teacher_budget.seconds_per_step(base, task, fine.training.batch_size, length, device)
-    except (KdkitError, RuntimeError, ValueError):
-        return budget
-    return teacher_budget.Budget(budget.epochs, examples, budget.batch_size, seconds=budget.steps * step, device=device)
-
-
 def _fine_tune(config: DistillConfig, directory: Path, plugins: Any, console: Console) -> Path:
     """Fine-tune the default teacher into ``directory`` (its budget said first); record what it was made from."""
     from kdkit.api import finetune
@@ -213,12 +194,13 @@ def _fine_tune(config: DistillConfig, directory: Path, plugins: Any, console: Co
     assert train is not None
     epochs = config.teacher_epochs or teacher_budget.auto_epochs(len(train))
     fine = teacher_config(config, directory, epochs=epochs)
-    budget = _budget(fine, [list(train[name]) for name in task.text_fields], len(train), task)
+    dev = next(iter(validation.values()))
+    texts = ([list(train[name]) for name in task.text_fields], [list(dev[name]) for name in task.text_fields])
+    budget = teacher_budget.plan(fine, task, *texts)
     console.print(f"the default teacher: {budget.describe()}; set it with --teacher-epochs", soft_wrap=True)
     result = finetune(fine, plugins=plugins, console=console)
     if is_main_process():
-        labels = next(iter(validation.values()))[task.label_column]
-        baseline = majority_baseline(task, train[task.label_column], labels)[task.main_metric]
+        baseline = majority_baseline(task, train[task.label_column], dev[task.label_column])[task.main_metric]
         identity = teacher_identity(config)
         record = TeacherRecord(
             key=teacher_key(identity), identity=identity, main_metric=task.main_metric, baseline=baseline

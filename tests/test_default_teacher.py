@@ -21,10 +21,10 @@ from kdkit.testing import BINARY_TASK, save_tiny_classifier
 
 
 def test_the_auto_budget_fits_the_size_of_the_training_set():
-    assert auto_epochs(4000) == 2.0  # README's first command
+    assert auto_epochs(4000) == 3.0  # README's first command
     assert auto_epochs(67349) == 1.0  # all of SST-2
     assert auto_epochs(200) == 3.0 and auto_epochs(3000) == 3.0  # small sets: at most 3 passes
-    assert auto_epochs(6000) == 1.0
+    assert auto_epochs(6000) == 2.0 and auto_epochs(8000) == 2.0 and auto_epochs(20000) == 1.0
     budget = Budget(epochs=2.0, examples=4000, batch_size=32, seconds=84.0, device="cpu")
     assert budget.steps == 250
     assert budget.describe() == "2 epochs over 4000 examples (250 steps of 32), about 84 s on cpu"

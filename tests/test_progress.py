@@ -113,3 +113,24 @@ def test_loop_progress_is_plain_lines_in_a_log(monkeypatch):
     assert lines[0].startswith("teacher signals: 0/4000 examples (0%)")
     assert lines[-1] == "teacher signals: 4000/4000 examples (100%), 100.0 examples/s, elapsed 0:00:40, ETA 0:00:00"
     assert len(lines) == 4  # the start, every 15 s, the end
+
+
+def test_a_short_run_logs_its_loss_about_20_times_by_default(tmp_path: Path, tiny_teacher: Path, tiny_csv):
+    """The default cadence: every 50 steps, more often in a short run, so its model card has a loss curve."""
+    from kdkit import api
+    from kdkit.config import DataConfig, DistillConfig, TrainingConfig
+    from kdkit.plugins import PluginManager
+
+    assert TrainingConfig().logging_every(32) == 1 and TrainingConfig().logging_every(400) == 20
+    assert TrainingConfig().logging_every(5000) == 50 and TrainingConfig(logging_steps=7).logging_every(32) == 7
+    config = DistillConfig(
+        teacher=str(tiny_teacher),
+        student="copy:1",
+        data=DataConfig(train_file=tiny_csv[0], validation_file=tiny_csv[1], max_length=32),
+        training=TrainingConfig(epochs=1, batch_size=16),
+        output=tmp_path / "run",
+        quiet=True,
+    )
+    summary = api.distill(config, plugins=PluginManager(autoload=False)).summary
+    assert summary["config"]["training"]["logging_steps"] == 1  # 6 steps: one log each
+    assert len(summary["train_log"]) == 6
