@@ -1,4 +1,4 @@
-"""The Python API behind the CLI: fine-tune, distil, evaluate.
+"""The Python API behind the CLI: fine-tune, distil, evaluate (:mod:`kdkit.evaluation`).
 
 from kdkit import api
 from kdkit.config import DistillConfig, DataConfig
@@ -8,6 +8,7 @@ print(result.metrics, result.run_dir)
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import time
@@ -16,21 +17,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import transformers
 from pydantic import BaseModel
 from rich.console import Console
-from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback
 
 import kdkit
-from kdkit import model_card, models, teachers, tracking
+from kdkit import model_card, models, provenance, teachers, tracking
 from kdkit.checkpoints import CompleteCheckpointCallback, last_complete_checkpoint, train_from
 from kdkit.composite import CompositeLoss, build_loss, loss_parts
 from kdkit.config import (
-    DataConfig,
     DistillConfig,
     FinetuneConfig,
     RunConfig,
@@ -40,12 +38,14 @@ from kdkit.config import (
     loss_name,
 )
 from kdkit.data import DistillationCollator, TaskData, data_files, load_raw, load_task_data
-from kdkit.errors import ConfigError, DataError
+from kdkit.errors import ConfigError
+from kdkit.evaluation import by_length, evaluate_splits
+from kdkit.evaluation import evaluate as evaluate  # re-exported: part of the API
+from kdkit.evaluation import evaluate_dataset as evaluate_dataset
 from kdkit.losses import DistillationLoss, LossContext
-from kdkit.metrics import compute_metrics
 from kdkit.model_outputs import attention_kernel, check_needs
 from kdkit.plugins import PluginManager, get_plugin_manager
-from kdkit.progress import PlainLogCallback, RichProgressCallback
+from kdkit.progress import quiet_libraries, training_display
 from kdkit.runs import (
     BEST_DIR,
     LAST_DIR,
@@ -53,13 +53,11 @@ from kdkit.runs import (
     RunDirectory,
     check_exists,
     is_main_process,
-    resolve_model_dir,
 )
-from kdkit.tasks import TaskSpec
 from kdkit.teacher_cache import add_teacher_signals
 from kdkit.teachers import default_teacher_dir as default_teacher_dir  # re-exported: part of the API
 from kdkit.teachers import ensure_teacher as ensure_teacher
-from kdkit.trainer import DistillationTrainer, check_compile, provider_factory, resolve_device, training_arguments
+from kdkit.trainer import DistillationTrainer, check_compile, provider_factory, training_arguments
 
 
 @dataclass
@@ -146,7 +144,8 @@ def _train(
 ) -> RunResult:
     task = task_data.task
     assert task_data.train is not None
-    training: TrainingConfig = config.training
+    training = _with_logging_cadence(config.training, len(task_data.train))
+    config = config.model_copy(update={"training": training})  # run.json records the cadence used
     first_split = next(iter(task_data.validation))
     args = training_arguments(
         training,
@@ -179,6 +178,7 @@ def _train(
                 pad_token_id=int(tokenizer.pad_token_id or 0),
                 batch_size=max(training.eval_batch_size, 1),
                 say=lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
+                console=console,
             )
         cache_seconds = time.perf_counter() - start
         cached = True
@@ -190,7 +190,8 @@ def _train(
         token_signals=sorted(loss.token_signals),
         pad_to_multiple_of=config.data.pad_to_multiple_of,
     )
-    eval_dataset: Any = task_data.validation[first_split] if len(task_data.validation) == 1 else task_data.validation
+    validation = {name: by_length(split) for name, split in task_data.validation.items()}
+    eval_dataset: Any = validation[first_split] if len(validation) == 1 else validation
     trainer = DistillationTrainer(
         model=student,
         args=args,
@@ -207,10 +208,7 @@ def _train(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(CompleteCheckpointCallback())
     tracking.attach(trainer, run_dir.work, run_dir.final.name)
-    if config.quiet:
-        trainer.add_callback(PlainLogCallback(console))
-    else:
-        trainer.add_callback(RichProgressCallback(console, description=f"{command} {task.name}"))
+    trainer.add_callback(training_display(console, f"{command} {task.name}", plain=config.quiet))
 
     checkpoint, resumed_step = _resume_point(config, run_dir, args, console)
     run_dir.training_started = True
@@ -227,6 +225,13 @@ def _train(
     return _finish(
         trainer, config, command, task_data, tokenizer, loss, options, collator, run_dir, timing, extra_summary, console
     )
+
+
+def _with_logging_cadence(training: TrainingConfig, examples: int) -> TrainingConfig:
+    """``training`` with ``logging_steps`` resolved for a run over ``examples`` training examples."""
+    per_step = training.batch_size * training.gradient_accumulation_steps * int(os.environ.get("WORLD_SIZE", "1"))
+    steps = training.max_steps or math.ceil(examples / per_step) * math.ceil(training.epochs)
+    return training.model_copy(update={"logging_steps": training.logging_every(steps)})
 
 
 def _resume_point(config: RunConfig, run_dir: RunDirectory, args: Any, console: Console) -> tuple[Path | None, int]:
@@ -267,7 +272,7 @@ def _finish(
             best_model = models.load_classifier(best, task, role="best checkpoint")
             trainer.model.load_state_dict(best_model.state_dict())  # type: ignore[union-attr]
         models.save_model(trainer.model, tokenizer, task, run_dir.work / BEST_DIR, max_length)  # type: ignore[arg-type]
-        metrics = _evaluate_splits(trainer.model, task_data, collator, training.eval_batch_size, args.device)  # type: ignore[arg-type]
+        metrics = evaluate_splits(trainer.model, task_data, collator, training.eval_batch_size, args.device)  # type: ignore[arg-type]
         history = [entry for entry in trainer.state.log_history if any(k.startswith("eval_") for k in entry)]
         train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
         steps = trainer.state.global_step
@@ -326,40 +331,6 @@ def _environment(args: Any) -> dict[str, Any]:
     }
 
 
-def _evaluate_splits(
-    model: PreTrainedModel, task_data: TaskData, collator: DistillationCollator, batch_size: int, device: torch.device
-) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for name, split in task_data.validation.items():
-        values = evaluate_dataset(model, split, task_data.task, collator, batch_size, device)
-        prefix = "" if len(task_data.validation) == 1 else f"{name}/"
-        metrics.update({f"{prefix}{k}": v for k, v in values.items()})
-    return metrics
-
-
-def evaluate_dataset(
-    model: PreTrainedModel,
-    dataset: Any,
-    task: TaskSpec,
-    collator: DistillationCollator,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Task metrics of ``model`` on a tokenised split."""
-    model.eval().to(device)
-    logits, labels = [], []
-    columns = [c for c in dataset.column_names if not c.startswith("teacher_")]
-    loader = DataLoader(dataset.select_columns(columns), batch_size=batch_size, collate_fn=collator)
-    with torch.no_grad():
-        for batch in loader:
-            gold = batch.pop("labels")
-            batch.pop("length", None)
-            out = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            logits.append(out.float().cpu().numpy())
-            labels.append(gold.numpy())
-    return compute_metrics(task, np.concatenate(logits), np.concatenate(labels))
-
-
 # -- commands ----------------------------------------------------------------------------------
 
 
@@ -369,6 +340,9 @@ def finetune(
     """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
+    quiet_libraries()
+    given = provenance.given_paths(config.data)
+    config = config.model_copy(update={"data": provenance.record_paths(config.data)})
     tracking.check_installed(config.training.report_to)
     base = config.model or models.default_base_model()
     models.check_max_length(base, config.data.max_length, role="base model")
@@ -395,7 +369,7 @@ def finetune(
             use_teacher_cache=False,
             run_dir=run_dir,
             console=console,
-            extra_summary={"base_model": base},
+            extra_summary={"base_model": base, "data_given": given},
         )
 
 
@@ -405,6 +379,9 @@ def distill(
     """Distil a teacher into a student with the loss plugin ``config.loss``."""
     plugins = plugins or get_plugin_manager()
     console = _console(config, console)
+    quiet_libraries()
+    given = provenance.given_paths(config.data)
+    config = config.model_copy(update={"data": provenance.record_paths(config.data)})
     loss_cls = plugins.loss(config.loss)
     check_needs(loss_cls)
     check_compile(loss_cls, config.training)
@@ -415,12 +392,12 @@ def distill(
         check_exists(Path(config.teacher), allow_hub_id=True)
     teachers.check_lengths(config)
     run_dir = RunDirectory(
-        config.output or default_output(config.data.task or "custom", loss_cls.name),
+        config.output or default_output(config.data.task_name, loss_cls.name),
         overwrite=config.overwrite,
         resume=config.resume,
     )
     with run_dir.open("distill", config, data_files(config.data)):
-        return _distill_into(run_dir, config, loss_cls, options, plugins, console)
+        return _distill_into(run_dir, config, loss_cls, options, plugins, console, given)
 
 
 def _distill_into(
@@ -430,6 +407,7 @@ def _distill_into(
     options: dict[str, BaseModel],
     plugins: PluginManager,
     console: Console,
+    data_given: dict[str, str],
 ) -> RunResult:
     teacher_path = (
         ensure_teacher(config, plugins=plugins, console=console)
@@ -472,38 +450,6 @@ def _distill_into(
             "teacher": teacher_path,
             "student": str(config.student),
             "teacher_parameters": models.count_parameters(teacher) if teacher is not None else None,
+            "data_given": data_given,
         },
     )
-
-
-def evaluate(
-    model: str | Path,
-    data: DataConfig,
-    *,
-    device: str = "auto",
-    batch_size: int = 64,
-) -> tuple[TaskSpec, dict[str, float]]:
-    """Evaluate a saved model (or a run directory's best model) on a task's validation split(s)."""
-    check_exists(Path(model), allow_hub_id=data.task is not None or data.is_custom)
-    model_dir = resolve_model_dir(Path(model)) if Path(model).exists() else Path(str(model))
-    saved = models.read_task_file(model_dir) if model_dir.exists() else None
-    if data.task is None and not data.is_custom:
-        if saved is None:
-            raise DataError(f"{model} does not record its task", "pass --task (or your data files)")
-        data = data.model_copy(update={"task": saved[0].name})
-        if saved[0].hub_config is None:
-            raise DataError(f"{model} was trained on custom data", "pass --validation-file with that data")
-    if data.is_custom and saved is not None:
-        if data.label_names is None and saved[0].label_names:
-            data = data.model_copy(update={"label_names": list(saved[0].label_names)})
-        if data.task_type == "auto" and saved[0].is_regression:
-            data = data.model_copy(update={"task_type": "regression"})
-    if saved is not None and data.max_length == DataConfig().max_length:
-        data = data.model_copy(update={"max_length": saved[1]})
-    models.check_max_length(str(model_dir), data.max_length)
-    tokenizer = models.load_tokenizer(str(model_dir))
-    task_data = load_task_data(data, tokenizer, need_train=False)
-    classifier = models.load_classifier(str(model_dir), task_data.task)
-    target = resolve_device(TrainingConfig(device=device))
-    collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
-    return task_data.task, _evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))

@@ -37,6 +37,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: the name of custom data given no --task
+CUSTOM_TASK = "custom"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -62,7 +66,9 @@ class DataConfig(_Strict):
     padding: Literal["dynamic", "max_length"] = Field(
         "dynamic", description="pad each batch to its longest example, or always to max_length"
     )
-    group_by_length: bool = Field(False, description="batch examples of similar length together")
+    group_by_length: bool = Field(
+        True, description="batch training examples of similar length together (less padding: faster)"
+    )
     pad_to_multiple_of: int | None = Field(
         None, ge=1, description="round each batch's length up to a multiple of N (fewer shapes for --compile)"
     )
@@ -85,6 +91,12 @@ class DataConfig(_Strict):
     def is_custom(self) -> bool:
         return self.train_file is not None or self.validation_file is not None
 
+    @property
+    def task_name(self) -> str:
+        """The task's one name in run names, caches, messages and tables: ``--task``, else ``custom`` for
+        custom data (never the file's name)."""
+        return self.task or CUSTOM_TASK
+
 
 class TrainingConfig(_Strict):
     """Optimisation and run-time options (passed on to transformers' TrainingArguments)."""
@@ -93,7 +105,7 @@ class TrainingConfig(_Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
     batch_size: int = Field(32, ge=1, description="training batch size per device")
     eval_batch_size: int = Field(64, ge=1, description="evaluation batch size per device")
-    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate (AdamW, linear decay)")
+    learning_rate: float = Field(1e-4, gt=0, description="peak learning rate (AdamW, linear decay)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="fraction of the steps spent warming up")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
@@ -103,7 +115,9 @@ class TrainingConfig(_Strict):
         "auto", description="auto: bf16 on GPUs that support it, else fp32"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
-    logging_steps: int = Field(50, ge=1, description="log loss terms every N steps")
+    logging_steps: int | None = Field(
+        None, ge=1, description="log loss terms every N steps (default: 50, fewer in short runs: about 20 logs a run)"
+    )
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: each epoch)")
     term_grad_norm_steps: int = Field(10, ge=0, description="log each loss term's gradient norm for the first N steps")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes")
@@ -112,6 +126,16 @@ class TrainingConfig(_Strict):
     report_to: ReportTo = Field(
         "none", description="send loss terms and dev metrics to tensorboard, trackio, mlflow, or all three"
     )
+
+
+    def logging_every(self, steps: int) -> int:
+        """``logging_steps``, or by default every 50 steps, more often in a run of under 1,000 steps (so that
+        a short run logs about 20 times: its loss curve has points)."""
+        return self.logging_steps or max(1, min(DEFAULT_LOGGING_STEPS, steps // 20))
+
+
+#: the default cadence of loss logging in long runs (steps)
+DEFAULT_LOGGING_STEPS = 50
 
 
 class RunConfig(_Strict):
@@ -189,6 +213,12 @@ class DistillConfig(RunConfig):
     )
     base_model: str | None = Field(
         None, description="base model of the default teacher (default: the embedded all-MiniLM-L6-v2)"
+    )
+    teacher_epochs: float | None = Field(
+        None,
+        gt=0,
+        description="epochs of the default teacher's fine-tune (default: by training-set size, 3 for small "
+        "sets down to 1 for large ones)",
     )
     student: Student = Field(StudentSpec(layers=3), description="copy:N (N teacher layers) or a model id/path")
     preset: str | None = Field(None, description="a named preset of the loss (for example 'paper')")

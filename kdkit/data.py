@@ -204,9 +204,8 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
             "give --label-names a,b,c, make the labels all names or all integers, or pass --task-type",
         )
     regression = label_names is None
-    name = data.task or (Path(data.train_file or data.validation_file or "custom").stem)
     return TaskSpec(
-        name=name,
+        name=data.task_name,
         text_fields=tuple(text_columns),
         label_names=label_names,
         metrics=("pearson", "spearman", "mse") if regression else ("accuracy", "macro_f1"),

@@ -20,12 +20,12 @@ from rich.text import Text
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from kdkit import models
+from kdkit import models, provenance
 from kdkit.attribution import AttributionProvider, token_maps
-from kdkit.config import build_config, parse_set_options
+from kdkit.config import DataConfig, build_config, parse_set_options
 from kdkit.errors import ConfigError, DataError, TruncationWarning
 from kdkit.plugins import PluginManager, get_plugin_manager
-from kdkit.runs import check_exists, resolve_model_dir
+from kdkit.progress import quiet_libraries
 from kdkit.tasks import TaskSpec
 
 Views = Literal["pred", "all"]
@@ -53,17 +53,15 @@ class Explanation:
 def load_for_explain(
     model: str | Path, task: TaskSpec | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TaskSpec, int]:
-    """A saved classifier (run or model directory), its tokenizer, task and max length."""
-    check_exists(Path(model), allow_hub_id=task is not None)
-    directory = resolve_model_dir(Path(model))
-    saved = models.read_task_file(directory) if directory.is_dir() else None
-    if task is None and saved is None:
-        raise ConfigError(f"{model} does not record its task", "pass --task")
-    task = task or saved[0]  # type: ignore[index]
-    max_length = saved[1] if saved is not None else 128
-    classifier = models.load_classifier(str(directory), task, attn_implementation="eager")
+    """A saved classifier (run or model directory, or a hub id with ``task``), its tokenizer, task (the one
+    given, else the recorded one: :mod:`kdkit.provenance`) and max length."""
+    quiet_libraries()
+    saved = provenance.of_model(model, hub_id_ok=task is not None)
+    task = provenance.task_for(saved, task)
+    assert saved.model is not None
+    classifier = models.load_classifier(saved.model, task, attn_implementation="eager")
     models.freeze(classifier)
-    return classifier, models.load_tokenizer(str(directory)), task, max_length
+    return classifier, models.load_tokenizer(saved.model), task, saved.max_length or DataConfig().max_length
 
 
 def explain_batch(
@@ -191,20 +189,34 @@ def _display_token(token: str) -> tuple[str, bool]:
 
 
 def render_terminal(explanation: Explanation, console: Console, title: str = "") -> None:
-    """Print each view as a line of tokens whose background is their share of the attribution."""
+    """Print each view as a line of tokens whose background is their share of the attribution; where the
+    console shows no colours (a file, a pipe, ``NO_COLOR``), as text: each token with its score."""
     header = f"{title}  " if title else ""
     probs = "  ".join(f"{k}={v:.3f}" for k, v in explanation.probabilities.items())
-    console.print(f"[bold]{header}prediction: {explanation.prediction}[/]  {probs}")
+    console.print(f"{header}prediction: {explanation.prediction}  {probs}", style="bold", markup=False)
+    coloured = console.is_terminal and console.color_system is not None
     for view, scores in zip(explanation.views, explanation.maps, strict=True):
-        peak = max(scores) or 1.0
-        line = Text(f"{view:>12}: ")
-        for token, score in zip(explanation.tokens, scores, strict=True):
-            text, joined = _display_token(token)
-            strength = score / peak
-            red = 255
-            other = int(255 - 200 * strength)
-            line.append(("" if joined else " ") + text, style=f"black on rgb({red},{other},{other})")
-        console.print(line)
+        console.print(
+            _heat_line(view, explanation.tokens, scores) if coloured else _score_line(view, explanation, scores)
+        )
+
+
+def _heat_line(view: str, tokens: list[str], scores: list[float]) -> Text:
+    peak = max(scores) or 1.0
+    line = Text(f"{view:>12}: ")
+    for token, score in zip(tokens, scores, strict=True):
+        text, joined = _display_token(token)
+        other = int(255 - 200 * score / peak)
+        line.append(("" if joined else " ") + text, style=f"black on rgb(255,{other},{other})")
+    return line
+
+
+def _score_line(view: str, explanation: Explanation, scores: list[float]) -> Text:
+    """``view: token(score) token(score) ...`` and the three tokens with the highest scores."""
+    words = " ".join(f"{token}({score:.3f})" for token, score in zip(explanation.tokens, scores, strict=True))
+    ranked = sorted(zip(scores, explanation.tokens, strict=True), reverse=True)[:3]
+    top = ", ".join(f"{token} {score:.3f}" for score, token in ranked)
+    return Text(f"{view}: {words}\n{' ' * len(view)}  highest: {top}")
 
 
 def html_rows(rows: list[tuple[str, Explanation]]) -> str:

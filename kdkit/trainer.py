@@ -29,7 +29,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kdkit.attribution import AttributionProvider
 from kdkit.batching import ColumnarDataset
-from kdkit.config import TrainingConfig
+from kdkit.config import DEFAULT_LOGGING_STEPS, TrainingConfig
 from kdkit.data import MODEL_INPUTS, TEACHER_PREFIX
 from kdkit.errors import ConfigError, TrainingError
 from kdkit.loss_modules import LossModulesMixin
@@ -94,7 +94,7 @@ def training_arguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        logging_steps=training.logging_steps,
+        logging_steps=training.logging_steps or DEFAULT_LOGGING_STEPS,  # a run resolves it: logging_every
         eval_strategy=strategy if has_eval else "no",
         eval_steps=training.eval_steps,
         save_strategy=strategy,

@@ -160,7 +160,7 @@ def test_teacher_head_does_not_fit_the_task(tmp_path, tiny_csv):
         "--output",
         str(tmp_path / "r"),
     )
-    assert_one_line_error(code, err, "teacher .* has 3 output\\(s\\) but task 'train' needs 2 labels")
+    assert_one_line_error(code, err, "teacher .* has 3 output\\(s\\) but task 'custom' needs 2 labels")
 
 
 def test_tokenizer_mismatch(tmp_path, tiny_teacher, csv_args):

@@ -178,8 +178,8 @@ def test_help_shows_each_fields_description_and_default() -> None:
             description = info.description or ""
             assert description[1:30] in text, name
     assert "Truncate inputs to this many tokens. [default: 128]" in text
-    assert "--group-by-length --no-group-by-length" in text and "[default: off]" in text
-    assert "--learning-rate,--lr FLOAT" in text and "[default: 5e-05]" in text
+    assert "--group-by-length --no-group-by-length" in text and "[default: on]" in text
+    assert "--learning-rate,--lr FLOAT" in text and "[default: 0.0001]" in text
     assert "--student copy:N|MODEL" in text and "[default: copy:3]" in text
 
 

@@ -30,7 +30,7 @@ def test_label_names_become_sorted_classes(tmp_path):
     task, train, validation = load_raw(_csv_pair(tmp_path, "text,label\ngood film,pos\nbad film,neg\nfine,pos\n"))
     assert task.label_names == ("neg", "pos")
     assert task.text_fields == ("text",)
-    assert task.name == "train"
+    assert task.name == "custom"  # one name for custom data without --task (issue 14)
     assert train is not None and len(train) == 3
 
 

@@ -54,13 +54,17 @@ def test_teacher_key_covers_every_option_that_changes_the_teacher_and_the_files_
         "holdout": base.model_copy(update={"data": base.data.model_copy(update={"holdout_fraction": 0.2})}),
         "label column": base.model_copy(update={"data": base.data.model_copy(update={"label_column": "gold"})}),
         "task type": base.model_copy(update={"data": base.data.model_copy(update={"task_type": "classification"})}),
-        "seed": base.model_copy(update={"training": TrainingConfig(seed=7)}),
+        "teacher epochs": base.model_copy(update={"teacher_epochs": 2}),
+        "precision": base.model_copy(update={"training": TrainingConfig(precision="fp32")}),
     }
     for what, config in variants.items():
         assert api.default_teacher_dir(config) != key, what
-    # the same path with other content is another teacher; harmless options are not part of the key
+    # the same path with other content is another teacher; harmless options are not part of the key, nor are the
+    # student's own training options (issue 14: student seeds share one teacher)
     quiet = base.model_copy(update={"quiet": True, "training": TrainingConfig(logging_steps=3)})
     assert api.default_teacher_dir(quiet) == key
+    student = TrainingConfig(seed=7, batch_size=8, learning_rate=1e-3, epochs=1)
+    assert api.default_teacher_dir(base.model_copy(update={"training": student})) == key
     train.write_text(train.read_text().replace("good", "great", 1))
     assert api.default_teacher_dir(base) != key
 

@@ -2,7 +2,8 @@
 and how a command reports errors.
 
 - :func:`handle_errors` prints a :class:`~kdkit.errors.KdkitError` raised by a command as one line
-  (``error: problem: fix``) and exits with status 2.
+  (``error: problem: fix``) and exits with status 2; so is a missing package, with the line that installs it
+  (:mod:`kdkit.extras`).
 - :func:`main_callback` (the options before the command) sets up the plugin host, except for torch-free commands.
 
 Nothing here imports torch.
@@ -19,6 +20,7 @@ import kdkit
 from kdkit.cli.command import KdkitCommand, KdkitGroup
 from kdkit.cli.output import err, out, print_error
 from kdkit.errors import KdkitError, KdkitWarning
+from kdkit.extras import missing_module_error
 
 if TYPE_CHECKING:
     from kdkit.plugins import PluginManager
@@ -75,6 +77,11 @@ def handle_errors(fn: F) -> F:
         except KdkitError as exc:
             print_error(str(exc))
             raise typer.Exit(2) from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "kdkit").split(".")[0] == "kdkit":
+                raise  # a bug in kdkit itself, not a missing package
+            print_error(str(missing_module_error(exc)))
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print(f"[yellow]interrupted:[/] {_interrupted()}", soft_wrap=True)
             raise typer.Exit(130) from None
@@ -100,7 +107,7 @@ def _plugin_names(flag: str, help: str) -> Any:
 
 
 #: commands that need neither the plugin host nor torch (the callback skips their set-up)
-LIGHT_COMMANDS = frozenset({"predict"})
+LIGHT_COMMANDS = frozenset({"predict", "tasks"})
 
 
 @app.callback()

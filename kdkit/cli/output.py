@@ -25,7 +25,7 @@ def format_metric(key: str, value: float) -> str:
 
 def print_metrics(title: str, metrics: dict[str, float]) -> None:
     """One table row per metric."""
-    table = Table(title=title, show_header=True)
+    table = Table(title=title, show_header=True, min_width=min(len(title) + 2, 80))  # the title on one line
     table.add_column("metric")
     table.add_column("value (%)", justify="right")
     for key, value in metrics.items():

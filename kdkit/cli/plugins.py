@@ -1,13 +1,42 @@
 """``kdkit plugins``: the installed plugins and their components (:func:`kdkit.plugins.component_rows`)."""
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
 
 from kdkit.cli.base import command, handle_errors, plugin_manager
 from kdkit.cli.output import out
+
+if TYPE_CHECKING:
+    from kdkit.plugins import ComponentRow
+
+
+def _component_tree(rows: list["ComponentRow"]) -> Tree:
+    """Plugins, their components and each component's options as a tree: every line is short, so it reads at
+    80 columns without a word split across table cells."""
+    tree = Tree("kdkit plugins", guide_style="dim")
+    branches: dict[tuple[str, str], Tree] = {}
+    for row in rows:
+        key = (row.plugin, row.source)
+        if key not in branches:
+            branches[key] = tree.add(Text.assemble((row.plugin, "bold"), f"  ({row.source})"))
+        if row.kind == "-":
+            continue
+        extra = ["differentiable"] if row.differentiable else []
+        if row.presets:
+            extra.append("presets: " + ", ".join(row.presets))
+        label = Text.assemble(f"{row.kind} ", (row.name, "bold cyan"), f"  ({'; '.join(extra)})" if extra else "")
+        component = branches[key].add(label)
+        for name, option in row.options.items():
+            component.add(Text(f"{name}: {option.type} = {option.default!r}"))
+    return tree
+
+
+def _print_listing(rows: list["ComponentRow"]) -> None:
+    out.print(_component_tree(rows))
 
 
 @command()
@@ -29,17 +58,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.
         }
         out.print_json(json.dumps(listing, default=str))
         return
-    table = Table(title="kdkit plugins", show_lines=True)
-    for column in ("plugin", "source", "kind", "name", "options (type, default)"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        options = "\n".join(f"{k}: {v.type} = {v.default!r}" for k, v in row.options.items()) or "-"
-        extra = ["differentiable"] if row.differentiable else []
-        if row.presets:
-            extra.append("presets: " + ", ".join(row.presets))
-        name = row.name + (f"\n({'; '.join(extra)})" if extra else "")
-        table.add_row(row.plugin, row.source, row.kind, name, options)
-    out.print(table)
+    _print_listing(rows)
     for failure in failures:
         out.print(f"[red]failed:[/] {failure['plugin']} ({failure['source']}): {failure['error']}", soft_wrap=True)
     if disabled:

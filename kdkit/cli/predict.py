@@ -72,14 +72,17 @@ def predict(
 ) -> None:
     """Classify texts with an exported model: onnxruntime and tokenizers only, no torch."""
     from kdkit.inference import OnnxClassifier, TruncationWarning, read_texts
+    from kdkit.provenance import of_export
 
     if file is not None and text is not None:
         raise ConfigError("both a text and --file given", "give one or the other")
     if file is None and text is None:
         raise DataError("nothing to classify", 'give a text (kdkit predict DIR "text") or --file')
-    classifier = OnnxClassifier(model, precision=precision, threads=threads)
+    export = of_export(model)  # the export folder (a run directory's onnx/) and the task it records
+    assert export.export_dir is not None and export.task is not None
+    classifier = OnnxClassifier(export.export_dir, precision=precision, threads=threads)
     if file is not None:
-        texts, pairs = read_texts(file, text_column, classifier.text_fields)
+        texts, pairs = read_texts(file, text_column, export.task.text_fields)
     else:
         assert text is not None
         texts, pairs = [text], ([text_pair] if text_pair is not None else None)

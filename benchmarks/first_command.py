@@ -1,0 +1,147 @@
+"""README's first command, timed as a new user would run it (issue #12, part 6).
+
+    python benchmarks/first_command.py                      # README's command, fresh KDKIT_HOME, prints a report
+    python benchmarks/first_command.py --json out.json      # also the figures as JSON
+
+Runs the ``kdkit distill ...`` part of README's first command (after the install) from a temporary folder laid
+out like the repository (``../shared`` is the real shared data), with a fresh ``KDKIT_HOME`` (so the default
+teacher is fine-tuned, as on a first run), offline, output to a log file. Reports the wall time, the CPU time
+(user + sys of the command and its children), the student's SST-2 dev accuracy, the phases (teacher fine-tune,
+teacher signals, student training: from the run records), the load average before and after, the CPU model and
+cores, and the thread settings (``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY``) it ran with.
+
+The machine is shared: with a load average above the core count, wall time says little. The report then also
+gives ``cpu / cores``, the wall time the same work would take if it kept every core busy (a lower bound for an
+idle machine: parts of the run are serial). Compare CPU times, and wall times only at the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+
+
+def first_command() -> list[str]:
+    """The ``kdkit ...`` part of README's first command (the first line of its first bash block)."""
+    block = re.search(r"^```bash\n(.*?)^```", README.read_text(), flags=re.MULTILINE | re.DOTALL)
+    assert block is not None, "README has no bash block"
+    line = block.group(1).splitlines()[0]
+    parts = [shlex.split(part) for part in line.split("&&")]
+    return next(words for words in parts if words and words[0] == "kdkit")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def phases(home: Path, run_dir: Path | None) -> dict[str, float | None]:
+    """Seconds of the teacher's training, the teacher-signal pass and the student's training (run records)."""
+    teachers = sorted((home / "teachers").glob("*/run.json"))
+    teacher = _json(teachers[0]) if teachers else {}
+    student = _json(run_dir / "run.json") if run_dir else {}
+    return {
+        "teacher_training_s": (teacher.get("train") or {}).get("wall_time_s"),
+        "teacher_signals_s": (student.get("teacher_cache") or {}).get("seconds"),
+        "student_training_s": (student.get("train") or {}).get("wall_time_s"),
+    }
+
+
+def run(command: list[str], folder: Path) -> dict[str, Any]:
+    """Run ``command`` in ``folder/repo`` with a fresh KDKIT_HOME; the figures of the run."""
+    work = folder / "repo"
+    work.mkdir()
+    (folder / "shared").symlink_to((REPO.parent / "shared").resolve(), target_is_directory=True)
+    home = folder / "kdkit-home"
+    env = os.environ | {"KDKIT_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    log = folder / "first-command.log"
+    load_before = os.getloadavg()
+    cpu_before, start = _children_cpu(), time.perf_counter()
+    with log.open("w") as handle:
+        code = subprocess.run(command, cwd=work, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu_before
+    output = log.read_text(errors="replace")
+    if code != 0:
+        sys.exit(f"the command failed (exit {code}):\n{output[-3000:]}")
+    saved = re.search(r"student saved to (\S+)", output)
+    run_dir = Path(saved.group(1)) if saved else None
+    metrics = _json(run_dir / "run.json").get("metrics", {}) if run_dir else {}
+    cores = os.cpu_count() or 1
+    return {
+        "command": " ".join(command),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "cpu_per_core_s": round(cpu / cores, 1),
+        "student_accuracy": metrics.get("accuracy"),
+        "phases": phases(home, run_dir),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "cpu_model": cpu_model(),
+        "cores": cores,
+        "threads": {name: os.environ.get(name) for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "log_lines": output.count("\n"),
+    }
+
+
+def report(figures: dict[str, Any]) -> str:
+    accuracy = figures["student_accuracy"]
+    lines = [
+        f"command: {figures['command']}",
+        f"machine: {figures['cpu_model']}, {figures['cores']} cores; threads {figures['threads']}",
+        f"load average (1, 5, 15 min): before {figures['load_before']}, after {figures['load_after']}",
+        f"wall {figures['wall_s']:.0f} s, CPU (user+sys) {figures['cpu_s']:.0f} s, "
+        f"CPU / cores {figures['cpu_per_core_s']:.0f} s (the wall time with every core busy: an idle machine's floor)",
+        "phases (s): " + ", ".join(f"{k.removesuffix('_s')} {v}" for k, v in figures["phases"].items()),
+        f"student SST-2 dev accuracy: {100 * accuracy:.2f}%" if accuracy is not None else "no student accuracy",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it, instead of a temporary one")
+    args = parser.parse_args()
+    command = first_command()
+    if args.keep:
+        args.keep.mkdir(parents=True)
+        figures = run(command, args.keep.absolute())
+    else:
+        with tempfile.TemporaryDirectory(prefix="kdkit-first-command-") as folder:
+            figures = run(command, Path(folder))
+    print(report(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
