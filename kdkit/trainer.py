@@ -140,6 +140,9 @@ class DistillationTrainer(LossModulesMixin, Trainer):
         **kwargs: passed to :class:`transformers.Trainer`.
     """
 
+    #: compute_loss returns a micro-batch's mean: Trainer divides it by the gradient accumulation steps
+    loss_is_scaled_for_ga = False
+
     #: keep the non-finite check on the device and read it at the next log, evaluation, checkpoint or the
     #: end (None: on accelerators; on CPU the step itself raises)
     defer_finite_check: bool | None = None
@@ -156,6 +159,10 @@ class DistillationTrainer(LossModulesMixin, Trainer):
     ) -> None:
         kwargs.setdefault("compute_metrics", self._metrics)
         super().__init__(*args, **kwargs)
+        # compute_loss returns the mean over the micro-batch and never sees num_items_in_batch, whatever the
+        # model's forward accepts: Trainer divides it by the accumulation steps and counts no items (else a
+        # batch of 4 x 2 steps would log and step twice the loss of a batch of 8, and DDP would scale it)
+        self.model_accepts_loss_kwargs = False
         check_compile(type(loss), self.args)
         self.distillation_loss = loss
         self.setup_loss_modules()  # the loss's own trainable modules (kdkit.loss_modules)

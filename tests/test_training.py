@@ -162,3 +162,26 @@ def test_compile_is_refused_for_a_double_backward_loss_before_anything_is_writte
     with pytest.raises(ConfigError, match="--compile cannot run the 'adkd' loss: .*: drop --compile"):
         api.distill(config, plugins=manager)
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_gradient_accumulation_averages_the_micro_batches(tiny_csv, tiny_teacher, tmp_path, plugin_manager):
+    """Batch 4 x 2 accumulation steps is the same optimiser step as batch 8: the logged loss of the first step
+    is the mean over the same 8 examples (Trainer must divide kdkit's loss by the accumulation steps, although
+    BERT's forward accepts loss kwargs). Dropout is off, so both runs compute the same numbers."""
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_teacher, teacher)
+    config = json.loads((teacher / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (teacher / "config.json").write_text(json.dumps(config))
+    losses = []
+    for batch_size, accumulation in ((8, 1), (4, 2)):
+        training = TrainingConfig(
+            max_steps=1, batch_size=batch_size, gradient_accumulation_steps=accumulation, logging_steps=1
+        )
+        data = DataConfig(train_file=tiny_csv[0], validation_file=tiny_csv[1], max_length=32, group_by_length=False)
+        run = _config(tiny_csv, teacher, tmp_path / f"run-{accumulation}", training=training, data=data)
+        summary = api.distill(run, plugins=plugin_manager).summary
+        losses.append(summary["train_log"][0]["loss"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
