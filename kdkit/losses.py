@@ -208,7 +208,11 @@ def soft_distillation_loss(
     if task.is_regression:
         return F.mse_loss(student_logits.float().reshape(-1), teacher_logits.float().reshape(-1))
     t = temperature
-    log_p_student = torch.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_teacher = torch.log_softmax(teacher_logits.float() / t, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-    return kl * t * t
+    return tempered_kl(student_logits, teacher_logits, t) * t * t
+
+
+def tempered_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(t/T) ‖ softmax(s/T)) of (B, C) logits in float32, averaged over the batch (no T² factor)."""
+    log_p_student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdkit.data import MODEL_INPUTS
+from kdkit.batching import MODEL_INPUTS
 from kdkit.losses import Batch
 from kdkit.tasks import TaskSpec
 from kdkit.testing.models import (

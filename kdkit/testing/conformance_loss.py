@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from kdkit.attribution import AttributionProvider
-from kdkit.data import TEACHER_PREFIX, DistillationCollator
+from kdkit.batching import TEACHER_PREFIX, DistillationCollator
 from kdkit.losses import Batch, DistillationLoss, LossContext
 from kdkit.model_outputs import attention_kernel, check_needs, forward_with_outputs, student_step_forward
 from kdkit.tasks import TaskSpec

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output, token_maps
 from kdkit.errors import ConfigError, PluginError, TrainingError
 from kdkit.layer_map import uniform_layer
-from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss
+from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss, tempered_kl
 from kdkit.model_outputs import num_layers
 from kdkit.tasks import TaskSpec
 from kdkit_adkd.maps import Distance, map_distance, resolve_top_k
@@ -269,9 +269,7 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         scale = t * t if self.options.kd_t_squared else 1.0
         if self.task.is_regression:
             return scale * F.mse_loss(student_logits.float().reshape(-1) / t, teacher_logits.float().reshape(-1) / t)
-        log_student = torch.log_softmax(student_logits.float() / t, dim=-1)
-        log_teacher = torch.log_softmax(teacher_logits.float() / t, dim=-1)
-        return scale * F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+        return scale * tempered_kl(student_logits, teacher_logits, t)
 
     def attribution_loss(
         self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
