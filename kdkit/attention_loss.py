@@ -95,7 +95,7 @@ def check_distributions(attentions: Tensor, attention_mask: Tensor, tolerance: f
         )
 
 
-class AttentionLoss(DistillationLoss):
+class AttentionLoss(DistillationLoss[AttentionOptions]):
     """weight · L_attention between mapped self-attention distributions (see the module docstring)."""
 
     name = "attention"
@@ -104,24 +104,19 @@ class AttentionLoss(DistillationLoss):
     needs_student_outputs = frozenset({"attentions"})
     needs_teacher_outputs = frozenset({"attentions"})
 
-    @property
-    def opts(self) -> AttentionOptions:
-        assert isinstance(self.options, AttentionOptions)
-        return self.options
-
     def prepare(self, ctx: LossContext) -> None:
         """Check the layer map and the heads; turn the student's attention-probability dropout off."""
         if ctx.teacher is None:
             raise TrainingError("the attention loss needs the teacher's layers", "give --teacher")
         layer_pairs(
-            self.opts.layers,
+            self.options.layers,
             num_layers(ctx.student),
             num_layers(ctx.teacher),
             allow_embeddings=False,
             option="attention.layers",
         )
         heads = [getattr(m.config, "num_attention_heads", None) for m in (ctx.student, ctx.teacher)]
-        if self.opts.heads == "each" and heads[0] != heads[1]:
+        if self.options.heads == "each" and heads[0] != heads[1]:
             raise ConfigError(
                 f"the student has {heads[0]} attention heads, the teacher {heads[1]}",
                 "compare head-averaged distributions: --set attention.heads=mean",
@@ -133,7 +128,7 @@ class AttentionLoss(DistillationLoss):
         ``heads=mean``)."""
         attentions = teacher_outputs.attentions
         pairs = layer_pairs(
-            self.opts.layers,
+            self.options.layers,
             num_layers(ctx.student),
             len(attentions),
             allow_embeddings=False,
@@ -142,7 +137,7 @@ class AttentionLoss(DistillationLoss):
         return {"attention": self._heads(torch.stack([attentions[t - 1] for _, t in pairs], dim=1).float())}
 
     def _heads(self, attentions: Tensor) -> Tensor:
-        return attentions.mean(dim=2, keepdim=True) if self.opts.heads == "mean" else attentions
+        return attentions.mean(dim=2, keepdim=True) if self.options.heads == "mean" else attentions
 
     def __call__(
         self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
@@ -150,6 +145,6 @@ class AttentionLoss(DistillationLoss):
         student = torch.stack(list(ctx.student_outputs.attentions), dim=1)  # (B, L_s, H, L, L)
         check_distributions(student.detach(), batch.attention_mask)
         distance = attention_kl(
-            self._heads(student), teacher_signals["attention"], batch.attention_mask, eps=self.opts.eps
+            self._heads(student), teacher_signals["attention"], batch.attention_mask, eps=self.options.eps
         )
-        return {"attention": self.opts.weight * distance}
+        return {"attention": self.options.weight * distance}

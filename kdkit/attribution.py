@@ -20,11 +20,12 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
+from typing_extensions import TypeVar
 
 from kdkit.errors import ModelError, PluginError
 from kdkit.models import layer_list
@@ -34,6 +35,12 @@ class NoOptions(BaseModel):
     """Options model for components without options."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+#: the options model of a provider or loss: ``class MyLoss(DistillationLoss[MyOptions])`` types ``self.options``
+#: as ``MyOptions``; a subclass without the parameter sees a plain ``BaseModel`` (the default), as before.
+#: Covariant, so ``type[MyLoss]`` is a ``type[DistillationLoss]`` (what the hooks return).
+OptionsT = TypeVar("OptionsT", bound=BaseModel, default=BaseModel, covariant=True)
 
 
 @dataclass
@@ -52,11 +59,14 @@ class EmbeddingForward:
     layer: int | None = None
 
 
-class AttributionProvider(abc.ABC):
+class AttributionProvider(abc.ABC, Generic[OptionsT]):
     """Base class of attribution providers.
 
-    Subclasses set the class attributes and implement :meth:`attribute`. They are built with their
-    validated options: ``Provider(Provider.Options(**user_options))``.
+    Subclasses set the class attributes and implement :meth:`attribute`; they may override the methods
+    below that have a default (:meth:`cache_key`, :meth:`binary_views_equal`, :attr:`layer`, :meth:`at_layer`:
+    docs/plugins.md lists them). They are built with their validated options:
+    ``Provider(Provider.Options(**user_options))``; ``class Provider(AttributionProvider[ProviderOptions])``
+    with ``Options = ProviderOptions`` types ``self.options`` as ``ProviderOptions``.
     """
 
     #: the name users refer to (``--set NAME.option=value``, loss options that pick a provider)
@@ -69,8 +79,8 @@ class AttributionProvider(abc.ABC):
     #: one line for ``kdkit plugins``
     description: ClassVar[str] = ""
 
-    def __init__(self, options: BaseModel | None = None) -> None:
-        self.options = options if options is not None else self.Options()
+    def __init__(self, options: OptionsT | None = None) -> None:
+        self.options: OptionsT = options if options is not None else cast(OptionsT, self.Options())
 
     @abc.abstractmethod
     def attribute(
@@ -102,6 +112,15 @@ class AttributionProvider(abc.ABC):
         """Identity of this provider's behaviour, for the teacher-signal cache key."""
         return f"{self.name}:{self.options.model_dump_json()}"
 
+    def binary_views_equal(self) -> bool:
+        """True if, for a two-class model, the two views' maps (targets 0 and 1) are always equal after
+        :func:`token_maps`, so a loss may compute one view instead of two (AD-KD's ``binary_single_view``).
+
+        IG with one path point is such a provider: ∂log p_0/∂E = -(p_1/p_0) ∂log p_1/∂E, a per-example factor
+        that the normalisation removes. Default: False, always safe; return True only when it holds for every
+        input (:func:`kdkit.testing.check_attribution_provider` verifies it)."""
+        return False
+
     @property
     def layer(self) -> int | None:
         """Where the provider attributes: ``None`` for the embedding block's output, N for the output of
@@ -109,7 +128,7 @@ class AttributionProvider(abc.ABC):
         value = getattr(self.options, "layer", None)
         return None if value in (None, "embeddings", 0) else int(value)
 
-    def at_layer(self, layer: int | None) -> AttributionProvider:
+    def at_layer(self, layer: int | None) -> AttributionProvider[OptionsT]:
         """A copy of this provider attributing at ``layer`` (``None``: the embedding block); it needs a ``layer``
         option. Losses use it to point the teacher's provider at the teacher layer mapped to the student's."""
         if layer == self.layer:

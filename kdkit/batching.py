@@ -1,4 +1,5 @@
-"""Batching without per-example Python: a training split held as numpy columns, gathered and padded per batch.
+"""Batching: :class:`DistillationCollator` pads a list of tokenised examples (and their teacher signals) into a
+batch; without per-example Python, a training split held as numpy columns is gathered and padded per batch.
 
 A :class:`datasets.Dataset` hands the DataLoader one Python dict per example (each value a list), and a
 collator then pads them one by one: at batch 128 that is most of a GPU step's host time. A
@@ -11,7 +12,7 @@ collator then pads them one by one: at batch 128 that is most of a GPU step's ho
 
 Its ``__getitems__`` (what ``torch.utils.data.DataLoader`` calls with a batch's indices) returns a
 :class:`RowBlock`, and :func:`pad_rows` builds the batch with a handful of vectorised numpy operations:
-the same tensors, dtypes and padding as :class:`kdkit.data.DistillationCollator` builds from a list of dicts.
+the same tensors, dtypes and padding as :class:`DistillationCollator` builds from a list of dicts.
 """
 
 from __future__ import annotations
@@ -202,3 +203,58 @@ def padded_length(longest: int, pad_to: int | None = None, pad_to_multiple_of: i
     if pad_to_multiple_of:
         length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
     return length
+
+
+# -- the collator ------------------------------------------------------------------------------------
+
+
+class DistillationCollator:
+    """Pads a batch of tokenised examples.
+
+    Model inputs are padded to the longest example (at least ``pad_to``, rounded up to a multiple of
+    ``pad_to_multiple_of``); teacher signals named in ``token_signals`` (last dimension = sequence) are
+    zero-padded to the same length; other teacher signals are stacked. Output: ``input_ids``/
+    ``attention_mask``/``token_type_ids`` (B, L), ``labels`` (B,), ``teacher_*`` tensors.
+
+    Takes a list of examples (dicts, as ``datasets`` gives them) or a :class:`~kdkit.batching.RowBlock`
+    of a :class:`~kdkit.batching.ColumnarDataset` (the trainer's fast path: same batch, no per-example
+    Python).
+    """
+
+    #: the trainer may hand this collator :class:`~kdkit.batching.RowBlock` batches
+    accepts_row_blocks = True
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        pad_to: int | None = None,
+        token_signals: Sequence[str] = (),
+        pad_to_multiple_of: int | None = None,
+    ) -> None:
+        self.pad_token_id = pad_token_id
+        self.pad_to = pad_to
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.token_signals = {f"{TEACHER_PREFIX}{name}" for name in token_signals}
+
+    def __call__(self, features: list[dict[str, Any]] | RowBlock) -> dict[str, torch.Tensor]:
+        if isinstance(features, RowBlock):
+            return pad_rows(features, self.pad_token_id, self.pad_to, self.pad_to_multiple_of)
+        longest = max(len(f["input_ids"]) for f in features)
+        length = padded_length(longest, self.pad_to, self.pad_to_multiple_of)
+        batch: dict[str, torch.Tensor] = {}
+        for key in MODEL_INPUTS:
+            if key not in features[0]:
+                continue
+            pad = self.pad_token_id if key == "input_ids" else 0
+            rows = [list(f[key]) + [pad] * (length - len(f[key])) for f in features]
+            batch[key] = torch.tensor(rows, dtype=torch.long)
+        labels = [f["labels"] for f in features]
+        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
+        for key in features[0]:
+            if not key.startswith(TEACHER_PREFIX):
+                continue
+            values = [torch.as_tensor(np.asarray(f[key], dtype=np.float32)) for f in features]
+            if key in self.token_signals:
+                values = [torch.nn.functional.pad(v, (0, length - v.shape[-1])) for v in values]
+            batch[key] = torch.stack(values)
+        return batch

@@ -95,13 +95,7 @@ class CompositeLoss(DistillationLoss):
             if not part.needs_teacher_outputs:
                 continue
             for name, value in part.live_teacher_signals(teacher_outputs, batch, ctx).items():
-                if name in owners:
-                    raise TrainingError(
-                        f"losses '{owners[name]}' and '{part.name}' both produce the live teacher signal '{name}'",
-                        "rename the signal in one of the plugins",
-                    )
-                owners[name] = part.name
-                signals[name] = value
+                _claim(signals, owners, part.name, name, value, "produce the live teacher signal")
         return signals
 
     def __call__(
@@ -115,14 +109,22 @@ class CompositeLoss(DistillationLoss):
             for name, value in part(batch, student_logits, teacher_signals, ctx).items():
                 if index > 0 and name == supervised:
                     continue  # the task loss is the primary loss's
-                if name in terms:
-                    raise TrainingError(
-                        f"losses '{owners[name]}' and '{part.name}' both return a term '{name}'",
-                        "combine losses whose terms differ (for example kd or adkd, not both)",
-                    )
-                owners[name] = part.name
-                terms[name] = value
+                _claim(terms, owners, part.name, name, value, "return a term")
         return terms
+
+
+_CLASH_FIXES = {
+    "produce the live teacher signal": "rename the signal in one of the plugins",
+    "return a term": "combine losses whose terms differ (for example kd or adkd, not both)",
+}
+
+
+def _claim(merged: dict[str, Tensor], owners: dict[str, str], part: str, name: str, value: Tensor, what: str) -> None:
+    """``merged[name] = value`` for loss ``part``, with a :class:`TrainingError` when another part has ``name``."""
+    if name in merged:
+        raise TrainingError(f"losses '{owners[name]}' and '{part}' both {what} '{name}'", _CLASH_FIXES[what])
+    owners[name] = part
+    merged[name] = value
 
 
 def _options_model(parts: tuple[type[DistillationLoss], ...]) -> type[BaseModel]:

@@ -2,8 +2,8 @@
 
 Every split becomes a :class:`datasets.Dataset` with the columns ``input_ids``, ``attention_mask``
 (``token_type_ids`` for BERT-like tokenisers), ``labels`` and ``length``; tokenisation runs through
-``datasets.map`` and is cached on disk. :class:`DistillationCollator` pads each batch to its longest
-example (dynamic padding) or to ``max_length``, and pads teacher signals along with it.
+``datasets.map`` and is cached on disk. Batches are built by :class:`kdkit.batching.DistillationCollator`
+(re-exported here), which pads each to its longest example or to ``max_length``, teacher signals with it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow
-import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedTokenizerBase
 
 from kdkit import labels
-from kdkit.batching import MODEL_INPUTS as MODEL_INPUTS  # re-exported: where kdkit has always kept them
+
+# re-exported: where kdkit has always kept them (the batching concept lives in kdkit.batching)
+from kdkit.batching import MODEL_INPUTS as MODEL_INPUTS
 from kdkit.batching import TEACHER_PREFIX as TEACHER_PREFIX
-from kdkit.batching import RowBlock, pad_rows, padded_length
+from kdkit.batching import DistillationCollator as DistillationCollator
 from kdkit.config import DataConfig
 from kdkit.errors import CacheWarning, ConfigError, DataError
 from kdkit.tasks import TaskSpec, get_task
@@ -365,58 +366,3 @@ def load_task_data(data: DataConfig, tokenizer: PreTrainedTokenizerBase, *, need
         train=tokenize(train, task, tokenizer, data) if train is not None else None,
         validation={name: tokenize(split, task, tokenizer, data) for name, split in validation.items()},
     )
-
-
-# -- batching ------------------------------------------------------------------------------------
-
-
-class DistillationCollator:
-    """Pads a batch of tokenised examples.
-
-    Model inputs are padded to the longest example (at least ``pad_to``, rounded up to a multiple of
-    ``pad_to_multiple_of``); teacher signals named in ``token_signals`` (last dimension = sequence) are
-    zero-padded to the same length; other teacher signals are stacked. Output: ``input_ids``/
-    ``attention_mask``/``token_type_ids`` (B, L), ``labels`` (B,), ``teacher_*`` tensors.
-
-    Takes a list of examples (dicts, as ``datasets`` gives them) or a :class:`~kdkit.batching.RowBlock`
-    of a :class:`~kdkit.batching.ColumnarDataset` (the trainer's fast path: same batch, no per-example
-    Python).
-    """
-
-    #: the trainer may hand this collator :class:`~kdkit.batching.RowBlock` batches
-    accepts_row_blocks = True
-
-    def __init__(
-        self,
-        pad_token_id: int,
-        pad_to: int | None = None,
-        token_signals: Sequence[str] = (),
-        pad_to_multiple_of: int | None = None,
-    ) -> None:
-        self.pad_token_id = pad_token_id
-        self.pad_to = pad_to
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.token_signals = {f"{TEACHER_PREFIX}{name}" for name in token_signals}
-
-    def __call__(self, features: list[dict[str, Any]] | RowBlock) -> dict[str, torch.Tensor]:
-        if isinstance(features, RowBlock):
-            return pad_rows(features, self.pad_token_id, self.pad_to, self.pad_to_multiple_of)
-        longest = max(len(f["input_ids"]) for f in features)
-        length = padded_length(longest, self.pad_to, self.pad_to_multiple_of)
-        batch: dict[str, torch.Tensor] = {}
-        for key in MODEL_INPUTS:
-            if key not in features[0]:
-                continue
-            pad = self.pad_token_id if key == "input_ids" else 0
-            rows = [list(f[key]) + [pad] * (length - len(f[key])) for f in features]
-            batch[key] = torch.tensor(rows, dtype=torch.long)
-        labels = [f["labels"] for f in features]
-        batch["labels"] = torch.tensor(labels, dtype=torch.float32 if isinstance(labels[0], float) else torch.long)
-        for key in features[0]:
-            if not key.startswith(TEACHER_PREFIX):
-                continue
-            values = [torch.as_tensor(np.asarray(f[key], dtype=np.float32)) for f in features]
-            if key in self.token_signals:
-                values = [torch.nn.functional.pad(v, (0, length - v.shape[-1])) for v in values]
-            batch[key] = torch.stack(values)
-        return batch

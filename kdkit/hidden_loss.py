@@ -84,7 +84,7 @@ def hidden_distance(
     return squared.sum() / (attention_mask.sum().to(student.dtype).clamp_min(1.0) * pairs * width)
 
 
-class HiddenStateLoss(DistillationLoss):
+class HiddenStateLoss(DistillationLoss[HiddenOptions]):
     """weight · L_hidden between mapped hidden states (see the module docstring)."""
 
     name = "hidden"
@@ -93,20 +93,15 @@ class HiddenStateLoss(DistillationLoss):
     needs_student_outputs = frozenset({"hidden_states"})
     needs_teacher_outputs = frozenset({"hidden_states"})
 
-    def __init__(self, options: BaseModel, task: TaskSpec) -> None:
+    def __init__(self, options: HiddenOptions, task: TaskSpec) -> None:
         super().__init__(options, task)
         self.projection: nn.Linear | None = None
-
-    @property
-    def opts(self) -> HiddenOptions:
-        assert isinstance(self.options, HiddenOptions)
-        return self.options
 
     def prepare(self, ctx: LossContext) -> None:
         """Check the layer map against both depths; build W when the widths differ."""
         if ctx.teacher is None:
             raise TrainingError("the hidden loss needs the teacher's layers", "give --teacher")
-        layer_pairs(self.opts.layers, num_layers(ctx.student), num_layers(ctx.teacher), option="hidden.layers")
+        layer_pairs(self.options.layers, num_layers(ctx.student), num_layers(ctx.teacher), option="hidden.layers")
         widths = (hidden_size(ctx.student), hidden_size(ctx.teacher))
         self.projection = projection(*widths) if widths[0] != widths[1] else None
 
@@ -116,9 +111,9 @@ class HiddenStateLoss(DistillationLoss):
     def live_teacher_signals(self, teacher_outputs: Any, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
         """``hidden``: the teacher states of the mapped layers, (B, P, L, D_t), or (B, P, D_t) with ``cls``."""
         states = teacher_outputs.hidden_states
-        pairs = layer_pairs(self.opts.layers, num_layers(ctx.student), len(states) - 1, option="hidden.layers")
+        pairs = layer_pairs(self.options.layers, num_layers(ctx.student), len(states) - 1, option="hidden.layers")
         picked = torch.stack([states[t] for _, t in pairs], dim=1).float()
-        return {"hidden": picked[:, :, 0] if self.opts.target == "cls" else picked}
+        return {"hidden": picked[:, :, 0] if self.options.target == "cls" else picked}
 
     def __call__(
         self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
@@ -132,5 +127,5 @@ class HiddenStateLoss(DistillationLoss):
                 "loss has no projection",
                 "call loss.prepare(ctx) before training (kdkit's trainer does)",
             )
-        distance = hidden_distance(student, teacher, batch.attention_mask, self.opts.target, self.projection)
-        return {"hidden": self.opts.weight * distance}
+        distance = hidden_distance(student, teacher, batch.attention_mask, self.options.target, self.projection)
+        return {"hidden": self.options.weight * distance}

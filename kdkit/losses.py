@@ -23,14 +23,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, NoOptions
+from kdkit.attribution import AttributionProvider, EmbeddingForward, NoOptions, OptionsT
 from kdkit.tasks import TaskSpec
 
 #: a preset: task name -> {"options": {component: {option: value}}, "training": {field: value}}
@@ -93,10 +93,14 @@ class LossContext:
         return self.provider_factory(name)
 
 
-class DistillationLoss(abc.ABC):
+class DistillationLoss(abc.ABC, Generic[OptionsT]):
     """Base class of distillation losses contributed through :func:`kdkit.hookspecs.kdkit_losses`.
 
-    A loss is built once per run with its validated options and the task: ``Loss(Loss.Options(...), task)``.
+    A loss is built once per run with its validated options and the task: ``Loss(Loss.Options(...), task)``;
+    ``class Loss(DistillationLoss[LossOptions])`` with ``Options = LossOptions`` types ``self.options`` as
+    ``LossOptions``. Subclasses implement ``__call__`` and may override the methods with a default (``prepare``,
+    ``trainable_modules``, ``providers_used``, ``teacher_signals``, ``live_teacher_signals``,
+    ``teacher_signal_key``: docs/plugins.md lists them).
     """
 
     #: the name users select (``kdkit distill --plugin NAME``) and the ``--set NAME.option`` prefix
@@ -123,8 +127,8 @@ class DistillationLoss(abc.ABC):
     #: named presets (``--preset NAME``)
     presets: ClassVar[Mapping[str, PresetFunction]] = {}
 
-    def __init__(self, options: BaseModel, task: TaskSpec) -> None:
-        self.options = options
+    def __init__(self, options: OptionsT, task: TaskSpec) -> None:
+        self.options: OptionsT = options
         self.task = task
 
     def prepare(self, ctx: LossContext) -> None:
@@ -204,7 +208,11 @@ def soft_distillation_loss(
     if task.is_regression:
         return F.mse_loss(student_logits.float().reshape(-1), teacher_logits.float().reshape(-1))
     t = temperature
-    log_p_student = torch.log_softmax(student_logits.float() / t, dim=-1)
-    log_p_teacher = torch.log_softmax(teacher_logits.float() / t, dim=-1)
-    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
-    return kl * t * t
+    return tempered_kl(student_logits, teacher_logits, t) * t * t
+
+
+def tempered_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """KL(softmax(t/T) ‖ softmax(s/T)) of (B, C) logits in float32, averaged over the batch (no T² factor)."""
+    log_p_student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")

@@ -315,8 +315,8 @@ def _component_row(info: PluginInfo, component: Any, is_provider: bool) -> Compo
             )
             for name, option in component.Options.model_fields.items()
         },
-        differentiable=bool(getattr(component, "differentiable", False)) if is_provider else None,
-        presets=None if is_provider else list(getattr(component, "presets", {})),
+        differentiable=bool(component.differentiable) if is_provider else None,
+        presets=None if is_provider else list(component.presets),
     )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import sys
 import types
@@ -78,6 +79,32 @@ def test_the_docs_describe_every_attribute_of_the_component(hook: str, base: typ
         public.add("__call__")
     missing = sorted(name for name in public if f"`{name}" not in section)
     assert not missing, f"the '## {hook}' section of docs/plugins.md does not describe {missing}"
+
+
+def _overridable(base: type) -> set[str]:
+    """The methods and properties a base class declares for its subclasses (``__call__`` included)."""
+    return {
+        name
+        for name, value in vars(base).items()
+        if (inspect.isfunction(value) or isinstance(value, property)) and (name == "__call__" or name[0] != "_")
+    }
+
+
+def test_the_base_classes_declare_the_protocol_kdkit_relies_on() -> None:
+    assert "binary_views_equal" in _overridable(AttributionProvider)
+    assert AttributionProvider.binary_views_equal(_Uniform()) is False  # the declared default
+
+
+@pytest.mark.parametrize("base", [DistillationLoss, AttributionProvider])
+def test_every_overridable_method_is_in_the_override_table_of_docs_plugins_md(base: type) -> None:
+    """docs/plugins.md's 'What a plugin may override' has a table per base class listing exactly its methods."""
+    section = _sections(PLUGINS_DOC.read_text())["What a plugin may override"]
+    table = section.split(f"### `{base.__name__}`")[1].split("###")[0]
+    rows = re.findall(r"^\| `(\w+)", table, flags=re.MULTILINE)
+    assert rows, f"no table for {base.__name__}"
+    for row in re.findall(r"^\| `.+$", table, flags=re.MULTILINE):
+        assert row.count(" | ") == 2, f"a row of the {base.__name__} table lacks its default or its use: {row}"
+    assert sorted(rows) == sorted(_overridable(base)), f"the {base.__name__} table of docs/plugins.md is stale"
 
 
 # -- the hooks, called through a plugin manager --------------------------------------------------------

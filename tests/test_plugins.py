@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import textwrap
 from pathlib import Path
@@ -152,6 +153,34 @@ def test_in_process_plugins_can_be_registered(plugin_manager: PluginManager, tmp
     manager = PluginManager(autoload=False, extra_plugins={"mine": inproc_plugin})
     assert manager.loss("half_ce").Options().model_dump() == {"scale": 0.5}
     assert {p.name: p.source for p in manager.plugins()}["mine"] == "registered in-process"
+
+
+#: GOOD_PLUGIN as written since the base classes are generic in their options (``self.options`` typed)
+TYPED_PLUGIN = (
+    GOOD_PLUGIN.replace("class HalfCE(DistillationLoss):", "class HalfCE(DistillationLoss[HalfOptions]):")
+    .replace("class Uniform(AttributionProvider):", "class Uniform(AttributionProvider[NoOptions]):")
+    .replace("import AttributionProvider\n", "import AttributionProvider, NoOptions\n")
+)
+
+
+@pytest.mark.parametrize(("module_name", "source"), [("untyped_plugin", GOOD_PLUGIN), ("typed_plugin", TYPED_PLUGIN)])
+def test_components_work_with_or_without_the_options_type_parameter(module_name, source, tmp_path, monkeypatch):
+    """Plugins written without ``[Options]`` (before the base classes were generic) keep working; typed ones
+    behave the same."""
+    from kdkit.attribution import NoOptions
+    from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
+
+    assert ("[HalfOptions]" in source) == (module_name == "typed_plugin")
+    (tmp_path / f"{module_name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    manager = PluginManager(autoload=False, extra_plugins={"mine": importlib.import_module(module_name)})
+    loss_cls = manager.loss("half_ce")
+    assert loss_cls(loss_cls.Options(scale=0.25), BINARY_TASK).options.scale == 0.25
+    report = check_loss(loss_cls, {"scale": 0.25}, tasks=(BINARY_TASK,), plugins=manager)
+    assert "tiny: gradients reach the student" in report.checks
+    provider = manager.provider("uniform")()
+    assert provider.options == NoOptions() and provider.binary_views_equal() is False
+    check_attribution_provider(manager.provider("uniform"), regression=False)
 
 
 # -- enabling and disabling by name from the command line; where each plugin came from ---------------------

@@ -162,6 +162,43 @@ def test_broken_providers_fail_with_the_rule_they_break(provider: type[Attributi
     assert isinstance(caught.value, AssertionError)
 
 
+class ClaimsEqualViews(AttributionProvider):
+    """Says the two views' maps are equal, but weighs the positions by the class explained."""
+
+    name = "claims_equal_views"
+
+    def binary_views_equal(self) -> bool:
+        return True
+
+    def attribute(self, model, inputs, targets, *, create_graph=False, forward=None):  # type: ignore[no-untyped-def]
+        mask = inputs["attention_mask"].float()
+        positions = torch.arange(mask.shape[1], dtype=torch.float32)
+        values = (1.0 + targets[:, :, None].float()) * positions + 1.0  # (B, V, L): class 0 flat, class 1 rising
+        return (values * mask[:, None, :])[..., None]
+
+
+class SaysMaybe(AttributionProvider):
+    name = "says_maybe"
+
+    def binary_views_equal(self):  # type: ignore[no-untyped-def]
+        return "maybe"
+
+    def attribute(self, model, inputs, targets, *, create_graph=False, forward=None):  # type: ignore[no-untyped-def]
+        return _ones(inputs, targets)
+
+
+def test_binary_views_equal_is_verified_when_a_provider_declares_it() -> None:
+    ig = pytest.importorskip("kdkit_adkd.ig")
+    report = check_attribution_provider(ig.IntegratedGradients, regression=False)  # steps=1: equal views
+    assert "bert, two classes: binary_views_equal() holds (the two views' maps are equal)" in report.checks
+    several = check_attribution_provider(ig.IntegratedGradients(ig.IGOptions(steps=2)), regression=False)
+    assert not any("binary_views_equal() holds" in check for check in several.checks)
+    with pytest.raises(ConformanceError, match=r"binary_views_equal\(\) is True, but the two views' token maps differ"):
+        check_attribution_provider(ClaimsEqualViews, regression=False)
+    with pytest.raises(ConformanceError, match=r"says_maybe \[class\]: binary_views_equal\(\) must return a bool"):
+        check_attribution_provider(SaysMaybe, regression=False)
+
+
 # -- broken losses are caught ------------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from torch import Tensor, nn
 
 from kdkit import api
-from kdkit.attribution import embedding_block, token_maps
+from kdkit.attribution import AttributionProvider, embedding_block, token_maps
 from kdkit.errors import ConfigError
 from kdkit.losses import Batch, LossContext
 from kdkit.tasks import TaskSpec
@@ -216,6 +216,28 @@ def test_two_classes_have_one_map_at_one_step(baseline: str) -> None:
             teacher, batch, LossContext(TWO_CLASSES, student, teacher, provider_factory=provider_factory(steps=2))
         )
     assert signals2["attr_map"].shape[1] == 2
+
+
+def test_both_binary_views_unless_every_provider_declares_them_equal() -> None:
+    """``binary_views_equal()`` is declared on AttributionProvider (default False): a provider that does not
+    override it gets both views, and so does a pair where only one side declares them equal."""
+
+    class Plain(AttributionProvider):  # no override: the declared default
+        name = "plain"
+
+        def attribute(self, model, inputs, targets, *, create_graph=False, forward=None):  # type: ignore[no-untyped-def]
+            raise AssertionError("views() does not attribute")
+
+    assert Plain().binary_views_equal() is False
+    own = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1])
+    loss = ADKDLoss(ADKDOptions(), TWO_CLASSES)
+    both, weights = loss.views(own, labels, own, Plain())
+    assert both.tolist() == [[0, 1], [0, 1]] and weights.tolist() == [0.5, 0.5]
+    one, _ = loss.views(own, labels, own, IntegratedGradients())
+    assert one.tolist() == [[1], [0]]
+    mixed, _ = loss.views(own, labels, own, IntegratedGradients(), other=Plain())
+    assert mixed.tolist() == [[0, 1], [0, 1]]
 
 
 def test_views_select_the_classes_explained() -> None:

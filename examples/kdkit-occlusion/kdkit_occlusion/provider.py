@@ -41,7 +41,7 @@ class OcclusionOptions(BaseModel):
     batch_size: int = Field(256, ge=1, description="occluded copies per forward pass")
 
 
-class Occlusion(AttributionProvider):
+class Occlusion(AttributionProvider[OcclusionOptions]):
     """Occlusion: the drop in the target's log-probability when a token is replaced (see the module doc)."""
 
     name = "occlusion"
@@ -49,18 +49,13 @@ class Occlusion(AttributionProvider):
     differentiable = False
     description = "drop in log p(target) when a token is replaced by [MASK] or [PAD]; forward passes only"
 
-    def __init__(self, options: BaseModel | None = None) -> None:
+    def __init__(self, options: OcclusionOptions | None = None) -> None:
         super().__init__(options)
         self._mask_ids: dict[str, int | None] = {}
 
-    @property
-    def opts(self) -> OcclusionOptions:
-        assert isinstance(self.options, OcclusionOptions)
-        return self.options
-
     def cache_key(self) -> str:
         """The replacement decides the scores; the batch size does not."""
-        return f"{self.name}:replacement={self.opts.replacement}:token_id={self.opts.token_id}"
+        return f"{self.name}:replacement={self.options.replacement}:token_id={self.options.token_id}"
 
     def attribute(
         self,
@@ -93,7 +88,7 @@ class Occlusion(AttributionProvider):
             base = class_scores(logits.detach(), targets)  # (B, V)
             scores = base.new_zeros(batch, targets.shape[1], length)
             positions = mask.nonzero()  # (N, 2): (example, token) of every real token
-            for chunk in positions.split(self.opts.batch_size):
+            for chunk in positions.split(self.options.batch_size):
                 example, token = chunk[:, 0], chunk[:, 1]
                 width = int(mask[example].any(dim=0).nonzero().max()) + 1  # drop trailing padding
                 rows = {key: value[example, :width] for key, value in inputs.items()}
@@ -108,10 +103,10 @@ class Occlusion(AttributionProvider):
         """The id put in place of each token: ``token_id`` if set; for ``pad`` the model's
         ``config.pad_token_id``; for ``mask`` ``config.mask_token_id`` or the [MASK] of the tokenizer saved
         with the model (kdkit saves teachers and students with their tokenizer)."""
-        if self.opts.token_id is not None:
-            return self.opts.token_id
+        if self.options.token_id is not None:
+            return self.options.token_id
         config = getattr(model, "config", None)
-        if self.opts.replacement == "pad":
+        if self.options.replacement == "pad":
             pad = getattr(config, "pad_token_id", None)
             if pad is None:
                 raise ModelError(

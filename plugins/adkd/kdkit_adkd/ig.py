@@ -126,7 +126,7 @@ def pad_baseline(model: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
     raise ModelError(f"the embedding block of {type(model).__name__} did not run", "use an encoder classifier")
 
 
-class IntegratedGradients(AttributionProvider):
+class IntegratedGradients(AttributionProvider[IGOptions]):
     """Integrated Gradients at the embedding output (see the module docstring)."""
 
     name = "ig"
@@ -134,16 +134,11 @@ class IntegratedGradients(AttributionProvider):
     differentiable = True
     description = "Integrated Gradients at the embedding block's output (m path points in one batch)"
 
-    @property
-    def opts(self) -> IGOptions:
-        assert isinstance(self.options, IGOptions)
-        return self.options
-
     def cache_key(self) -> str:
         """Steps, baseline and a layer other than the embeddings decide the values; the chunk size does not
         (so keys of runs at the embeddings are what they were)."""
         layer = f":layer={self.layer}" if self.layer is not None else ""
-        return f"{self.name}:steps={self.opts.steps}:baseline={self.opts.baseline}{layer}"
+        return f"{self.name}:steps={self.options.steps}:baseline={self.options.baseline}{layer}"
 
     def binary_views_equal(self) -> bool:
         """For two classes, are the two views' maps equal after abs and normalisation?
@@ -152,7 +147,7 @@ class IntegratedGradients(AttributionProvider):
         positive per-example factor that top-K (scale-invariant), the L2 norm and the normalisation remove.
         With m > 1 the factor differs between path points and the maps are only close.
         """
-        return self.opts.steps == 1
+        return self.options.steps == 1
 
     def attribute(
         self,
@@ -174,7 +169,7 @@ class IntegratedGradients(AttributionProvider):
                 its ``logits``; reused as the α = 1 path point, and its E is the input of every path (only
                 when its ``layer`` is the provider's: else IG runs its own forward).
         """
-        opts = self.opts
+        opts = self.options
         mask = inputs["attention_mask"]
         batch = int(mask.shape[0])
         steps = opts.steps

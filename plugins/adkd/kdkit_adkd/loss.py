@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output, token_maps
 from kdkit.errors import ConfigError, PluginError, TrainingError
 from kdkit.layer_map import uniform_layer
-from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss
+from kdkit.losses import Batch, DistillationLoss, LossContext, PresetFunction, task_loss, tempered_kl
 from kdkit.model_outputs import num_layers
 from kdkit.tasks import TaskSpec
 from kdkit_adkd.maps import Distance, map_distance, resolve_top_k
@@ -102,7 +102,7 @@ def distributed_mean(value: Tensor) -> Tensor:
     return total / dist.get_world_size()
 
 
-class ADKDLoss(DistillationLoss):
+class ADKDLoss(DistillationLoss[ADKDOptions]):
     """(1-α)·CE + α·KD(T) + β·L_attr (see the module docstring and docs/adkd.md)."""
 
     name = "adkd"
@@ -114,21 +114,16 @@ class ADKDLoss(DistillationLoss):
     token_signals = frozenset({"attr_map"})
     presets: ClassVar[Mapping[str, PresetFunction]] = MappingProxyType({"paper": paper_preset})
 
-    def __init__(self, options: BaseModel, task: TaskSpec) -> None:
+    def __init__(self, options: ADKDOptions, task: TaskSpec) -> None:
         super().__init__(options, task)
         #: the teacher layer of the maps when the student's are at a transformer layer (set by ``prepare``)
         self.teacher_layer: int | None = None
         self._prepared = False
 
     @property
-    def opts(self) -> ADKDOptions:
-        assert isinstance(self.options, ADKDOptions)
-        return self.options
-
-    @property
     def uses_attribution(self) -> bool:
         """False when the attribution term is off (β = 0 or the ``no_attr`` ablation): vanilla KD."""
-        return self.opts.beta > 0 and self.opts.ablation != "no_attr"
+        return self.options.beta > 0 and self.options.ablation != "no_attr"
 
     def prepare(self, ctx: LossContext) -> None:
         """With the student's provider at layer N (``ig.layer``): the teacher's layer, for the maps and the
@@ -147,7 +142,7 @@ class ADKDLoss(DistillationLoss):
                 f"ig.layer={layer}, but the student has {student_layers} layers",
                 f"use ig.layer between 1 and {student_layers}",
             )
-        option = self.opts.teacher_layer
+        option = self.options.teacher_layer
         teacher = uniform_layer(layer, student_layers, teacher_layers) if option == "uniform" else int(option)
         if teacher > teacher_layers:
             raise ConfigError(
@@ -165,17 +160,17 @@ class ADKDLoss(DistillationLoss):
     @property
     def teacher_provider_name(self) -> str:
         """The provider of the teacher's maps: ``teacher_provider``, else ``provider``."""
-        return self.opts.teacher_provider or self.opts.provider
+        return self.options.teacher_provider or self.options.provider
 
     def providers_used(self) -> list[str]:
         if not self.uses_attribution:
             return []
-        return list(dict.fromkeys([self.opts.provider, self.teacher_provider_name]))
+        return list(dict.fromkeys([self.options.provider, self.teacher_provider_name]))
 
     def teacher_signal_key(self) -> str:
         if not self.uses_attribution:
             return "logits"
-        o = self.opts
+        o = self.options
         # the teacher's provider joins the key only when it differs (keys of earlier runs stay valid)
         teacher = f":teacher_provider={self.teacher_provider_name}" if self.teacher_provider_name != o.provider else ""
         # so does the teacher's layer, when attributions are not at the embeddings (set by prepare)
@@ -208,8 +203,8 @@ class ADKDLoss(DistillationLoss):
             logits = teacher(**batch.inputs).logits.detach().float()
         targets, _ = self.views(logits, batch.labels, logits, provider, other=student_provider)
         attributions = provider.attribute(teacher, batch.inputs, targets, forward=forward)
-        top_k = resolve_top_k(int(attributions.shape[-1]), self.opts.top_k, self.opts.top_k_fraction)
-        maps = token_maps(attributions, batch.attention_mask, top_k=top_k, eps=self.opts.eps)
+        top_k = resolve_top_k(int(attributions.shape[-1]), self.options.top_k, self.options.top_k_fraction)
+        maps = token_maps(attributions, batch.attention_mask, top_k=top_k, eps=self.options.eps)
         return {"logits": logits, "attr_map": maps}
 
     # -- views -----------------------------------------------------------------------------------
@@ -238,13 +233,13 @@ class ADKDLoss(DistillationLoss):
         one = torch.ones(1, device=device)
         if self.task.is_regression:
             return torch.zeros(size, 1, dtype=torch.long, device=device), one
-        if self.opts.views == "gold":
+        if self.options.views == "gold":
             return labels.long().view(-1, 1), one
-        if self.opts.views == "pred":
+        if self.options.views == "pred":
             return teacher_logits.argmax(dim=-1).view(-1, 1), one
         classes = int(own_logits.shape[-1])
-        equal = all(bool(getattr(p, "binary_views_equal", lambda: False)()) for p in (provider, other) if p is not None)
-        if classes == 2 and equal and self.opts.binary_single_view:
+        equal = all(p.binary_views_equal() for p in (provider, other) if p is not None)
+        if classes == 2 and equal and self.options.binary_single_view:
             return own_logits.detach().argmin(dim=-1).view(-1, 1), one
         every = torch.arange(classes, device=device).expand(size, classes)
         weight = 0.5 if classes == 2 else 1.0
@@ -252,7 +247,7 @@ class ADKDLoss(DistillationLoss):
 
     def provider(self, ctx: LossContext) -> AttributionProvider:
         """The student's provider (``provider``), which must be differentiable."""
-        provider = ctx.provider(self.opts.provider)
+        provider = ctx.provider(self.options.provider)
         if not provider.differentiable:
             raise PluginError(
                 f"attribution provider '{provider.name}' is not differentiable",
@@ -270,13 +265,11 @@ class ADKDLoss(DistillationLoss):
     def kd_term(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """KL(softmax(t/T) ‖ softmax(s/T)) (batch mean), or MSE(s/T, t/T) for regression; × T² with
         ``kd_t_squared``."""
-        t = self.opts.temperature
-        scale = t * t if self.opts.kd_t_squared else 1.0
+        t = self.options.temperature
+        scale = t * t if self.options.kd_t_squared else 1.0
         if self.task.is_regression:
             return scale * F.mse_loss(student_logits.float().reshape(-1) / t, teacher_logits.float().reshape(-1) / t)
-        log_student = torch.log_softmax(student_logits.float() / t, dim=-1)
-        log_teacher = torch.log_softmax(teacher_logits.float() / t, dim=-1)
-        return scale * F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+        return scale * tempered_kl(student_logits, teacher_logits, t)
 
     def attribution_loss(
         self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
@@ -301,8 +294,8 @@ class ADKDLoss(DistillationLoss):
         attributions = provider.attribute(
             ctx.student, batch.inputs, targets, create_graph=True, forward=ctx.student_forward
         )
-        student_maps = token_maps(attributions, mask, eps=self.opts.eps)
-        distance: Distance = self.opts.distance
+        student_maps = token_maps(attributions, mask, eps=self.options.eps)
+        distance: Distance = self.options.distance
         return map_distance(
             teacher_maps.to(student_maps.dtype),
             student_maps,
@@ -315,7 +308,7 @@ class ADKDLoss(DistillationLoss):
     def __call__(
         self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
     ) -> dict[str, Tensor]:
-        o = self.opts
+        o = self.options
         terms: dict[str, Tensor] = {}
         if o.ablation != "no_ce":
             supervised = "mse" if self.task.is_regression else "ce"
