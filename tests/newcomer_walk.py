@@ -95,8 +95,10 @@ def cache_dir() -> Path:
 
 
 def environment_key(text: str) -> str:
-    """What the environment depends on: README's install commands, the pyproject files, Python's version."""
+    """What the environment depends on: README's install commands, the pyproject files, Python's version, and
+    this checkout's path (README installs it editable: an environment made for another checkout runs its code)."""
     digest = hashlib.sha256(repr(install_commands(text)).encode() + sys.version.encode())
+    digest.update(str(REPO.resolve()).encode())
     for pyproject in sorted([REPO / "pyproject.toml", *REPO.glob("plugins/*/pyproject.toml")]):
         digest.update(pyproject.read_bytes())
     return digest.hexdigest()[:12]
