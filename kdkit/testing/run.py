@@ -91,35 +91,19 @@ def run_distillation_steps(
     from kdkit.plugins import PluginManager
 
     root = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="kdkit-steps-"))
-    root.mkdir(parents=True, exist_ok=True)
+    teacher, train, validation = _write_inputs(root, train_rows, validation_rows, seed)
     if manager is None:
         manager = PluginManager(
             autoload=False,
             enable=list(enable),
             extra_plugins={_plugin_name(plugin): plugin for plugin in plugins},
         )
-    teacher = root / "teacher"
-    if not (teacher / "config.json").is_file():
-        save_tiny_classifier(teacher, BINARY_TASK, num_layers=2, seed=seed)
-    train = write_tiny_csv(root / "train.csv", train_rows, seed=seed + 1)
-    validation = write_tiny_csv(root / "validation.csv", validation_rows, seed=seed + 2)
     raw: dict[str, Any] = {
         "loss": loss,
         "teacher": str(teacher),
         "student": "copy:1",
         "data": {"train_file": str(train), "validation_file": str(validation), "max_length": max_length},
-        "training": {
-            "max_steps": steps,
-            "batch_size": batch_size,
-            "eval_batch_size": max(batch_size, 16),
-            "logging_steps": 1,
-            "learning_rate": 1e-3,
-            "warmup_ratio": 0.0,
-            "term_grad_norm_steps": min(steps, 2),
-            "seed": seed,
-            "device": "cpu",
-            "precision": "fp32",
-        },
+        "training": _training_options(steps, batch_size, seed),
         "options": {name: dict(values) for name, values in (options or {}).items()},
         "output": str(root / "run"),
         "overwrite": True,
@@ -130,3 +114,30 @@ def run_distillation_steps(
     with _environment(home):
         config = api.resolve_distill_config(raw, manager)
         return api.distill(config, plugins=manager, console=Console(stderr=True, quiet=True))
+
+
+def _write_inputs(root: Path, train_rows: int, validation_rows: int, seed: int) -> tuple[Path, Path, Path]:
+    """The tiny teacher (kept if ``root`` has one) and the training and validation CSVs, under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    teacher = root / "teacher"
+    if not (teacher / "config.json").is_file():
+        save_tiny_classifier(teacher, BINARY_TASK, num_layers=2, seed=seed)
+    train = write_tiny_csv(root / "train.csv", train_rows, seed=seed + 1)
+    validation = write_tiny_csv(root / "validation.csv", validation_rows, seed=seed + 2)
+    return teacher, train, validation
+
+
+def _training_options(steps: int, batch_size: int, seed: int) -> dict[str, Any]:
+    """``steps`` steps on the CPU in fp32, every step logged, the first two steps' term gradient norms."""
+    return {
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "eval_batch_size": max(batch_size, 16),
+        "logging_steps": 1,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "term_grad_norm_steps": min(steps, 2),
+        "seed": seed,
+        "device": "cpu",
+        "precision": "fp32",
+    }
