@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -79,8 +79,19 @@ def default_output(task: str, what: str) -> Path:
     return Path("runs") / f"{task}-{what}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _console(config: RunConfig, console: Console | None) -> Console:
-    return console or Console(stderr=True, quiet=not is_main_process())
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+
+
+def _start(
+    config: ConfigT, plugins: PluginManager | None, console: Console | None
+) -> tuple[PluginManager, Console, ConfigT, dict[str, str]]:
+    """What every command starts with: the plugins, a console (quiet on other torchrun processes), quiet
+    libraries, and the config with its data paths made absolute (and the paths as given, for run.json)."""
+    plugins = plugins or get_plugin_manager()
+    console = console or Console(stderr=True, quiet=not is_main_process())
+    quiet_libraries()
+    given = provenance.given_paths(config.data)
+    return plugins, console, config.model_copy(update={"data": provenance.record_paths(config.data)}), given
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -90,11 +101,7 @@ def finetune(
     config: FinetuneConfig, *, plugins: PluginManager | None = None, console: Console | None = None
 ) -> RunResult:
     """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
-    plugins = plugins or get_plugin_manager()
-    console = _console(config, console)
-    quiet_libraries()
-    given = provenance.given_paths(config.data)
-    config = config.model_copy(update={"data": provenance.record_paths(config.data)})
+    plugins, console, config, given = _start(config, plugins, console)
     tracking.check_installed(config.training.report_to)
     base = config.model or models.default_base_model()
     models.check_max_length(base, config.data.max_length, role="base model")
@@ -129,11 +136,7 @@ def distill(
     config: DistillConfig, *, plugins: PluginManager | None = None, console: Console | None = None
 ) -> RunResult:
     """Distil a teacher into a student with the loss plugin ``config.loss``."""
-    plugins = plugins or get_plugin_manager()
-    console = _console(config, console)
-    quiet_libraries()
-    given = provenance.given_paths(config.data)
-    config = config.model_copy(update={"data": provenance.record_paths(config.data)})
+    plugins, console, config, given = _start(config, plugins, console)
     loss_cls = plugins.loss(config.loss)
     check_needs(loss_cls)
     check_compile(loss_cls, config.training)

@@ -120,8 +120,8 @@ def train(
     tracking.attach(trainer, run_dir.work, run_dir.final.name)
     trainer.add_callback(training_display(console, f"{command} {task_data.task.name}", plain=config.quiet))
     timing = _run(trainer, config, run_dir, cache_seconds, cached, console)
-    return _finish(trainer, config, command, task_data, tokenizer, loss, options, collator, run_dir, timing,
-                   extra_summary, console)  # fmt: skip
+    run = _Run(config, command, task_data, tokenizer, loss, options, run_dir, console, extra_summary)
+    return _finish(trainer, run, collator, timing)
 
 
 def _arguments(config: RunConfig, task_data: TaskData, run_dir: RunDirectory) -> TrainingArguments:
@@ -223,53 +223,65 @@ def _resume_point(
 # -- after training: save, evaluate, record ---------------------------------------------------------------
 
 
-def _finish(
-    trainer: DistillationTrainer,
-    config: RunConfig,
-    command: str,
-    task_data: TaskData,
-    tokenizer: PreTrainedTokenizerBase,
-    loss: DistillationLoss,
-    options: dict[str, BaseModel],
-    collator: DistillationCollator,
-    run_dir: RunDirectory,
-    timing: Timing,
-    extra_summary: dict[str, Any],
-    console: Console,
-) -> RunResult:
+@dataclass
+class _Run:
+    """What the stage was given, for the steps after training (``config`` with the logging cadence used)."""
+
+    config: RunConfig
+    command: str
+    task_data: TaskData
+    tokenizer: PreTrainedTokenizerBase
+    loss: DistillationLoss
+    options: dict[str, BaseModel]
+    run_dir: RunDirectory
+    console: Console
+    extra_summary: dict[str, Any]
+
+
+def _finish(trainer: DistillationTrainer, run: _Run, collator: DistillationCollator, timing: Timing) -> RunResult:
     """Save ``last/`` and ``best/``, evaluate the best, write run.json and config.yaml, commit the run (the main
     process; the others wait for it)."""
+    config, run_dir = run.config, run.run_dir
     if not trainer.is_world_process_zero():
         trainer.accelerator.wait_for_everyone()
         return RunResult(run_dir=run_dir.final, metrics={})
-    best = _save_models(trainer, tokenizer, task_data, config, run_dir)
-    metrics = evaluate_splits(trainer.model, task_data, collator, config.training.eval_batch_size, trainer.args.device)  # type: ignore[arg-type]
-    record = RunSummary(
+    best = _save_models(trainer, run.tokenizer, run.task_data, config, run_dir)
+    model: Any = trainer.model
+    metrics = evaluate_splits(model, run.task_data, collator, config.training.eval_batch_size, trainer.args.device)
+    record = _summary(trainer, run, best, metrics, timing)
+    summary = record.to_json_dict()
+    run_dir.write_json(RUN_FILE, summary)
+    run_dir.write_yaml("config.yaml", config.model_dump(mode="json", exclude={"resume", "overwrite"}))
+    model_card.card_for_run(run_dir.work, summary, final=run_dir.final, console=run.console)
+    final = run_dir.commit(keep_checkpoints=config.training.keep_checkpoints)
+    trainer.accelerator.wait_for_everyone()
+    return RunResult(run_dir=final, metrics=metrics, summary=summary, record=record)
+
+
+def _summary(
+    trainer: DistillationTrainer, run: _Run, best: str | None, metrics: dict[str, float], timing: Timing
+) -> RunSummary:
+    """``run.json``: what was trained with which options, the best model's metrics, the logs and the timings."""
+    task, loss = run.task_data.task, run.loss
+    return RunSummary(
         kdkit_version=kdkit.__version__,
-        command=command,
-        task=task_data.task.to_dict(),
+        command=run.command,
+        task=task.to_dict(),
         loss=loss.name,
         **({"losses": [part.name for part in loss_parts(type(loss))]} if isinstance(loss, CompositeLoss) else {}),
-        options={name: value.model_dump(mode="json") for name, value in options.items()},
-        config=config.model_dump(mode="json"),
+        options={name: value.model_dump(mode="json") for name, value in run.options.items()},
+        config=run.config.model_dump(mode="json"),
         metrics=metrics,
-        main_metric=task_data.task.main_metric,
+        main_metric=task.main_metric,
         best_checkpoint=Path(best).name if best else None,
         **_logs(trainer),
-        train=train_stats(trainer, config.training, len(task_data.train or ()), timing),
+        train=train_stats(trainer, run.config.training, len(run.task_data.train or ()), timing),
         teacher_cache=TeacherCacheUse(used=timing.cached, seconds=round(timing.cache_seconds, 2)),
         student_parameters=models.count_parameters(trainer.model),  # type: ignore[arg-type]
         environment=environment(trainer.args),
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **extra_summary,
+        **run.extra_summary,
     )
-    summary = record.to_json_dict()
-    run_dir.write_json(RUN_FILE, summary)
-    run_dir.write_yaml("config.yaml", config.model_dump(mode="json", exclude={"resume", "overwrite"}))
-    model_card.card_for_run(run_dir.work, summary, final=run_dir.final, console=console)
-    final = run_dir.commit(keep_checkpoints=config.training.keep_checkpoints)
-    trainer.accelerator.wait_for_everyone()
-    return RunResult(run_dir=final, metrics=metrics, summary=summary, record=record)
 
 
 def _save_models(
