@@ -8,7 +8,8 @@ hand-edited or foreign file gives one line naming the file instead of a tracebac
 - ``kdkit_checkpoint.json`` in every finished Trainer checkpoint (:class:`CheckpointManifest`), written last;
 - ``<key>.json`` next to every teacher-signal cache file (:class:`CacheManifest`);
 - ``start.json`` in a run directory (:class:`RunStart`): the configuration the run was started with;
-- ``run.json`` of a finished run (:class:`RunSummary`) and ``kdkit_export.json`` of an export (:class:`ExportManifest`);
+- ``run.json`` of a finished run (:class:`kdkit.run_summary.RunSummary`) and ``kdkit_export.json`` of an export
+  (:class:`ExportManifest`; what the exporter writes: :class:`kdkit.export_manifest.ExportRecord`);
 - ``kdkit_teacher.json`` of a cached default teacher (:class:`TeacherRecord`).
 
 This module imports neither torch nor transformers (:mod:`kdkit.inference` uses it).
@@ -96,19 +97,6 @@ class RunStart(_Record):
     command: str
     config: dict[str, Any]
     data_files: dict[str, str] = Field(default_factory=dict)
-
-
-class RunSummary(_Record):
-    """``run.json`` of a finished run (only the fields kdkit reads back are checked)."""
-
-    kdkit_version: str
-    command: str
-    task: TaskFields
-    metrics: dict[str, float]
-    #: the resolved configuration (data paths absolute: see :mod:`kdkit.provenance`)
-    config: dict[str, Any] = Field(default_factory=dict)
-    #: the data paths as the user gave them (``{"train_file": "train.csv"}``)
-    data_given: dict[str, str] = Field(default_factory=dict)
 
 
 class TeacherRecord(_Record):

@@ -29,10 +29,10 @@ from kdkit.manifests import (
     EXPORT_MANIFEST_FILE,
     EXPORT_SUBDIR,
     TASK_FILE,
-    RunSummary,
     TaskFile,
     read_json,
 )
+from kdkit.run_summary import RunSummary
 from kdkit.runs import BEST_DIR, LAST_DIR, RUN_FILE
 from kdkit.tasks import TaskSpec
 

@@ -164,6 +164,29 @@ class RunDirectory:
         self._make_parent()
         self.work.mkdir(exist_ok=True)
 
+    def start_fresh(self) -> None:
+        """For an output written in one go (an export, not resumable): check the final location, remove a stale
+        ``<output>.partial`` (a failed earlier attempt of ours, never a result) and create it empty."""
+        if self.final.exists() and not self.overwrite:
+            raise ConfigError(
+                f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
+            )
+        self._make_parent()
+        try:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            self.work.mkdir()
+        except OSError as exc:
+            raise ConfigError(
+                f"output location {self.final.parent} is not writable ({exc.strerror or exc})",
+                "choose a writable --output",
+            ) from None
+        self._opened = True
+
+    def discard(self) -> None:
+        """Remove the working directory (a failed one-go output leaves nothing behind)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
     @property
     def checkpoints(self) -> Path:
         return self.work / CHECKPOINT_DIR

@@ -34,8 +34,9 @@ from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, TrainingConf
 from kdkit.data import GLUE_HUB_ID, data_files, glue_source, load_raw
 from kdkit.errors import KdkitError
 from kdkit.locking import RunLock
-from kdkit.manifests import RunSummary, TeacherRecord, digest_paths, read_json, write_json
+from kdkit.manifests import TeacherRecord, digest_paths, read_json, write_json
 from kdkit.progress import quiet_libraries
+from kdkit.run_summary import RunSummary
 from kdkit.runs import BEST_DIR, HARMLESS_ON_RESUME, RUN_FILE, check_exists, is_main_process, resolve_model_dir
 
 Say = Callable[[str], None]

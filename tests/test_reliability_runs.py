@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from kdkit import api
+from kdkit import api, training_stage
 from kdkit.checkpoints import MANIFEST_FILE
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
@@ -252,18 +252,18 @@ def test_ctrl_c_during_the_default_teacher_fine_tune_then_resume_finishes_the_ru
     own_data, tiny_teacher: Path, tmp_path: Path, monkeypatch
 ):
     output = tmp_path / "run"
-    train_from = api.train_from
+    train_from = training_stage.train_from
 
     def interrupted_teacher(trainer, checkpoint):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(api, "train_from", interrupted_teacher)
+    monkeypatch.setattr(training_stage, "train_from", interrupted_teacher)
     result = runner.invoke(app, _distill_args(own_data, tiny_teacher, output))
     assert result.exit_code == 130, result.output
     message = " ".join(result.stderr.split())
     assert f"the unfinished run is kept in {output}.partial; continue it with --resume" in message, message
     assert (output.with_name("run.partial") / START_FILE).is_file()
-    monkeypatch.setattr(api, "train_from", train_from)
+    monkeypatch.setattr(training_stage, "train_from", train_from)
     result = runner.invoke(app, [*_distill_args(own_data, tiny_teacher, output), "--resume"])
     assert result.exit_code == 0, result.output
     assert (output / "run.json").is_file() and not output.with_name("run.partial").exists()

@@ -85,48 +85,60 @@ def run_distillation_steps(
         ``summary`` (the content of ``run.json``: ``train_log`` has each logged step's loss terms as
         ``loss_<term>``, ``options`` the resolved options of the loss and of its attribution providers).
     """
-    from rich.console import Console
-
-    from kdkit import api
     from kdkit.plugins import PluginManager
 
     root = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="kdkit-steps-"))
-    root.mkdir(parents=True, exist_ok=True)
     if manager is None:
-        manager = PluginManager(
-            autoload=False,
-            enable=list(enable),
-            extra_plugins={_plugin_name(plugin): plugin for plugin in plugins},
-        )
-    teacher = root / "teacher"
-    if not (teacher / "config.json").is_file():
-        save_tiny_classifier(teacher, BINARY_TASK, num_layers=2, seed=seed)
-    train = write_tiny_csv(root / "train.csv", train_rows, seed=seed + 1)
-    validation = write_tiny_csv(root / "validation.csv", validation_rows, seed=seed + 2)
+        extra = {_plugin_name(plugin): plugin for plugin in plugins}
+        manager = PluginManager(autoload=False, enable=list(enable), extra_plugins=extra)
     raw: dict[str, Any] = {
         "loss": loss,
-        "teacher": str(teacher),
-        "student": "copy:1",
-        "data": {"train_file": str(train), "validation_file": str(validation), "max_length": max_length},
-        "training": {
-            "max_steps": steps,
-            "batch_size": batch_size,
-            "eval_batch_size": max(batch_size, 16),
-            "logging_steps": 1,
-            "learning_rate": 1e-3,
-            "warmup_ratio": 0.0,
-            "term_grad_norm_steps": min(steps, 2),
-            "seed": seed,
-            "device": "cpu",
-            "precision": "fp32",
-        },
+        **_write_inputs(root, train_rows, validation_rows, seed, max_length),
+        "training": _training_options(steps, batch_size, seed),
         "options": {name: dict(values) for name, values in (options or {}).items()},
         "output": str(root / "run"),
         "overwrite": True,
         "quiet": True,
         "teacher_cache": teacher_cache,
     }
-    home = {"KDKIT_HOME": str(root / "kdkit-home")} if isolated_home else {}
-    with _environment(home):
+    return _distill(raw, manager, {"KDKIT_HOME": str(root / "kdkit-home")} if isolated_home else {})
+
+
+def _distill(raw: dict[str, Any], manager: PluginManager, environment: Mapping[str, str]) -> RunResult:
+    """``kdkit distill`` in-process with ``raw`` options, quietly, with ``environment`` set meanwhile."""
+    from rich.console import Console
+
+    from kdkit import api
+
+    with _environment(environment):
         config = api.resolve_distill_config(raw, manager)
         return api.distill(config, plugins=manager, console=Console(stderr=True, quiet=True))
+
+
+def _write_inputs(root: Path, train_rows: int, validation_rows: int, seed: int, max_length: int) -> dict[str, Any]:
+    """The tiny teacher (kept if ``root`` has one) and the training and validation CSVs under ``root``, as the
+    ``teacher``, ``student`` and ``data`` options of a run."""
+    root.mkdir(parents=True, exist_ok=True)
+    teacher = root / "teacher"
+    if not (teacher / "config.json").is_file():
+        save_tiny_classifier(teacher, BINARY_TASK, num_layers=2, seed=seed)
+    train = write_tiny_csv(root / "train.csv", train_rows, seed=seed + 1)
+    validation = write_tiny_csv(root / "validation.csv", validation_rows, seed=seed + 2)
+    data = {"train_file": str(train), "validation_file": str(validation), "max_length": max_length}
+    return {"teacher": str(teacher), "student": "copy:1", "data": data}
+
+
+def _training_options(steps: int, batch_size: int, seed: int) -> dict[str, Any]:
+    """``steps`` steps on the CPU in fp32, every step logged, the first two steps' term gradient norms."""
+    return {
+        "max_steps": steps,
+        "batch_size": batch_size,
+        "eval_batch_size": max(batch_size, 16),
+        "logging_steps": 1,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "term_grad_norm_steps": min(steps, 2),
+        "seed": seed,
+        "device": "cpu",
+        "precision": "fp32",
+    }
