@@ -92,7 +92,7 @@ def run(command: list[str], folder: Path) -> dict[str, Any]:
     if code != 0:
         sys.exit(f"the command failed (exit {code}):\n{output[-3000:]}")
     saved = re.search(r"student saved to (\S+)", output)
-    run_dir = Path(saved.group(1)) if saved else None
+    run_dir = work / saved.group(1) if saved else None  # relative to the command's folder, or absolute
     metrics = _json(run_dir / "run.json").get("metrics", {}) if run_dir else {}
     cores = os.cpu_count() or 1
     return {
