@@ -610,7 +610,11 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
             "",
         ]
         lines += [f"![{p.stem}](results/{p.name})" for p in svgs]
-    out.write_text("\n".join(lines) + "\n" + kept_section(out, GPU_BEGIN, GPU_END))
+    from glue_study_intermediate import BEGIN as INTERMEDIATE_BEGIN
+    from glue_study_intermediate import END as INTERMEDIATE_END
+
+    kept = kept_section(out, INTERMEDIATE_BEGIN, INTERMEDIATE_END) + kept_section(out, GPU_BEGIN, GPU_END)
+    out.write_text("\n".join(lines) + "\n" + kept)  # the sections other scripts write stay
 
 
 def kept_section(path: Path, begin: str, end: str) -> str:
