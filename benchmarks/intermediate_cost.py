@@ -34,7 +34,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+from adkd_throughput import train_step  # one optimiser step as the trainer takes it (benchmarks/, beside this)
 
 from kdkit import models
 from kdkit.composite import build_loss
@@ -126,22 +126,6 @@ def build(name: str, teacher_path: str, task: TaskSpec, subset: Any, pad: int, a
     items = [dataset[i] for i in range(len(dataset))]
     batches = [collator(items[i : i + args.batch_size]) for i in range(0, len(items), args.batch_size)]
     return trainer, batches
-
-
-def train_step(trainer: DistillationTrainer, inputs: dict[str, Any]) -> float:
-    """One optimiser step as the trainer takes it; wall seconds."""
-    model = trainer.model
-    assert model is not None
-    model.train()
-    start = time.perf_counter()
-    loss = trainer.compute_loss(model, dict(inputs))
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
-    trainer.optimizer.step()
-    assert trainer.lr_scheduler is not None
-    trainer.lr_scheduler.step()
-    model.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
 
 
 def run_steps(args: argparse.Namespace) -> dict[str, Any]:
