@@ -112,7 +112,7 @@ def finetune(
         config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
     )
     with run_dir.open("finetune", config, data_files(config.data)):
-        model = models.load_base_for_task(base, task)
+        model = models.load_base_for_task(base, task, seed=config.training.seed)
         loss_cls = plugins.loss("ce")
         loss = loss_cls(loss_cls.Options(), task)
         return _train(
@@ -181,7 +181,9 @@ def _distill_into(
             models.set_attention(teacher, "eager")
     if config.student.model is not None:
         models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
-    student = models.build_student(config.student, teacher, task, attn_implementation=attn)
+    student = models.build_student(
+        config.student, teacher, task, attn_implementation=attn, seed=config.training.seed
+    )
     if attn is not None:
         models.set_attention(student, attn)
     loss = build_loss(loss_cls, options, task)

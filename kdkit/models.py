@@ -106,12 +106,19 @@ def _label_kwargs(task: TaskSpec) -> dict[str, Any]:
     }
 
 
-def load_base_for_task(name_or_path: str, task: TaskSpec, *, attn_implementation: str | None = None) -> PreTrainedModel:
-    """A pretrained encoder with a freshly initialised head for ``task`` (teacher fine-tuning)."""
+def load_base_for_task(
+    name_or_path: str, task: TaskSpec, *, attn_implementation: str | None = None, seed: int = 42
+) -> PreTrainedModel:
+    """A pretrained encoder with a freshly initialised head for ``task`` (teacher fine-tuning).
+
+    The head's initial weights depend on ``seed`` alone (drawn from a forked RNG: the global one is untouched),
+    so the same command with the same seed starts from the same weights."""
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, attn_implementation=attn_implementation, trust_remote_code=False, **_label_kwargs(task)
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, attn_implementation=attn_implementation, trust_remote_code=False, **_label_kwargs(task)
+            )
     except Exception as exc:
         raise ModelError(
             f"cannot load '{name_or_path}' as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})",
@@ -242,8 +249,10 @@ def build_student(
     task: TaskSpec,
     *,
     attn_implementation: str | None = None,
+    seed: int = 42,
 ) -> PreTrainedModel:
-    """The student for ``spec`` (``copy:N`` of ``teacher``, or a model id/path with a head for ``task``)."""
+    """The student for ``spec`` (``copy:N`` of ``teacher``, or a model id/path with a head for ``task``, its
+    initial weights set by ``seed``)."""
     spec = StudentSpec.parse(spec)
     if spec.layers is not None:
         if teacher is None:
@@ -259,7 +268,7 @@ def build_student(
     fine_tuned_head = (config.architectures or [""])[0].endswith("ForSequenceClassification")
     if fine_tuned_head and Path(name).exists():
         return load_classifier(name, task, attn_implementation=attn_implementation, role="student")
-    return load_base_for_task(name, task, attn_implementation=attn_implementation)
+    return load_base_for_task(name, task, attn_implementation=attn_implementation, seed=seed)
 
 
 def set_attention(model: PreTrainedModel, implementation: str) -> None:
