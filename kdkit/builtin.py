@@ -13,7 +13,7 @@ from kdkit.attention_loss import AttentionLoss
 from kdkit.attribution import AttributionProvider
 from kdkit.hidden_loss import HiddenStateLoss
 from kdkit.hookspecs import hookimpl
-from kdkit.losses import Batch, DistillationLoss, LossContext, soft_distillation_loss, task_loss
+from kdkit.losses import Batch, DistillationLoss, LossContext, soft_distillation_loss, step_temperature, task_loss
 
 
 class CrossEntropy(DistillationLoss):
@@ -37,12 +37,16 @@ class KDOptions(BaseModel):
 
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the KD term; the task loss gets 1-alpha")
     temperature: float = Field(2.0, gt=0.0, description="softmax temperature T (classification only)")
+    anneal: bool = Field(
+        False, description="decay T linearly to 1 over the epochs, one value per epoch (the AD-KD reference's kd_anneal)"
+    )
 
 
 class VanillaKD(DistillationLoss):
     """Hinton et al. (2015): (1-α)·CE(s, y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)).
 
-    For regression: (1-α)·MSE(s, y) + α·MSE(s, t).
+    For regression: (1-α)·MSE(s, y) + α·MSE(s, t). With ``anneal``, T is the epoch's
+    :func:`~kdkit.losses.annealed_temperature`.
     """
 
     name = "kd"
@@ -56,7 +60,8 @@ class VanillaKD(DistillationLoss):
         assert isinstance(options, KDOptions)
         key = "mse" if self.task.is_regression else "ce"
         supervised = task_loss(self.task, student_logits, batch.labels)
-        distill = soft_distillation_loss(self.task, student_logits, teacher_signals["logits"], options.temperature)
+        temperature = step_temperature(options.temperature, options.anneal, ctx)
+        distill = soft_distillation_loss(self.task, student_logits, teacher_signals["logits"], temperature)
         return {key: (1.0 - options.alpha) * supervised, "kd": options.alpha * distill}
 
 

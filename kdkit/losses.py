@@ -70,6 +70,8 @@ class LossContext:
         teacher: the frozen teacher in eval mode, or ``None`` when every teacher signal comes from the
             cache (or the loss needs no teacher).
         step: the optimiser step (0-based).
+        epoch: the epoch of this step (0-based; Trainer's progress, restored by ``--resume``).
+        num_epochs: the run's epochs, rounded up (Trainer's count; 1 outside training).
         student_forward: the student's forward of this step with its embedding output in the graph,
             when the loss sets ``captures_student_embeddings`` (else ``None``).
         provider_factory: builds attribution providers by name with the run's options.
@@ -82,6 +84,8 @@ class LossContext:
     student: nn.Module
     teacher: nn.Module | None = None
     step: int = 0
+    epoch: int = 0
+    num_epochs: int = 1
     student_forward: EmbeddingForward | None = None
     provider_factory: Callable[[str], AttributionProvider] | None = field(default=None, repr=False)
     student_outputs: Any = field(default=None, repr=False)
@@ -209,6 +213,23 @@ def soft_distillation_loss(
         return F.mse_loss(student_logits.float().reshape(-1), teacher_logits.float().reshape(-1))
     t = temperature
     return tempered_kl(student_logits, teacher_logits, t) * t * t
+
+
+def annealed_temperature(start: float, epoch: int, num_epochs: int) -> float:
+    """T of epoch ``epoch`` (0-based) of ``num_epochs`` when T is annealed, as the AD-KD reference's ``kd_anneal``:
+    linear from ``start`` at the first epoch to 1 at the last, one value per epoch,
+
+        T_e = T + (1 − T) · e / (E − 1),   e = 0 … E − 1   (T itself when E = 1).
+    """
+    if num_epochs <= 1:
+        return start
+    e = min(max(epoch, 0), num_epochs - 1)
+    return start + (1.0 - start) * e / (num_epochs - 1)
+
+
+def step_temperature(start: float, anneal: bool, ctx: LossContext) -> float:
+    """The KD temperature of the step in ``ctx``: ``start``, or with ``anneal`` :func:`annealed_temperature`."""
+    return annealed_temperature(start, ctx.epoch, ctx.num_epochs) if anneal else start
 
 
 def tempered_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:

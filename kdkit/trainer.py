@@ -217,6 +217,8 @@ class DistillationTrainer(LossModulesMixin, Trainer):
             student=self._unwrapped[1],
             teacher=self.teacher,
             step=self.state.global_step,
+            epoch=math.floor(self.state.epoch or 0.0),
+            num_epochs=max(1, int(self.state.num_train_epochs or 1)),
             provider_factory=self.provider_factory,
         )
 

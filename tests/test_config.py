@@ -77,7 +77,7 @@ def test_plugin_options_are_validated_against_the_plugin(plugin_manager: PluginM
     with pytest.raises(ConfigError, match="unknown component 'kdd'.*known components: attention, ce, hidden, kd"):
         api.resolve_options(plugin_manager, DistillConfig(options={"kdd": {"alpha": 1}}))
     resolved = api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"alpha": 1, "temperature": 4}}))
-    assert resolved["kd"].model_dump() == {"alpha": 1.0, "temperature": 4.0}
+    assert resolved["kd"].model_dump() == {"alpha": 1.0, "temperature": 4.0, "anneal": False}
 
 
 def test_deep_merge_keeps_untouched_keys():

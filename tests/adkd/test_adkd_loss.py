@@ -376,6 +376,7 @@ def test_the_paper_preset_gives_the_papers_values_beneath_user_options(adkd_mana
         "alpha": 0.9,
         "beta": 1.0,
         "temperature": 1.0,
+        "anneal": False,
         "views": "all",
         "top_k_fraction": None,
     }

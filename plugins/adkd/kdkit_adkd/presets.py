@@ -5,7 +5,8 @@ learning rate, batch size and epochs (epochs from the authors' scripts), α, β,
 (BERT-base) in the paper; kdkit stores it as ``top_k_fraction = K/768`` so that it scales to the teacher's
 hidden size (MiniLM: 384). IG steps are 1 everywhere; views are ``all`` (for two classes that is the one
 view the reference code uses; for MNLI the three views it uses; for STS-B the single regression view).
-The reference scripts anneal T linearly to 1 on MNLI, MRPC and QQP; kdkit keeps T constant.
+The reference scripts anneal T linearly to 1 on MNLI, MRPC and QQP (``kd_anneal``: one T per epoch, from T at the
+first to 1 at the last); so does the preset there (``adkd.anneal``), and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from kdkit.errors import ConfigError
 
 #: paper width that K is quoted against
 PAPER_HIDDEN = 768
+
+#: tasks whose reference script anneals T (``--distill_loss kd_anneal+...``)
+ANNEALED = frozenset({"mnli", "mrpc", "qqp"})
 
 #: task -> (learning rate, batch size, epochs, alpha, beta, temperature, K of 768)
 PAPER_TABLE: dict[str, tuple[float, int, int, float, float, float, int]] = {
@@ -39,7 +43,13 @@ def paper_preset(task: str) -> dict[str, Any]:
             f"use --preset paper with one of {', '.join(PAPER_TABLE)}, or set adkd.* options yourself",
         )
     lr, batch, epochs, alpha, beta, temperature, k = PAPER_TABLE[key]
-    adkd: dict[str, Any] = {"alpha": alpha, "beta": beta, "temperature": temperature, "views": "all"}
+    adkd: dict[str, Any] = {
+        "alpha": alpha,
+        "beta": beta,
+        "temperature": temperature,
+        "anneal": key in ANNEALED,
+        "views": "all",
+    }
     adkd["top_k_fraction"] = None if k >= PAPER_HIDDEN else round(k / PAPER_HIDDEN, 6)
     return {
         "options": {"adkd": adkd, "ig": {"steps": 1}},
