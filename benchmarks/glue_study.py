@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study_common import REPORTED, fmt, kept_section, mean_std, verdict
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SEEDS = (1, 2, 3)
@@ -53,8 +55,6 @@ GPU_END = "<!-- end of the GPU study section -->"
 INTERMEDIATE_METHODS = ("kd", "adkd", "kd+hidden", "adkd+hidden", "adkd-layer2")
 #: options of the ``hidden`` loss in the study: TinyBERT's MSE over every token, weight 1 (not tuned)
 HIDDEN: dict[str, Any] = {"weight": 1.0, "target": "tokens", "layers": "uniform"}
-#: how the paper reports each task (Table 1)
-REPORTED = {"cola": "mcc", "mrpc": "f1", "stsb": "spearman", "sst2": "accuracy", "agnews": "accuracy"}
 
 
 @dataclass
@@ -234,13 +234,6 @@ def teacher_epochs(args: argparse.Namespace, task: str) -> int:
     return int(args.teacher_epochs)
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """(mean, sample standard deviation); NaN for no values, std 0 for one."""
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 # -- attribution pictures and the attribution gap ---------------------------------------------------------
 
 
@@ -330,14 +323,6 @@ def pictures(study: Study, task: str, count: int, out: Path) -> Path:
 # -- the report ---------------------------------------------------------------------------------------------
 
 
-def fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
-    """``mean ± std`` of ``values`` times ``scale`` ("–" when empty)."""
-    if not values:
-        return "–"
-    mean, std = mean_std([v * scale for v in values])
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
-
-
 def metric_values(runs: list[dict[str, Any]], task: str, method: str, metric: str | None = None) -> list[float]:
     metric = metric or REPORTED[task]
     chosen = sorted((r for r in runs if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
@@ -351,17 +336,6 @@ def paired_difference(runs: list[dict[str, Any]], task: str, a: str, b: str) -> 
         m: {r["seed"]: r["metrics"][metric] for r in runs if r["task"] == task and r["method"] == m} for m in (a, b)
     }
     return [100 * (by_seed[a][s] - by_seed[b][s]) for s in sorted(set(by_seed[a]) & set(by_seed[b]))]
-
-
-def verdict(diffs: list[float], spread: float, method: str = "AD-KD") -> str:
-    """Plain words for a mean paired difference against the seed spread (std of the baseline's runs)."""
-    if len(diffs) < 2:
-        return "too few seeds to say"
-    mean, std = mean_std(diffs)
-    sem = std / len(diffs) ** 0.5
-    if abs(mean) < 2 * sem or abs(mean) < spread:
-        return "no clear difference (within the seed spread)"
-    return f"{method} better" if mean > 0 else f"{method} worse"
 
 
 def hyper_parameter_table(tasks: list[str]) -> list[str]:
@@ -612,17 +586,14 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
         lines += [f"![{p.stem}](results/{p.name})" for p in svgs]
     from glue_study_intermediate import BEGIN as INTERMEDIATE_BEGIN
     from glue_study_intermediate import END as INTERMEDIATE_END
+    from paper_report import BEGIN as PAPER_BEGIN
+    from paper_report import END as PAPER_END
 
+    paper = kept_section(out, PAPER_BEGIN, PAPER_END)  # the paper-budget study's section stays first
+    if paper:
+        lines[1:1] = paper.rstrip("\n").split("\n")
     kept = kept_section(out, INTERMEDIATE_BEGIN, INTERMEDIATE_END) + kept_section(out, GPU_BEGIN, GPU_END)
     out.write_text("\n".join(lines) + "\n" + kept)  # the sections other scripts write stay
-
-
-def kept_section(path: Path, begin: str, end: str) -> str:
-    """The block of ``path`` from ``begin`` to ``end`` (written by another script), after a blank line; or ""."""
-    text = path.read_text() if path.is_file() else ""
-    if begin not in text or end not in text:
-        return ""
-    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
 
 
 def save_results(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import glue_study as gs
+from study_common import replace_section
 
 BEGIN = "<!-- intermediate layers (issue 13): written by benchmarks/glue_study.py --parts intermediate -->"
 END = "<!-- end of the intermediate-layer section -->"
@@ -45,7 +46,7 @@ def run_intermediate(study: Any, seeds: list[int]) -> list[dict[str, Any]]:
     norms = {t: first_grad_norms(study.work / t / "adkd+hidden" / f"seed-{seeds[0]}" / "run.json") for t in tasks}
     reading = args.intermediate_reading.read_text().strip() if args.intermediate_reading else ""
     lines = section(study, runs, tasks, teachers, norms, original, reading)
-    replace_section(args.report, lines)
+    replace_section(args.report, BEGIN, END, lines)
     print(f"[study] intermediate-layer section written to {args.report}", flush=True)
     return runs
 
@@ -189,16 +190,3 @@ def section(
     if reading:
         lines += ["", "### Reading", "", reading]
     return [*lines, END]
-
-
-def replace_section(report: Path, lines: list[str]) -> None:
-    """Put ``lines`` between the markers of ``report`` (appended when it has none); the rest stays as it is."""
-    text = report.read_text() if report.is_file() else ""
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    report.write_text(text)

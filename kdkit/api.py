@@ -181,9 +181,7 @@ def _distill_into(
             models.set_attention(teacher, "eager")
     if config.student.model is not None:
         models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
-    student = models.build_student(
-        config.student, teacher, task, attn_implementation=attn, seed=config.training.seed
-    )
+    student = models.build_student(config.student, teacher, task, attn_implementation=attn, seed=config.training.seed)
     if attn is not None:
         models.set_attention(student, attn)
     loss = build_loss(loss_cls, options, task)

@@ -38,7 +38,7 @@ class KDOptions(BaseModel):
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the KD term; the task loss gets 1-alpha")
     temperature: float = Field(2.0, gt=0.0, description="softmax temperature T (classification only)")
     anneal: bool = Field(
-        False, description="decay T linearly to 1 over the epochs, one value per epoch (the AD-KD reference's kd_anneal)"
+        False, description="decay T linearly to 1 over the epochs, one value per epoch (the AD-KD reference's anneal)"
     )
 
 

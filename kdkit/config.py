@@ -127,7 +127,6 @@ class TrainingConfig(_Strict):
         "none", description="send loss terms and dev metrics to tensorboard, trackio, mlflow, or all three"
     )
 
-
     def logging_every(self, steps: int) -> int:
         """``logging_steps``, or by default every 50 steps, more often in a run of under 1,000 steps (so that
         a short run logs about 20 times: its loss curve has points)."""

@@ -7,16 +7,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import kdkit_adkd.loss
 import pytest
+from kdkit_adkd.presets import paper_preset
 
 import kdkit.builtin
-import kdkit_adkd.loss
 from kdkit import api
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.losses import LossContext, annealed_temperature
 from kdkit.plugins import PluginManager
 from kdkit.trainer import DistillationTrainer
-from kdkit_adkd.presets import paper_preset
 
 #: the tiny CSV (96 rows) in batches of 16: 6 optimiser steps per epoch
 STEPS_PER_EPOCH = 6

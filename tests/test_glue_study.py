@@ -15,6 +15,7 @@ SCRIPT = Path(__file__).parent.parent / "benchmarks" / "glue_study.py"
 
 @pytest.fixture(scope="module")
 def study() -> ModuleType:
+    sys.path.insert(0, str(SCRIPT.parent))  # the scripts import each other's modules (study_common)
     spec = importlib.util.spec_from_file_location("glue_study", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -84,13 +85,18 @@ def test_the_intermediate_section_replaces_only_itself(study: ModuleType, tmp_pa
         sys.path.remove(str(SCRIPT.parent))
     report = tmp_path / "results.md"
     report.write_text("# Study\n\n| table | kept |\n")
-    part.replace_section(report, [part.BEGIN, "first", part.END])
+    part.replace_section(report, part.BEGIN, part.END, [part.BEGIN, "first", part.END])
     assert report.read_text() == f"# Study\n\n| table | kept |\n\n{part.BEGIN}\nfirst\n{part.END}\n"
     report.write_text(report.read_text() + "\n## after\n")
-    part.replace_section(report, [part.BEGIN, "second", part.END])
+    part.replace_section(report, part.BEGIN, part.END, [part.BEGIN, "second", part.END])
     text = report.read_text()
     assert "first" not in text and "second" in text
     assert text.startswith("# Study\n\n| table | kept |\n") and text.endswith("\n## after\n")
+    # a section that goes first (the paper-budget study's): right after the title, then replaced in place
+    part.replace_section(report, "<!-- a -->", "<!-- b -->", ["<!-- a -->", "top", "<!-- b -->"], after_title=True)
+    assert report.read_text().startswith("# Study\n\n<!-- a -->\ntop\n<!-- b -->\n\n| table | kept |")
+    part.replace_section(report, "<!-- a -->", "<!-- b -->", ["<!-- a -->", "new", "<!-- b -->"], after_title=True)
+    assert "top" not in report.read_text() and report.read_text().count("<!-- a -->") == 1
 
 
 def test_the_intermediate_section_pairs_each_method_with_its_baseline(study: ModuleType, tmp_path: Path) -> None:

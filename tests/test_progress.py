@@ -65,8 +65,10 @@ def test_plain_lines_come_at_logging_steps_and_every_interval(tmp_path: Path, mo
     step_lines = [line for line in lines if ": step " in line]
     elapsed = [0, *(_seconds(re.search(r"elapsed (\d+:\d\d:\d\d)", line)[1]) for line in step_lines)]  # type: ignore[index]
     assert max(b - a for a, b in itertools.pairwise(elapsed)) <= 30 and elapsed[-1] >= 400 - 30  # a line every 30 s
-    assert "distill sst2: step 50/100 (50%), 2.0 ex/s, elapsed 0:03:20, ETA 0:03:20, loss=0.5000 ce=0.3000 " \
+    assert (
+        "distill sst2: step 50/100 (50%), 2.0 ex/s, elapsed 0:03:20, ETA 0:03:20, loss=0.5000 ce=0.3000 "
         "kd=0.2000" in lines
+    )
     assert all(re.search(r"ETA \d:\d\d:\d\d", line) for line in step_lines)
 
 
