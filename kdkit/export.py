@@ -170,8 +170,9 @@ def export_onnx(
         raise ConfigError(f"unknown quantisation '{quantize}'", "use --quantize int8")
     if not tolerance > 0:
         raise ConfigError(f"tolerance must be positive, got {tolerance}", "pass e.g. --tolerance 1e-4")
+    out = RunDirectory(output or default_output(Path(model)), overwrite=overwrite)
+    _check_not_the_source(out.final, Path(model))
     source = _load_source(Path(model), data, max_length)
-    out = RunDirectory(output or default_output(source.path), overwrite=overwrite)
     out.start_fresh()
     try:
         record = _export_into(out.work, source, exporter, opset, quantize, tolerance, batch_size, say)
@@ -180,6 +181,16 @@ def export_onnx(
         out.discard()
         raise
     return ExportResult(directory=final, record=record, warnings=list(record.warnings or []))
+
+
+def _check_not_the_source(output: Path, model: Path) -> None:
+    """The export folder must not be (or hold) the model it exports: ``--overwrite`` would replace the run."""
+    final, source = output.resolve(), model.resolve()
+    if final == source or final in source.parents:
+        raise ConfigError(
+            f"--output {output} would replace the model being exported ({model})",
+            "choose another --output (the default is <run>/onnx)",
+        )
 
 
 def _load_source(path: Path, data: DataConfig | None, max_length: int | None) -> _Source:

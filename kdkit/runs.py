@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kdkit.errors import ConfigError, ModelError
+from kdkit.errors import ConfigError, KdkitError, ModelError
 from kdkit.locking import RunLock
 from kdkit.manifests import RunStart, digest_paths, read_json, write_json
 
@@ -52,6 +52,12 @@ HARMLESS_ON_RESUME = frozenset(
 )
 #: data locations compared by the content of their files (a moved file is the same data)
 COMPARED_BY_CONTENT = frozenset({"data.train_file", "data.validation_file", "data.data_dir"})
+#: what kdkit writes in a run folder (an export made into the run, ``onnx/``, is recognised by its own record)
+RUN_ENTRIES = frozenset({BEST_DIR, LAST_DIR, RUN_FILE, "config.yaml", CHECKPOINT_DIR, START_FILE, "tensorboard"})
+#: the record of an export folder, and what kdkit writes there besides the tokenizer's files
+EXPORT_FILE = "kdkit_export.json"
+EXPORT_ENTRIES = frozenset({EXPORT_FILE, "README.md", "config.json", "onnx", "web"})
+TOKENIZER_PREFIXES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spm", "sentencepiece")
 #: working directories a Ctrl-C interrupted, innermost first (read by the CLI's message)
 _UNFINISHED: list[Path] = []
 
@@ -88,10 +94,7 @@ class RunDirectory:
 
     def check(self) -> None:
         """Fail early (before any expensive work) if the run could not be written where asked."""
-        if self.final.exists() and not self.overwrite:
-            raise ConfigError(
-                f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
-            )
+        self._check_final()
         if is_main_process() and self.work.exists() and not self.resume:
             raise ConfigError(
                 f"an unfinished run exists at {self.work}",
@@ -164,13 +167,20 @@ class RunDirectory:
         self._make_parent()
         self.work.mkdir(exist_ok=True)
 
-    def start_fresh(self) -> None:
-        """For an output written in one go (an export, not resumable): check the final location, remove a stale
-        ``<output>.partial`` (a failed earlier attempt of ours, never a result) and create it empty."""
-        if self.final.exists() and not self.overwrite:
+    def _check_final(self) -> None:
+        """An existing output is replaced only with ``--overwrite``, and only if kdkit wrote it."""
+        if not (self.final.exists() or self.final.is_symlink()):
+            return
+        if not self.overwrite:
             raise ConfigError(
                 f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
             )
+        check_replaceable(self.final)
+
+    def start_fresh(self) -> None:
+        """For an output written in one go (an export, not resumable): check the final location, remove a stale
+        ``<output>.partial`` (a failed earlier attempt of ours, never a result) and create it empty."""
+        self._check_final()
         self._make_parent()
         try:
             if self.work.exists():
@@ -201,6 +211,7 @@ class RunDirectory:
         """Rename the working directory to its final name; returns the final path."""
         if not keep_checkpoints and self.checkpoints.exists():
             shutil.rmtree(self.checkpoints)
+        self._check_final()  # again: files may have appeared there while the run trained (the work is kept)
         if self.final.exists():
             trash = self.final.with_name(self.final.name + f".old-{uuid.uuid4().hex[:8]}")
             self.final.rename(trash)
@@ -209,6 +220,65 @@ class RunDirectory:
         else:
             self.work.rename(self.final)
         return self.final
+
+
+# -- what --overwrite may replace ----------------------------------------------------------------------
+
+
+def check_replaceable(path: Path) -> None:
+    """``--overwrite`` replaces only what kdkit wrote: an empty folder, a finished run (``run.json``) or an export
+    (``kdkit_export.json``) that holds nothing else. Anything else (a file, the current folder or one above it,
+    a folder of other files) is a one-line :class:`ConfigError` naming what is there; nothing is touched."""
+    keep = "--overwrite replaces only what kdkit wrote: choose another --output"
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"--overwrite would replace {path}, a file that kdkit did not write", keep)
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise ConfigError(
+            f"--overwrite would replace {path}, which holds the current folder", "choose another --output"
+        )
+    entries = sorted(entry.name for entry in path.iterdir())
+    if not entries:
+        return
+    kind = kdkit_output_kind(path)
+    if kind is None:
+        raise ConfigError(
+            f"--overwrite would replace {path}, which is not a kdkit run or export (it holds {_listing(entries)})",
+            keep + ", or move those files away",
+        )
+    foreign = [name for name in entries if not _written_by_kdkit(path, kind, name)]
+    if foreign:
+        raise ConfigError(
+            f"--overwrite would replace the kdkit {kind} {path}, which also holds {_listing(foreign)} "
+            "(not written by kdkit)",
+            "move them out of it, or choose another --output",
+        )
+
+
+def kdkit_output_kind(path: Path) -> str | None:
+    """``"run"`` or ``"export"`` when ``path`` holds a readable kdkit record of that kind, else None."""
+    from kdkit.manifests import ExportManifest
+    from kdkit.run_summary import RunSummary
+
+    for kind, name, model in (("run", RUN_FILE, RunSummary), ("export", EXPORT_FILE, ExportManifest)):
+        if (path / name).is_file():
+            try:
+                read_json(path / name, model, fix="")
+            except KdkitError:  # unreadable or not ours: not a record
+                continue
+            return kind
+    return None
+
+
+def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
+    if kind == "run":
+        return name in RUN_ENTRIES or (name == "onnx" and kdkit_output_kind(folder / name) == "export")
+    return name in EXPORT_ENTRIES or name.startswith(TOKENIZER_PREFIXES)
+
+
+def _listing(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 # -- what a run was started with ------------------------------------------------------------------------
