@@ -2,6 +2,7 @@
 
     python benchmarks/first_command.py                      # README's command, fresh KDKIT_HOME, prints a report
     python benchmarks/first_command.py --json out.json      # also the figures as JSON
+    python benchmarks/first_command.py --seeds 42,42,1,2    # four runs, each from a fresh KDKIT_HOME: the range
 
 Runs the ``kdkit distill ...`` part of README's first command (after the install) from a temporary folder laid
 out like the repository (``../shared`` is the real shared data), with a fresh ``KDKIT_HOME`` (so the default
@@ -91,8 +92,8 @@ def run(command: list[str], folder: Path) -> dict[str, Any]:
     output = log.read_text(errors="replace")
     if code != 0:
         sys.exit(f"the command failed (exit {code}):\n{output[-3000:]}")
-    saved = re.search(r"student saved to (\S+)", output)
-    run_dir = work / saved.group(1) if saved else None  # relative to the command's folder, or absolute
+    finished = sorted(work.glob("runs/*/run.json"))  # the command's default output: runs/<task>-<loss>-<time>
+    run_dir = finished[-1].parent if finished else None
     metrics = _json(run_dir / "run.json").get("metrics", {}) if run_dir else {}
     cores = os.cpu_count() or 1
     return {
@@ -116,6 +117,7 @@ def report(figures: dict[str, Any]) -> str:
     accuracy = figures["student_accuracy"]
     lines = [
         f"command: {figures['command']}",
+        f"date: {figures['date']}",
         f"machine: {figures['cpu_model']}, {figures['cores']} cores; threads {figures['threads']}",
         f"load average (1, 5, 15 min): before {figures['load_before']}, after {figures['load_after']}",
         f"wall {figures['wall_s']:.0f} s, CPU (user+sys) {figures['cpu_s']:.0f} s, "
@@ -126,21 +128,54 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def with_seed(command: list[str], seed: int | None) -> list[str]:
+    """README's command, with ``--seed`` added unless ``seed`` is None (the command as README gives it)."""
+    return command if seed is None else [*command, "--seed", str(seed)]
+
+
+def summary(runs: list[dict[str, Any]]) -> str:
+    """The range over the runs: student accuracy and wall time, and whether repeated commands agreed exactly."""
+    accuracies = [100 * r["student_accuracy"] for r in runs if r["student_accuracy"] is not None]
+    walls = [r["wall_s"] for r in runs]
+    lines = [
+        f"{len(runs)} runs: student accuracy {min(accuracies):.2f}-{max(accuracies):.2f}%, "
+        f"wall {min(walls):.0f}-{max(walls):.0f} s"
+    ]
+    by_command: dict[str, list[float]] = {}
+    for r, accuracy in zip(runs, accuracies, strict=False):
+        by_command.setdefault(r["command"], []).append(accuracy)
+    for command, values in by_command.items():
+        if len(values) > 1:
+            same = "identical" if len(set(values)) == 1 else "DIFFERENT"
+            lines.append(f"repeated {len(values)}x: {same} accuracies {values} ({command.split(' --seed ')[-1]})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it, instead of a temporary one")
+    parser.add_argument(
+        "--seeds", default="", help="run once per seed (42 is README's command as written; repeats allowed)"
+    )
     args = parser.parse_args()
-    command = first_command()
-    if args.keep:
-        args.keep.mkdir(parents=True)
-        figures = run(command, args.keep.absolute())
-    else:
-        with tempfile.TemporaryDirectory(prefix="kdkit-first-command-") as folder:
-            figures = run(command, Path(folder))
-    print(report(figures))
+    seeds: list[int | None] = [None if s == "42" else int(s) for s in args.seeds.split(",") if s] or [None]
+    runs = []
+    for i, seed in enumerate(seeds):
+        command = with_seed(first_command(), seed)
+        if args.keep:
+            folder = args.keep / f"run-{i}"
+            folder.mkdir(parents=True)
+            figures = run(command, folder.absolute())
+        else:
+            with tempfile.TemporaryDirectory(prefix="kdkit-first-command-") as folder_name:
+                figures = run(command, Path(folder_name))
+        print(report(figures), flush=True)
+        runs.append(figures)
+    if len(runs) > 1:
+        print(summary(runs))
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        args.json.write_text(json.dumps(runs if len(runs) > 1 else runs[0], indent=2) + "\n")
 
 
 if __name__ == "__main__":

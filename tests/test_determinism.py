@@ -65,3 +65,40 @@ def test_distill_twice_with_one_seed_gives_the_same_student(loss, tiny_csv, tiny
         runs[name] = tmp_path / name
     assert _identical(runs["a"], runs["b"])
     assert not _identical(runs["a"], runs["c"])
+
+
+def test_every_loss_sees_the_same_batches_in_the_same_order_within_a_seed(
+    tiny_csv, tiny_teacher, tmp_path, monkeypatch
+):
+    """The GLUE studies pair methods by seed: CE, KD and AD-KD must draw the same batches, epoch after epoch (a
+    loss that used the global RNG, e.g. dropout in an extra forward, must not shift the next epoch's order)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    orders: list[tuple[int, list[int]]] = []  # (sampler, order): Trainer groups evaluation batches by length too
+    original = LengthGroupedSampler.__iter__
+
+    def recording(self: LengthGroupedSampler):  # type: ignore[no-untyped-def]
+        order = list(original(self))
+        orders.append((id(self), order))
+        return iter(order)
+
+    monkeypatch.setattr(LengthGroupedSampler, "__iter__", recording)
+    data = DataConfig(train_file=tiny_csv[0], validation_file=tiny_csv[1], max_length=32)
+    manager = PluginManager(autoload=False, enable=["adkd"])
+    seen = {}
+    for loss in ("ce", "kd", "adkd"):
+        orders.clear()
+        config = DistillConfig(
+            loss=loss,
+            teacher=str(tiny_teacher),
+            student="copy:1",
+            data=data,
+            training=TrainingConfig(epochs=3, batch_size=16, learning_rate=1e-3, seed=5),
+            output=tmp_path / loss,
+            quiet=True,
+        )
+        api.distill(config, plugins=manager)
+        training = orders[0][0]  # the first sampler iterated is the training one
+        seen[loss] = [order for sampler, order in orders if sampler == training]
+    assert len(seen["kd"]) == 3 and seen["kd"][0] != seen["kd"][1]  # a new order each epoch
+    assert seen["ce"] == seen["kd"] == seen["adkd"]
