@@ -164,7 +164,7 @@ def main() -> None:
     for i, seed in enumerate(seeds):
         command = with_seed(first_command(), seed)
         if args.keep:
-            folder = args.keep / f"run-{i}"
+            folder = args.keep if len(seeds) == 1 else args.keep / f"run-{i}"
             folder.mkdir(parents=True)
             figures = run(command, folder.absolute())
         else:
