@@ -141,9 +141,9 @@ class RunDirectory:
             kept = not (created and not self.training_started)
             if not kept:
                 shutil.rmtree(self.work, ignore_errors=True)
-            if isinstance(exc, StorageError) or is_disk_full(exc):
+            if (kept and isinstance(exc, StorageError)) or (is_disk_full(exc) and not isinstance(exc, StorageError)):
                 raise self._disk_full(exc, kept=kept) from None
-            raise
+            raise  # a StorageError of a nested run (the default teacher's) already says what it kept
         finally:
             if lock is not None:
                 lock.release()

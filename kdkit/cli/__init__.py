@@ -9,8 +9,6 @@ Importing this package does not import torch (the plugin host and the API are im
 so ``kdkit predict`` runs where only onnxruntime, tokenizers and numpy are installed besides the CLI's needs.
 """
 
-import sys
-
 from kdkit.cli.base import app
 
 # importing a command's module registers the command; --help lists them in this order
@@ -22,10 +20,7 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Console-script entry point (as :func:`kdkit.entry.main`: SIGTERM handled like Ctrl-C, ``--debug``)."""
+    """The ``kdkit`` command: :func:`kdkit.entry.main` (the console script since issue 21; this name is kept)."""
     from kdkit import entry
 
-    entry.handle_sigterm()
-    if "--debug" in sys.argv[1:]:
-        entry.set_debug(True)
-    entry.run(app)
+    entry.main()
