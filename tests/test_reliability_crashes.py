@@ -383,3 +383,12 @@ def test_an_error_while_kdkit_starts_is_one_line_and_debug_shows_its_traceback()
     assert result.stderr.strip().startswith("error: kdkit failed to start (ImportError: a broken installation)")
     result = _subprocess(code, "--debug", "tasks")
     assert result.returncode == 1 and "Traceback (most recent call last)" in result.stderr
+
+
+def test_a_closed_output_pipe_ends_quietly(tiny_teacher: Path, tiny_csv, monkeypatch: pytest.MonkeyPatch):
+    def closed(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")  # kdkit evaluate ... | head -1
+
+    monkeypatch.setattr(api, "evaluate", closed)
+    result = runner.invoke(app, ["evaluate", str(tiny_teacher), "--validation-file", str(tiny_csv[1])])
+    assert result.exit_code == 141 and "error" not in result.stderr and "Traceback" not in result.stderr

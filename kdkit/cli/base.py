@@ -15,6 +15,8 @@ Nothing here imports torch.
 import errno
 import functools
 import importlib
+import os
+import sys
 import traceback
 import warnings
 from collections.abc import Callable
@@ -90,6 +92,15 @@ def _os_error_message(exc: OSError) -> str:
     return f"{exc.strerror or type(exc).__name__}{(':' + where) if where else ''}: check the path and try again"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test runner's capture)
+        pass
+
+
 def _unexpected(exc: BaseException) -> str:
     """One line for an exception kdkit did not expect (a bug): its type and first line, and how to report it."""
     if is_disk_full(exc):
@@ -125,6 +136,9 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt as exc:
             err.print(f"[yellow]{entry.interruption(exc)}:[/] {_interrupted()}", soft_wrap=True)
             raise typer.Exit(entry.interrupted_status(exc)) from None
+        except BrokenPipeError:  # stdout was closed early (kdkit ... | head): nothing to say, nobody to say it to
+            _silence_stdout()
+            raise typer.Exit(141) from None
         except OSError as exc:
             raise _fail(_os_error_message(exc), 2) from None
         except Exception as exc:
