@@ -10,6 +10,7 @@ print(result.metrics, result.run_dir)
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +19,20 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from kdkit import models, provenance, teachers, tracking
+from kdkit.cache_store import home_dir
 from kdkit.composite import build_loss, loss_parts
-from kdkit.config import DistillConfig, FinetuneConfig, RunConfig, build_config, deep_merge, loss_name
+from kdkit.config import (
+    DistillConfig,
+    FinetuneConfig,
+    RunConfig,
+    build_config,
+    check_finite,
+    deep_merge,
+    loss_name,
+)
 from kdkit.data import data_files, load_raw, load_task_data
-from kdkit.errors import ConfigError
+from kdkit.data_checks import glue_name_warning
+from kdkit.errors import ConfigError, KdkitWarning
 from kdkit.evaluation import evaluate as evaluate  # re-exported: part of the API
 from kdkit.evaluation import evaluate_dataset as evaluate_dataset
 from kdkit.losses import DistillationLoss
@@ -29,6 +40,7 @@ from kdkit.model_outputs import attention_kernel, check_needs
 from kdkit.plugins import PluginManager, get_plugin_manager
 from kdkit.progress import quiet_libraries
 from kdkit.runs import RunDirectory, check_exists, is_main_process
+from kdkit.tasks import TaskSpec
 from kdkit.teachers import default_teacher_dir as default_teacher_dir  # re-exported: part of the API
 from kdkit.teachers import ensure_teacher as ensure_teacher
 from kdkit.trainer import check_compile
@@ -62,10 +74,42 @@ def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, 
         if options_model is None:
             known = ", ".join(sorted([*plugins.losses, *plugins.providers]))
             raise ConfigError(f"unknown component '{name}' in --set/options", f"known components: {known}")
+        check_finite(values or {}, name)  # YAML's .inf and .nan
         resolved[name] = build_config(options_model, values or {}, where=f"{name}.")
+        check_finite(resolved[name].model_dump(), name)  # "inf" or "nan", which a float field reads as such
     for part in loss_parts(plugins.loss(config.loss)):  # each loss of a composite (kdkit.composite)
         resolved.setdefault(part.name, part.Options())
     return resolved
+
+
+def check_options_used(
+    plugins: PluginManager, config: DistillConfig, options: dict[str, BaseModel], task: TaskSpec
+) -> None:
+    """Every component given options (``--set NAME.X=V``, ``options.NAME``) must be part of the chosen loss (else
+    an error: they would be stored and never used); options of an attribution provider the loss does not use get
+    a warning (a preset may set them for a loss whose attribution term is then turned off)."""
+    loss_cls = plugins.loss(config.loss)
+    parts = [part.name for part in loss_parts(loss_cls)]
+    given = list(config.options)
+    losses = [name for name in given if name not in parts and name not in plugins.providers]
+    if losses:
+        raise ConfigError(
+            f"options are given for '{losses[0]}' (--set {losses[0]}.OPTION or options.{losses[0]}), which is not "
+            f"part of the chosen loss '{config.loss}'",
+            f"drop them, or choose that loss (--plugin {losses[0]})",
+        )
+    providers = [name for name in given if name in plugins.providers and name not in parts]
+    if providers:
+        used = build_loss(loss_cls, options, task).providers_used()
+        unused = [name for name in providers if name not in used]
+        if unused:
+            uses = ", ".join(used) or "none"
+            warnings.warn(
+                f"the options of the attribution provider '{unused[0]}' are not used: the loss '{config.loss}' "
+                f"does not use it (it uses: {uses})",
+                KdkitWarning,
+                stacklevel=2,
+            )
 
 
 def default_output(task: str, what: str) -> Path:
@@ -90,6 +134,9 @@ def _start(
     plugins = plugins or get_plugin_manager()
     console = console or Console(stderr=True, quiet=not is_main_process())
     quiet_libraries()
+    named_like_glue = glue_name_warning(config.data)
+    if named_like_glue:
+        warnings.warn(named_like_glue, KdkitWarning, stacklevel=3)
     given = provenance.given_paths(config.data)
     return plugins, console, config.model_copy(update={"data": provenance.record_paths(config.data)}), given
 
@@ -104,6 +151,8 @@ def finetune(
     plugins, console, config, given = _start(config, plugins, console)
     tracking.check_installed(config.training.report_to)
     base = config.model or models.default_base_model()
+    if config.model:
+        check_exists(Path(config.model), allow_hub_id=True, role="base model")
     models.check_max_length(base, config.data.max_length, role="base model")
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
@@ -142,10 +191,17 @@ def distill(
     check_compile(loss_cls, config.training)
     options = resolve_options(plugins, config)
     tracking.check_installed(config.training.report_to)
-    load_raw(config.data)  # fail on bad data before a teacher is fine-tuned for it
+    task = load_raw(config.data)[0]  # fail on bad data before a teacher is fine-tuned for it
+    check_options_used(plugins, config, options, task)
     if config.teacher:
-        check_exists(Path(config.teacher), allow_hub_id=True)
+        check_exists(Path(config.teacher), allow_hub_id=True, role="teacher")
+        teachers.check_teacher_task(config.teacher, task)
+    if config.student.model is not None:
+        check_exists(Path(config.student.model), allow_hub_id=True, role="student")
     teachers.check_lengths(config)
+    default_teacher = not config.teacher and (loss_cls.requires_teacher or config.student.layers is not None)
+    if default_teacher or (config.teacher_cache and loss_cls.requires_teacher):
+        home_dir()  # the default teacher and the teacher signals are cached there: it must be writable
     run_dir = RunDirectory(
         config.output or default_output(config.data.task_name, loss_cls.name),
         overwrite=config.overwrite,

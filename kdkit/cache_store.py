@@ -9,6 +9,10 @@ An entry ``<key>`` of a cache folder is a ``datasets`` Arrow file ``<key>.arrow`
   else (a truncated, emptied or garbage file, a missing or edited manifest) is reported in one line and the
   entry is rebuilt.
 - **Clean-up**: build folders whose builder is gone (a killed build) are removed the next time the cache is used.
+- **A full disk** while an entry is built is one line; the build folder is removed, other entries are untouched.
+
+:func:`home_dir` makes a folder under ``KDKIT_HOME``; a ``KDKIT_HOME`` that cannot be written (a read-only file
+system) is one line, checked before any work.
 """
 
 from __future__ import annotations
@@ -21,12 +25,30 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from kdkit.errors import KdkitError
+from kdkit.config import kdkit_home
+from kdkit.errors import KdkitError, StorageError, disk_full_error, is_disk_full
 from kdkit.locking import LOCK_SUFFIX, RunLock
 from kdkit.manifests import CacheManifest, check_files, describe_file, read_json, write_json
 
 BUILD_MARK = ".build-"
 Say = Callable[[str], None]
+
+
+def home_dir(*parts: str) -> Path:
+    """The folder ``KDKIT_HOME/<parts>``, made if missing; one line if ``KDKIT_HOME`` cannot be written."""
+    path = kdkit_home().joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".kdkit-write-test-{uuid.uuid4().hex}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(
+            f"KDKIT_HOME {kdkit_home()} cannot be written ({exc.strerror or exc})",
+            "set KDKIT_HOME to a writable folder (kdkit keeps its cached teachers and teacher signals there), "
+            "or pass --teacher and --no-teacher-cache",
+        ) from None
+    return path
 
 
 def entry_paths(directory: Path, key: str) -> tuple[Path, Path]:
@@ -96,15 +118,24 @@ def build_entry(directory: Path, key: str, build: Callable[[str], Dataset]) -> D
     folder = directory / f"{key}{BUILD_MARK}{uuid.uuid4().hex[:8]}"
     lock = RunLock(folder)
     lock.acquire()
+    data, manifest_path = entry_paths(directory, key)
     try:
         folder.mkdir()
         built_path = folder / "data.arrow"
         built = build(str(built_path))
         manifest = CacheManifest(key=key, rows=len(built), columns=built.column_names, file=describe_file(built_path))
         write_json(folder / "manifest.json", manifest)
-        data, manifest_path = entry_paths(directory, key)
         os.replace(built_path, data)
         os.replace(folder / "manifest.json", manifest_path)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(
+                exc,
+                f"the cache entry {data}",
+                f"free some space in KDKIT_HOME ({kdkit_home()}), or pass --no-teacher-cache; the other entries "
+                "are untouched",
+            ) from None
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         lock.release()

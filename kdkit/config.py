@@ -8,6 +8,7 @@ against the component's own options model when the run starts.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pydantic import (
 )
 
 from kdkit.errors import ConfigError
-from kdkit.textfiles import read_utf8
+from kdkit.textfiles import load_yaml, read_utf8
 from kdkit.tracking import ReportTo
 
 if sys.version_info >= (3, 11):
@@ -42,7 +43,8 @@ CUSTOM_TASK = "custom"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are refused for every float option (``--learning-rate inf`` would pass ``gt=0``)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -85,6 +87,18 @@ class DataConfig(_Strict):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("label_names")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"each label must be named once, but {', '.join(map(repr, twice))} is given twice")
+        if len(value) < 2:
+            raise ValueError("a classification task needs at least two labels")
         return value
 
     @property
@@ -246,12 +260,14 @@ def kdkit_home() -> Path:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a YAML, TOML or JSON config file into a dict."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory", "give the YAML, TOML or JSON file itself to --config")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist", "check the path given to --config")
     text = read_utf8(path, error=ConfigError)
     try:
         if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
+            data = load_yaml(text, f"config file {path}") or {}
         elif path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix == ".json":
@@ -309,11 +325,24 @@ def parse_set_options(assignments: list[str]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not component or not option:
             raise ConfigError(f"cannot read --set {item!r}", "write --set COMPONENT.OPTION=VALUE, e.g. kd.alpha=0.5")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         options.setdefault(component, {})[option] = value
     return options
+
+
+def check_finite(values: Any, where: str) -> None:
+    """Refuse ``inf`` and ``nan`` anywhere in a component's option values (``--set adkd.beta=inf`` would be
+    accepted by a plain ``float`` field and fail at the first step)."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            check_finite(value, f"{where}.{name}" if where else str(name))
+    elif isinstance(values, (list, tuple)):
+        for value in values:
+            check_finite(value, where)
+    elif isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"bad value {values!r} for {where}: options must be finite numbers", "give a finite number")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

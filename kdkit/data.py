@@ -30,6 +30,7 @@ from kdkit.batching import MODEL_INPUTS as MODEL_INPUTS
 from kdkit.batching import TEACHER_PREFIX as TEACHER_PREFIX
 from kdkit.batching import DistillationCollator as DistillationCollator
 from kdkit.config import DataConfig
+from kdkit.data_checks import check_classes, check_source
 from kdkit.errors import CacheWarning, ConfigError, DataError
 from kdkit.tasks import TaskSpec, get_task
 from kdkit.textfiles import check_utf8
@@ -119,6 +120,8 @@ def _check_csv(path: Path) -> None:
 
 
 def _load_file(path: Path) -> Dataset:
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory", "give the CSV, TSV, JSON or JSONL file itself")
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"unsupported data file {path}", "use a .csv, .tsv, .json or .jsonl file")
@@ -218,6 +221,7 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
 
 def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Dataset | None, dict[str, Dataset]]:
     """Load and validate the raw splits: (task, train or None, {validation split: dataset})."""
+    check_source(data)
     if data.is_custom:
         if need_train and data.train_file is None:
             raise DataError("no training file given", "pass --train-file (and --validation-file)")
@@ -245,6 +249,8 @@ def load_raw(data: DataConfig, *, need_train: bool = True) -> tuple[TaskSpec, Da
     if train is not None:
         train = _limit(train, data.max_train_samples)
         _validate_split(train, task, "training set")
+        if data.is_custom:
+            check_classes(train, task, data)
     validation_splits = {name: _limit(split, data.max_eval_samples) for name, split in validation_splits.items()}
     for name, split in validation_splits.items():
         _validate_split(split, task, f"{name} set")

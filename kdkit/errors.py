@@ -6,6 +6,8 @@ the fix) and exits with status 2, without a traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class KdkitError(Exception):
     """A problem the user can fix. ``str(err)`` is one line: what is wrong, then how to fix it."""
@@ -50,3 +52,26 @@ class TruncationWarning(KdkitWarning):
 
 class CacheWarning(KdkitWarning):
     """A cache entry could not be used (damaged) and is being rebuilt."""
+
+
+class StorageError(KdkitError):
+    """The disk is full, or a location kdkit must write to cannot be written."""
+
+
+#: errno values of a full disk (``ENOSPC``) or an exhausted quota (``EDQUOT``)
+_DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+#: how libraries that do their own I/O (safetensors' Rust writer, torch.save) say the disk is full
+_DISK_FULL_WORDS = ("No space left on device", "StorageFull", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an ``OSError``, or a library's own error such as safetensors' ``SafetensorError``) says
+    that the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    return any(words in str(exc) for words in _DISK_FULL_WORDS)
+
+
+def disk_full_error(exc: BaseException, writing: str, fix: str) -> StorageError:
+    """The one-line error for a full disk while ``writing`` (what was being written, and where)."""
+    return StorageError(f"no space left on device while writing {writing} ({type(exc).__name__})", fix)

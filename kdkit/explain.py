@@ -9,6 +9,7 @@ a_i = ‖A_{c,i,:}‖₂ over the hidden dimensions, normalised to unit L2 norm 
 from __future__ import annotations
 
 import html
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from kdkit import models, provenance
 from kdkit.attribution import AttributionProvider, token_maps
-from kdkit.config import DataConfig, build_config, parse_set_options
-from kdkit.errors import ConfigError, DataError, TruncationWarning
+from kdkit.config import DataConfig, build_config, check_finite, parse_set_options
+from kdkit.errors import ConfigError, DataError, TruncationWarning, disk_full_error, is_disk_full
 from kdkit.plugins import PluginManager, get_plugin_manager
 from kdkit.progress import quiet_libraries
 from kdkit.tasks import TaskSpec
+from kdkit.text_checks import check_text_encoding
 
 Views = Literal["pred", "all"]
 
@@ -151,6 +153,7 @@ def _check_texts(
     for number, text in enumerate([*texts, *(pairs or [])], start=1):
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"text {number} is empty", "give non-empty text")
+    check_text_encoding(texts, pairs)
     lengths = [len(ids) for ids in tokenizer(texts, pairs, truncation=False)["input_ids"]]
     cut = sum(length > max_length for length in lengths)
     if cut:
@@ -169,7 +172,10 @@ def get_provider(
     naming a bad option)."""
     plugins = plugins or get_plugin_manager()
     cls = plugins.provider(name)
-    return cls(build_config(cls.Options, options or {}, where=f"{name}."))
+    check_finite(options or {}, name)
+    validated = build_config(cls.Options, options or {}, where=f"{name}.")
+    check_finite(validated.model_dump(), name)
+    return cls(validated)
 
 
 def provider_from_set(name: str, assignments: list[str], plugins: PluginManager | None = None) -> AttributionProvider:
@@ -245,13 +251,13 @@ def write_html(
 ) -> Path:
     """Write a self-contained HTML page with one heatmap table per section."""
     body = "".join(f"<h3>{html.escape(heading)}</h3>{html_rows(rows)}" for heading, rows in sections)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    _write(
+        path,
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
         f"<body style='font-family: sans-serif'><h2>{html.escape(title)}</h2>"
         "<p>Darker red: a larger share of the prediction's attribution (per-token L2 norm of Integrated "
         "Gradients at the embedding output, normalised over the sentence).</p>"
-        f"{body}</body></html>\n"
+        f"{body}</body></html>\n",
     )
     return path
 
@@ -291,11 +297,39 @@ def write_svg(path: Path, sections: list[tuple[str, list[tuple[str, Explanation]
                     x += box + (0 if joined else 3)
                 y += line_height
         y += 6
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    _write(
+        path,
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 10}" '
         f'font-family="sans-serif" font-size="13"><rect width="100%" height="100%" fill="white"/>'
         + "".join(parts)
-        + "</svg>\n"
+        + "</svg>\n",
     )
     return path
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Fail before any work if ``path`` (given to ``flag``) cannot be written as a file: a directory, a folder
+    under a file, a folder that cannot be written."""
+    if path.is_dir():
+        example = path / ("heatmap." + flag.removeprefix("--"))
+        raise ConfigError(f"{flag} {path} is a directory", f"give a file name, e.g. {flag} {example}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{flag} {path} cannot be written: {folder} is a file, not a folder", f"choose another {flag}"
+        )
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"{flag} {path} cannot be written: {folder} is not writable", f"choose another {flag}")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a heatmap file; a location that cannot be written (or a full disk) is one line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(exc, str(path), "free some space, or write it elsewhere") from None
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc})", "choose another file") from None

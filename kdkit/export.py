@@ -23,6 +23,7 @@ padded to ``max_length``, and over the whole validation set through the deployme
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from kdkit.manifests import ExportModelFile, ExportTask, ExportTokenizer, write_
 from kdkit.onnx_conversion import EXPORTERS as EXPORTERS  # re-exported: part of the export API
 from kdkit.onnx_conversion import Exporter as Exporter
 from kdkit.onnx_conversion import _LogitsOnly as _LogitsOnly
+from kdkit.onnx_conversion import check_opset
 from kdkit.onnx_conversion import export_model as export_model
 from kdkit.onnx_conversion import fuse_for_onnxruntime as fuse_for_onnxruntime
 from kdkit.onnx_conversion import quantize_int8 as quantize_int8
@@ -168,8 +170,11 @@ def export_onnx(
     quiet_libraries()
     if quantize not in (None, "int8"):
         raise ConfigError(f"unknown quantisation '{quantize}'", "use --quantize int8")
-    if not tolerance > 0:
-        raise ConfigError(f"tolerance must be positive, got {tolerance}", "pass e.g. --tolerance 1e-4")
+    if not tolerance > 0 or not math.isfinite(tolerance):
+        raise ConfigError(f"tolerance must be a positive number, got {tolerance}", "pass e.g. --tolerance 1e-4")
+    if batch_size < 1:
+        raise ConfigError(f"bad batch size {batch_size}", "pass --batch-size 1 or more")
+    check_opset(exporter, opset)  # before any work: an opset the exporter or onnxruntime does not support
     out = RunDirectory(output or default_output(Path(model)), overwrite=overwrite)
     _check_not_the_source(out.final, Path(model))
     source = _load_source(Path(model), data, max_length)

@@ -14,8 +14,8 @@ manifest, so exports of the older flat layout (``model.onnx``, ``model.int8.onnx
 the manifest's ``max_length`` tokens are truncated, as in training, with a :class:`TruncationWarning`.
 
 This module must stay importable without torch (a deployment installs onnxruntime, tokenizers, numpy and
-pydantic; ``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors` and
-:mod:`kdkit.manifests`.
+pydantic; ``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors`,
+:mod:`kdkit.manifests` and :mod:`kdkit.text_checks`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from kdkit.manifests import EXPORT_MANIFEST_FILE as MANIFEST_FILE
 from kdkit.manifests import EXPORT_SUBDIR as EXPORT_SUBDIR
 from kdkit.manifests import ExportManifest, read_json
 from kdkit.provenance import resolve_export_dir as resolve_export_dir
+from kdkit.text_checks import check_text_encoding
 
 #: version of the manifest layout
 MANIFEST_FORMAT = 1
@@ -98,6 +99,7 @@ class OnnxClassifier:
         self.input_names: list[str] = list(self.manifest["input_names"])
         self.precision, self.model_file = self._choose_model(precision)
         self.session = self._open_session(self.model_file, threads)
+        self._check_labels()
         self.tokenizer = self._load_tokenizer()
 
     # -- loading ------------------------------------------------------------------------------------
@@ -141,6 +143,30 @@ class OnnxClassifier:
         self._input_types = {i.name: _ORT_INT_TYPES.get(i.type, np.int64) for i in session.get_inputs()}
         return session
 
+    def _check_labels(self) -> None:
+        """The manifest's labels must be distinct and as many as the model's outputs (1 for regression)."""
+        names = self.label_names
+        path = self.directory / MANIFEST_FILE
+        if names is not None and len(set(names)) != len(names):
+            raise ModelError(f"{path} names a label twice ({', '.join(names)})", "export the model again")
+        shape = self.session.get_outputs()[0].shape
+        outputs = shape[-1] if shape and isinstance(shape[-1], int) else None
+        if outputs is not None:
+            self._check_output_count(outputs)
+
+    def _check_output_count(self, outputs: int) -> None:
+        expected = 1 if self.label_names is None else len(self.label_names)
+        if outputs == expected:
+            return
+        said = (
+            "a regression output" if self.label_names is None else f"{expected} label(s): {', '.join(self.label_names)}"
+        )
+        raise ModelError(
+            f"{self.directory / MANIFEST_FILE} lists {said}, but the model {self.model_file.name} has {outputs} "
+            "output(s): the manifest was edited or belongs to another model",
+            "export the model again (or restore kdkit_export.json)",
+        )
+
     def _load_tokenizer(self) -> Tokenizer:
         path = self.directory / str(self.manifest.get("tokenizer", {}).get("file", TOKENIZER_FILE))
         try:
@@ -161,6 +187,7 @@ class OnnxClassifier:
     def _check_inputs(self, texts: Sequence[str], pairs: Sequence[str] | None) -> None:
         if isinstance(texts, str):
             raise DataError("texts must be a list of strings, not one string", "wrap it in a list")
+        check_text_encoding(texts, pairs)
         if len(texts) == 0:
             raise DataError("no texts to classify", "give at least one text")
         pair_task = len(self.text_fields) == 2
@@ -207,14 +234,17 @@ class OnnxClassifier:
         Texts are batched by length (less padding); a :class:`TruncationWarning` says how many were truncated.
         """
         self._check_inputs(texts, pairs)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"bad batch size {batch_size!r}", "use a batch size of 1 or more")
         order = np.argsort([len(t) + (len(pairs[i]) if pairs else 0) for i, t in enumerate(texts)], kind="stable")
         outputs: list[np.ndarray] = []
         flags: list[np.ndarray] = []
-        for start in range(0, len(order), max(batch_size, 1)):
+        for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             inputs, truncated = self.encode([texts[i] for i in chunk], [pairs[i] for i in chunk] if pairs else None)
             outputs.append(np.asarray(self.session.run(None, inputs)[0], dtype=np.float32))
             flags.append(truncated)
+        self._check_output_count(outputs[0].shape[-1])
         result = np.empty((len(texts), outputs[0].shape[-1]), dtype=np.float32)
         result[order] = np.concatenate(outputs)
         truncated_all = np.empty(len(texts), dtype=bool)
@@ -264,6 +294,8 @@ class OnnxClassifier:
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a CSV/TSV (with a header) or JSON-lines file, as dicts."""
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise DataError(f"{path} is a directory", "give the CSV, TSV or JSONL file itself to --file")
     if not path.is_file():
         raise DataError(f"file {path} does not exist", "check the path given to --file")
     try:

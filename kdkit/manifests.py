@@ -72,6 +72,8 @@ class TaskFile(_Record):
     task: TaskFields
     max_length: int = Field(128, ge=1)
     files: dict[str, FileEntry] | None = None
+    #: the tokenizer's files (not checksummed: they may be edited, but must be there)
+    tokenizer_files: list[str] | None = None
 
 
 class CheckpointManifest(_Record):

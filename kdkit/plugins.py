@@ -9,9 +9,13 @@ Discovery, in order:
    when autoloading is off; the CLI's ``--enable-plugin NAME`` does the same.
 
 ``KDKIT_DISABLE_PLUGINS=a,b`` and the CLI's ``--disable-plugin NAME`` block plugins by name (like pytest's
-``-p no:NAME``). A plugin that fails to import (an exception, or ``sys.exit()`` at import), implements an
-unknown hook or a hook with the wrong signature, raises from a hook, or returns something that is not a
-component class is recorded in :attr:`PluginManager.failures` and left out; the others keep working.
+``-p no:NAME``). A plugin that fails to import (an exception, ``sys.exit()`` or a ``KeyboardInterrupt`` of its
+own at import: a real Ctrl-C still interrupts), implements an unknown hook or a hook with the wrong signature,
+raises from a hook, or returns something that is not a component class is recorded in
+:attr:`PluginManager.failures` and left out; the others keep working. A module named in ``KDKIT_PLUGINS`` that
+does not exist is reported as such, one that exists but fails to import with its error. (A plugin that calls
+``os._exit()`` ends the process: nothing in-process can stop that; the CLI imports plugins only in the
+commands that use them.)
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kdkit.attribution import AttributionProvider
 from kdkit.config import type_name
 from kdkit.errors import PluginError
 from kdkit.losses import DistillationLoss
+from kdkit.plugin_isolation import PluginInterrupt, call_hook, describe, guarded, import_failure, users_interrupt
 
 ENTRY_POINT_GROUP = "kdkit"
 ENV_DISABLE_AUTOLOAD = "KDKIT_DISABLE_PLUGIN_AUTOLOAD"
@@ -58,14 +63,9 @@ class PluginInfo:
     providers: list[type[AttributionProvider]] = field(default_factory=list)
 
 
-#: what a broken plugin may raise while it is imported or asked for its components (SystemExit: it called sys.exit)
-_PLUGIN_ERRORS = (Exception, SystemExit)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r}) (SystemExit)"
-    return repr(exc)
+#: what a broken plugin may raise while it is imported or asked for its components (SystemExit: it called
+#: sys.exit; KeyboardInterrupt: it raised one itself, which :func:`guarded` tells from a real Ctrl-C)
+_PLUGIN_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
 
 def _split_names(value: str | None) -> list[str]:
@@ -124,22 +124,26 @@ class PluginManager:
                 continue
             ep = entry_points[name]
             source = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else f"entry point {ep.value}"
-            try:
-                plugin = ep.load()
-            except _PLUGIN_ERRORS as exc:  # any import-time error of a third-party plugin, sys.exit() included
-                self.failures.append(PluginFailure(name, source, f"failed to import {ep.value}: {_describe(exc)}"))
-                continue
+            with guarded() as seen:
+                try:
+                    plugin = ep.load()
+                except _PLUGIN_ERRORS as exc:  # any import-time error of a third-party plugin, sys.exit() included
+                    if users_interrupt(exc, seen):
+                        raise
+                    self.failures.append(PluginFailure(name, source, f"failed to import {ep.value}: {describe(exc)}"))
+                    continue
             self._register(plugin, name, source)
         for name in wanted:
             if name in entry_points or name in self.disabled or self.hooks.has_plugin(name):
                 continue
-            try:
-                module: ModuleType = importlib.import_module(name)
-            except _PLUGIN_ERRORS as exc:
-                self.failures.append(
-                    PluginFailure(name, "KDKIT_PLUGINS", f"no entry point or module named {name!r}: {_describe(exc)}")
-                )
-                continue
+            with guarded() as seen:
+                try:
+                    module: ModuleType = importlib.import_module(name)
+                except _PLUGIN_ERRORS as exc:
+                    if users_interrupt(exc, seen):
+                        raise
+                    self.failures.append(PluginFailure(name, "KDKIT_PLUGINS", import_failure(name, exc)))
+                    continue
             self._register(module, name, f"module {name}")
 
     def _register(self, plugin: Any, name: str, source: str) -> None:
@@ -175,10 +179,9 @@ class PluginManager:
                 if plugin_name in broken:
                     continue
                 try:
-                    returned = impl.function()
-                    components = self._check_components(returned, base, hook_name)
-                except _PLUGIN_ERRORS as exc:
-                    reason = _describe(exc) if isinstance(exc, SystemExit) else str(exc)
+                    components = self._check_components(call_hook(impl.function), base, hook_name)
+                except (Exception, SystemExit) as exc:
+                    reason = describe(exc) if isinstance(exc, (SystemExit, PluginInterrupt)) else str(exc)
                     self._fail(plugin_name, f"{hook_name}() failed: {reason}")
                     broken.add(plugin_name)
                     continue

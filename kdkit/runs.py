@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kdkit.errors import ConfigError, KdkitError, ModelError
+from kdkit.errors import ConfigError, KdkitError, ModelError, StorageError, is_disk_full
 from kdkit.locking import RunLock
 from kdkit.manifests import RunStart, digest_paths, read_json, write_json
 
@@ -137,13 +137,27 @@ class RunDirectory:
         except KeyboardInterrupt:
             _UNFINISHED.append(self.work)  # for the CLI's message; outer runs are added last
             raise
-        except BaseException:
-            if created and not self.training_started:
+        except BaseException as exc:
+            kept = not (created and not self.training_started)
+            if not kept:
                 shutil.rmtree(self.work, ignore_errors=True)
-            raise
+            if (kept and isinstance(exc, StorageError)) or (is_disk_full(exc) and not isinstance(exc, StorageError)):
+                raise self._disk_full(exc, kept=kept) from None
+            raise  # a StorageError of a nested run (the default teacher's) already says what it kept
         finally:
             if lock is not None:
                 lock.release()
+
+    def _disk_full(self, exc: BaseException, *, kept: bool) -> StorageError:
+        """The disk filled up during the run: say what was kept (the unfinished run, a finished one untouched)."""
+        problem = exc.problem if isinstance(exc, StorageError) else f"no space left on device ({type(exc).__name__})"
+        untouched = f"; {self.final} is untouched" if self.final.exists() else ""
+        if kept:
+            return StorageError(
+                problem,
+                f"free some space, then continue with --resume: the unfinished run is kept in {self.work}{untouched}",
+            )
+        return StorageError(problem, f"free some space and run the command again (nothing was kept{untouched})")
 
     def _make_parent(self) -> None:
         parent = self.final.parent
@@ -343,18 +357,22 @@ def compare_with_start(work: Path, now: RunStart) -> None:
 # -- finding models -------------------------------------------------------------------------------------
 
 
-def check_exists(path: Path, *, allow_hub_id: bool = False) -> None:
-    """A one-line error for a model path that is an unfinished run or does not exist (unless it may be a hub
-    id, ``allow_hub_id``)."""
+def check_exists(path: Path, *, allow_hub_id: bool = False, role: str = "model") -> None:
+    """A one-line error for a model path that is an unfinished run, an ONNX export, or does not exist (unless it
+    may be a hub id, ``allow_hub_id``: a name like ``org/model``, not ``./x``, ``/x`` or ``a/b/c``)."""
+    from kdkit.model_checks import check_model_path, looks_like_hub_id
+
     if path.exists():
+        check_model_path(str(path), role)
         return
     if path.with_name(path.name + ".partial").is_dir():
         raise ModelError(
             f"{path} is an unfinished run (only {path.name}.partial exists)", "finish it with --resume first"
         )
-    if not allow_hub_id:
+    if not allow_hub_id or not looks_like_hub_id(str(path)):
         raise ModelError(
-            f"{path} does not exist", "give a run directory or a saved model directory (or a hub id with --task)"
+            f"the {role} {path} does not exist",
+            "give a run directory or a saved model directory (or a hub id with --task)",
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,16 @@ from rich.console import Console
 
 from kdkit import models, teacher_budget
 from kdkit.baselines import majority_baseline, near_baseline
+from kdkit.cache_store import home_dir
 from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, TrainingConfig, kdkit_home
 from kdkit.data import GLUE_HUB_ID, data_files, glue_source, load_raw
-from kdkit.errors import KdkitError
+from kdkit.errors import KdkitError, KdkitWarning
 from kdkit.locking import RunLock
 from kdkit.manifests import TeacherRecord, digest_paths, read_json, write_json
 from kdkit.progress import quiet_libraries
 from kdkit.run_summary import RunSummary
 from kdkit.runs import BEST_DIR, HARMLESS_ON_RESUME, RUN_FILE, check_exists, is_main_process, resolve_model_dir
+from kdkit.tasks import TaskSpec
 
 Say = Callable[[str], None]
 TEACHERS_DIR = "teachers"
@@ -216,8 +219,6 @@ def check_quality(directory: Path, say: Say) -> None:
     if record is None or record.baseline is None:
         return
     summary = read_json(directory / RUN_FILE, RunSummary, what="the cached teacher's run record", fix="")
-    from kdkit.tasks import TaskSpec
-
     task = TaskSpec.from_dict(summary.task.model_dump())
     scores = [v for k, v in summary.metrics.items() if k.split("/")[-1] == record.main_metric]
     if scores and near_baseline(task, scores[0], record.baseline):
@@ -252,7 +253,7 @@ def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Conso
     console = console or Console(stderr=True)
     quiet_libraries()
     directory = default_teacher_dir(config)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    home_dir(directory.parent.name)  # a KDKIT_HOME that cannot be written is one line
     main = is_main_process()  # under torchrun the ranks fine-tune together: only rank 0 locks and cleans up
     lock = RunLock(directory)
     if main:
@@ -270,6 +271,35 @@ def ensure_teacher(config: DistillConfig, *, plugins: Any = None, console: Conso
             lock.release()
     check_quality(directory, say)
     return str(cached)
+
+
+def check_teacher_task(teacher: str, task: TaskSpec) -> None:
+    """Warn when a given teacher was fine-tuned on another GLUE task, or with other labels, than the data's (its
+    ``kdkit_task.json`` says): a head of the right size may still mean something else. (Custom tasks are compared
+    by their labels: their names are only names.)"""
+    path = Path(teacher)
+    if not path.is_dir():
+        return
+    saved = models.read_task_file(resolve_model_dir(path))
+    if saved is None:
+        return
+    recorded = saved[0]
+    glue = recorded.hub_config is not None or task.hub_config is not None
+    if glue and recorded.name != task.name:
+        warnings.warn(
+            f"the teacher {teacher} was fine-tuned on task '{recorded.name}', not '{task.name}' (its "
+            f"{models.TASK_FILE} says so): its predictions may mean nothing for {task.name}; pass a teacher "
+            f"fine-tuned on {task.name}",
+            KdkitWarning,
+            stacklevel=2,
+        )
+    elif recorded.label_names != task.label_names and not task.is_regression:
+        warnings.warn(
+            f"the teacher {teacher} was fine-tuned with the labels {', '.join(recorded.label_names or ())}, but the "
+            f"data's are {', '.join(task.label_names or ())}: classes are matched by position",
+            KdkitWarning,
+            stacklevel=2,
+        )
 
 
 def check_lengths(config: DistillConfig) -> None:

@@ -1,11 +1,15 @@
-"""Text files kdkit is given (config files, custom data): they must be UTF-8, said in one line if not."""
+"""Text files kdkit is given (config files, custom data): they must be UTF-8, said in one line if not; YAML
+whose aliases expand beyond reason is refused (:func:`load_yaml`)."""
 
 from __future__ import annotations
 
 import codecs
 from pathlib import Path
+from typing import Any
 
-from kdkit.errors import DataError, KdkitError
+import yaml
+
+from kdkit.errors import ConfigError, DataError, KdkitError
 
 _CHUNK = 1 << 20
 
@@ -47,3 +51,48 @@ def read_utf8(path: Path, *, error: type[KdkitError] = DataError) -> str:
     """The text of a UTF-8 file (see :func:`check_utf8` for the error)."""
     check_utf8(path, error=error)
     return path.read_text(encoding="utf-8")
+
+
+#: the most values (mappings, lists and scalars, with every alias expanded) a YAML config or --set value may hold
+MAX_YAML_NODES = 100_000
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load``, refusing a document whose anchors and aliases expand to more than
+    :data:`MAX_YAML_NODES` values (a "billion laughs" document: kilobytes that expand to gigabytes)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {}, MAX_YAML_NODES)
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{where} expands to more than {MAX_YAML_NODES:,} values (its YAML aliases repeat anchored "
+                "parts over and over)",
+                "write the values out, or use fewer aliases (*name)",
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], limit: int) -> int:
+    """How many values ``node`` stands for once every alias is expanded (an alias is the same node object
+    again: each node is sized once, so this takes time linear in the document, not in its expansion)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = limit + 1  # a node that holds itself (a recursive alias) expands without end
+    total = 1
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    for child in children:
+        total += _expanded_size(child, sizes, limit)
+        if total > limit:
+            break
+    sizes[id(node)] = total
+    return total

@@ -20,5 +20,7 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="kdkit")
+    """The ``kdkit`` command: :func:`kdkit.entry.main` (the console script since issue 21; this name is kept)."""
+    from kdkit import entry
+
+    entry.main()

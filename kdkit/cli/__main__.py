@@ -1,5 +1,5 @@
 """``python -m kdkit.cli`` (what ``torchrun -m kdkit.cli distill ...`` runs)."""
 
-from kdkit.cli import main
+from kdkit.entry import main
 
 main()

@@ -22,7 +22,7 @@ EVALUATE_DATA_FIELDS = (*VALIDATION_DATA_FIELDS, "max_length")
 )
 def evaluate(
     model: Annotated[str, typer.Argument(help="Run directory (uses its best/ model), model directory or hub id.")],
-    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Evaluation batch size.")] = 64,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     *,
     flags: dict[str, Any],

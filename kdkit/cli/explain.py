@@ -40,9 +40,22 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print tokens and maps as JSON.")] = False,
 ) -> None:
     """Show which tokens a prediction rests on: a token heatmap of attributions at the embedding output."""
-    from kdkit.explain import explain_text, load_for_explain, provider_from_set, render_terminal, write_html, write_svg
+    from kdkit.explain import (
+        check_output_file,
+        explain_text,
+        load_for_explain,
+        provider_from_set,
+        render_terminal,
+        write_html,
+        write_svg,
+    )
     from kdkit.tasks import get_task
+    from kdkit.text_checks import check_text_encoding
 
+    check_text_encoding([text], [text_pair] if text_pair is not None else None)
+    for path, flag in ((html, "--html"), (svg, "--svg")):
+        if path is not None:
+            check_output_file(path, flag)
     attribution = provider_from_set(provider, set_ or [], plugin_manager())
     classifier, tokenizer, task_spec, max_length = load_for_explain(model, get_task(task) if task else None)
     result = explain_text(

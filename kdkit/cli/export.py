@@ -97,7 +97,9 @@ def export(
     max_length: MaxLengthOpt = None,
     tolerance: ToleranceOpt = 1e-4,
     overwrite: OverwriteOpt = False,
-    batch_size: Annotated[int, typer.Option(help="Evaluation batch size.", rich_help_panel=VALIDATION_PANEL)] = 32,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Evaluation batch size.", rich_help_panel=VALIDATION_PANEL)
+    ] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
     *,
     flags: dict[str, Any],

@@ -64,20 +64,22 @@ def predict(
         ),
     ] = None,
     precision: Annotated[Precision, typer.Option(help="auto (int8 when exported, else fp32), fp32 or int8.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Texts per onnxruntime call.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per onnxruntime call.")] = 32,
     threads: Annotated[
-        int | None, typer.Option(help="onnxruntime intra-op threads \\[default: onnxruntime's].")
+        int | None, typer.Option(min=1, help="onnxruntime intra-op threads \\[default: onnxruntime's].")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
 ) -> None:
     """Classify texts with an exported model: onnxruntime and tokenizers only, no torch."""
     from kdkit.inference import OnnxClassifier, TruncationWarning, read_texts
     from kdkit.provenance import of_export
+    from kdkit.text_checks import check_text_encoding
 
     if file is not None and text is not None:
         raise ConfigError("both a text and --file given", "give one or the other")
     if file is None and text is None:
         raise DataError("nothing to classify", 'give a text (kdkit predict DIR "text") or --file')
+    check_text_encoding([text] if text is not None else [], [text_pair] if text_pair is not None else None)
     export = of_export(model)  # the export folder (a run directory's onnx/) and the task it records
     assert export.export_dir is not None and export.task is not None
     classifier = OnnxClassifier(export.export_dir, precision=precision, threads=threads)
