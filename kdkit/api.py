@@ -108,6 +108,7 @@ def finetune(
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
+    models.check_token_types(models.load_config(base), tokenizer, task, role="base model", name=base)
     run_dir = RunDirectory(
         config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
     )
@@ -146,6 +147,7 @@ def distill(
     if config.teacher:
         check_exists(Path(config.teacher), allow_hub_id=True)
     teachers.check_lengths(config)
+    teachers.check_vocabulary(config)
     run_dir = RunDirectory(
         config.output or default_output(config.data.task_name, loss_cls.name),
         overwrite=config.overwrite,
@@ -177,11 +179,13 @@ def _distill_into(
     if teacher is not None:
         models.freeze(teacher)
         models.check_max_length(str(teacher_path), config.data.max_length, role="teacher")
+        models.check_token_types(teacher.config, tokenizer, task, role="teacher", name=str(teacher_path))
         if attention_kernel(loss_cls, "teacher"):
             models.set_attention(teacher, "eager")
     if config.student.model is not None:
         models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
     student = models.build_student(config.student, teacher, task, attn_implementation=attn, seed=config.training.seed)
+    models.check_token_types(student.config, tokenizer, task, role="student", name=str(config.student))
     if attn is not None:
         models.set_attention(student, attn)
     loss = build_loss(loss_cls, options, task)
