@@ -108,7 +108,11 @@ def finetune(
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
-    models.check_token_types(models.load_config(base), tokenizer, task, role="base model", name=base)
+    try:
+        base_config = models.load_config(base)
+    except Exception:
+        base_config = None  # load_base_for_task reports it
+    models.check_token_types(base_config, tokenizer, task, role="base model", name=base)
     run_dir = RunDirectory(
         config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
     )

@@ -99,7 +99,8 @@ def check_token_types(
     config: Any, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, *, role: str = "model", name: str = ""
 ) -> None:
     """A sentence-pair task's second texts get token type 1 from a tokenizer that gives ``token_type_ids`` (BERT's
-    WordPiece does); a model with a single token type (RoBERTa's ``type_vocab_size`` 1) has no embedding for it."""
+    WordPiece does); a model with a single token type (RoBERTa's ``type_vocab_size`` 1) has no embedding for it.
+    ``config`` None (not loadable) is not checked."""
     types = getattr(config, "type_vocab_size", None)
     if len(task.text_fields) < 2 or types != 1 or "token_type_ids" not in tokenizer.model_input_names:
         return

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from kdkit import models
 from kdkit.attention_loss import attention_dropout_off
 from kdkit.cli import app
-from kdkit.testing import BINARY_TASK, save_tiny_classifier, tiny_classifier, write_tiny_csv
+from kdkit.testing import BINARY_TASK, save_tiny_classifier, tiny_classifier, tiny_tokenizer, write_tiny_csv
 
 runner = CliRunner()
 
@@ -226,3 +226,20 @@ def test_a_student_of_another_vocabulary_is_refused_before_any_work(tmp_path: Pa
         )
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
     assert not list(Path(os.environ["KDKIT_HOME"]).glob("teachers/*"))  # no default teacher was fine-tuned
+
+
+def test_pairs_given_a_token_type_the_model_lacks_are_refused_before_training(
+    tmp_path: Path, pair_data: tuple[Path, Path]
+):
+    """A RoBERTa saved with a BERT tokenizer (token type 1 on second texts) would fail with an IndexError."""
+    tokenizer = tiny_tokenizer(tmp_path / "tokenizer")  # BERT's: gives token_type_ids
+    model = tiny_classifier("roberta", vocab_size=len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    models.save_model(model, tokenizer, BINARY_TASK, tmp_path / "roberta", max_length=MAX_LENGTH)
+    data = ["--train-file", pair_data[0], "--validation-file", pair_data[1], "--text-columns", PAIR_COLUMNS,
+            "--max-length", MAX_LENGTH, "--max-steps", 1, "--device", "cpu", "--quiet"]  # fmt: skip
+    pattern = r"has a single token type, but its tokenizer gives the second text of each pair \(text2\) token type 1"
+    for command in (["finetune", "--model"], ["distill", "--student", "copy:1", "--teacher"]):
+        message = refused(*command, tmp_path / "roberta", *data, "--output", tmp_path / "run")
+        assert re.search(pattern, message), message
+    assert not (tmp_path / "run").exists()
