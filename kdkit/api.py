@@ -157,6 +157,11 @@ def finetune(
     tokenizer = models.load_tokenizer(base)
     task_data = load_task_data(config.data, tokenizer)
     task = task_data.task
+    try:
+        base_config = models.load_config(base)
+    except Exception:
+        base_config = None  # load_base_for_task reports it
+    models.check_token_types(base_config, tokenizer, task, role="base model", name=base)
     run_dir = RunDirectory(
         config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
     )
@@ -202,6 +207,7 @@ def distill(
     default_teacher = not config.teacher and (loss_cls.requires_teacher or config.student.layers is not None)
     if default_teacher or (config.teacher_cache and loss_cls.requires_teacher):
         home_dir()  # the default teacher and the teacher signals are cached there: it must be writable
+    teachers.check_vocabulary(config)
     run_dir = RunDirectory(
         config.output or default_output(config.data.task_name, loss_cls.name),
         overwrite=config.overwrite,
@@ -233,11 +239,13 @@ def _distill_into(
     if teacher is not None:
         models.freeze(teacher)
         models.check_max_length(str(teacher_path), config.data.max_length, role="teacher")
+        models.check_token_types(teacher.config, tokenizer, task, role="teacher", name=str(teacher_path))
         if attention_kernel(loss_cls, "teacher"):
             models.set_attention(teacher, "eager")
     if config.student.model is not None:
         models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
     student = models.build_student(config.student, teacher, task, attn_implementation=attn, seed=config.training.seed)
+    models.check_token_types(student.config, tokenizer, task, role="student", name=str(config.student))
     if attn is not None:
         models.set_attention(student, attn)
     loss = build_loss(loss_cls, options, task)

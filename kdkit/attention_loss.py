@@ -51,16 +51,32 @@ class AttentionOptions(BaseModel):
     eps: float = Field(1e-12, gt=0.0, description="floor of the student's probabilities inside the log")
 
 
-def attention_dropout_off(model: nn.Module) -> int:
-    """Set the attention-probability dropout of ``model``'s self-attention modules (those transformers records
-    ``attentions`` from) to 0; returns how many were changed."""
+def _attention_classes(model: nn.Module) -> tuple[type, ...]:
+    """The self-attention classes of ``model``: those transformers records ``attentions`` from, else (models
+    without that record, as DeBERTa-v2's) the classes named ``...SelfAttention``."""
     recorded = (getattr(model, "_can_record_outputs", None) or {}).get("attentions")
     classes = tuple(c for c in (recorded if isinstance(recorded, list) else [recorded]) if isinstance(c, type))
+    if classes:
+        return classes
+    return tuple({type(m) for m in model.modules() if type(m).__name__.endswith("SelfAttention")})
+
+
+def attention_dropout_off(model: nn.Module) -> int:
+    """Set the attention-probability dropout of ``model``'s self-attention modules to 0; returns how many were
+    changed. It is their ``attention_dropout`` where they have one (ALBERT's module, ModernBERT's rate), else
+    their ``dropout`` (BERT, RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2)."""
+    classes = _attention_classes(model)
     changed = 0
     for module in model.modules():
-        dropout = getattr(module, "dropout", None)
-        if classes and isinstance(module, classes) and isinstance(dropout, nn.Dropout) and dropout.p > 0:
+        if not (classes and isinstance(module, classes)):
+            continue
+        name = "attention_dropout" if hasattr(module, "attention_dropout") else "dropout"
+        dropout = getattr(module, name, None)
+        if isinstance(dropout, nn.Dropout) and dropout.p > 0:
             dropout.p = 0.0
+            changed += 1
+        elif isinstance(dropout, (int, float)) and dropout > 0:  # a rate handed to the attention kernel
+            setattr(module, name, 0.0)
             changed += 1
     return changed
 

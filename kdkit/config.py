@@ -233,7 +233,9 @@ class DistillConfig(RunConfig):
         description="epochs of the default teacher's fine-tune (default: by training-set size, 3 for small "
         "sets down to 1 for large ones)",
     )
-    student: Student = Field(StudentSpec(layers=3), description="copy:N (N teacher layers) or a model id/path")
+    student: Student = Field(
+        StudentSpec(layers=3), description="copy:N (N teacher layers) or a model id/path with the teacher's vocabulary"
+    )
     preset: str | None = Field(None, description="a named preset of the loss (for example 'paper')")
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="component options: {name: {option: value}}"

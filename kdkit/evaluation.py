@@ -85,6 +85,7 @@ def evaluate(
     tokenizer = models.load_tokenizer(saved.model)
     task_data = load_task_data(options, tokenizer, need_train=False)
     classifier = models.load_classifier(saved.model, task_data.task)
+    models.check_token_types(classifier.config, tokenizer, task_data.task, name=str(saved.model))
     target = resolve_device(TrainingConfig(device=device))
     collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
     return task_data.task, evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))

@@ -214,12 +214,7 @@ def _load_source(path: Path, data: DataConfig | None, max_length: int | None) ->
         )
     task, _, raw_splits = load_raw(data, need_train=False)
     classifier = models.load_classifier(str(model_dir), task, role="model").eval()
-    positions = getattr(classifier.config, "max_position_embeddings", None)
-    if positions is not None and data.max_length > int(positions):
-        raise ConfigError(
-            f"--max-length {data.max_length} is longer than the model's {positions} positions",
-            f"use --max-length {positions} or less",
-        )
+    models.check_length_fits(classifier.config, data.max_length)
     input_names = [name for name in MODEL_INPUTS if name in tokenizer.model_input_names]
     if "input_ids" not in input_names or "attention_mask" not in input_names:
         raise ExportError(

@@ -21,13 +21,15 @@ its manifest, so no copy or link is needed. Exports made before this layout (``m
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from kdkit.errors import ModelError
 from kdkit.tasks import TaskSpec
+
+if TYPE_CHECKING:  # kdkit.inference reads position_limit from here: no transformers at run time
+    from transformers import PreTrainedTokenizerBase
 
 CONFIG_FILE = "config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -37,6 +39,36 @@ ONNX_SUBDIR = "onnx"
 TRANSFORMERS_JS_DTYPES = {"fp32": "fp32", "int8": "q8"}
 #: keys transformers 5 writes into tokenizer_config.json that describe how it was loaded, not the tokenizer
 _LOADER_KEYS = ("is_local", "local_files_only", "name_or_path", "_commit_hash")
+
+
+#: model types whose position ids start after the padding id (``create_position_ids_from_input_ids``): a
+#: sequence of n tokens uses positions ``pad + 1 .. pad + n``, so the longest input is ``positions - pad - 1``
+PADDING_OFFSET_POSITIONS = frozenset(
+    {
+        "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
+        "roberta-prelayernorm", "ibert", "mpnet", "xmod", "luke", "esm",
+    }
+)  # fmt: skip
+
+
+def position_limit(config: Mapping[str, Any] | Any) -> int | None:
+    """The longest input (in tokens) a model's position embeddings allow, from its configuration (a transformers
+    config or the dict of its config.json): ``max_position_embeddings``, less ``pad_token_id + 1`` for the
+    RoBERTa family (:data:`PADDING_OFFSET_POSITIONS`). ``None`` when the model has no absolute position limit
+    (relative positions only: DeBERTa-v2/v3 without ``position_biased_input``)."""
+
+    def get(key: str, default: Any = None) -> Any:
+        return config.get(key, default) if isinstance(config, Mapping) else getattr(config, key, default)
+
+    positions = get("max_position_embeddings")
+    if not positions or (get("position_embedding_type") or "absolute") != "absolute":
+        return None
+    model_type = str(get("model_type", ""))
+    if model_type.startswith("deberta") and not get("position_biased_input", True):
+        return None
+    if model_type in PADDING_OFFSET_POSITIONS:
+        return int(positions) - int(get("pad_token_id", 1) or 0) - 1
+    return int(positions)
 
 
 def write_config(model_dir: Path, target: Path, task: TaskSpec) -> dict[str, Any]:

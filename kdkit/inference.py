@@ -15,7 +15,8 @@ the manifest's ``max_length`` tokens are truncated, as in training, with a :clas
 
 This module must stay importable without torch (a deployment installs onnxruntime, tokenizers, numpy and
 pydantic; ``import kdkit`` adds only pluggy): import nothing from kdkit here but :mod:`kdkit.errors`,
-:mod:`kdkit.manifests` and :mod:`kdkit.text_checks`.
+:mod:`kdkit.manifests`, :mod:`kdkit.text_checks` and what else is torch-free (:mod:`kdkit.hf_layout`'s
+``position_limit``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from kdkit.errors import DataError, ModelError, TruncationWarning
+from kdkit.hf_layout import CONFIG_FILE, position_limit
 from kdkit.manifests import EXPORT_MANIFEST_FILE as MANIFEST_FILE
 from kdkit.manifests import EXPORT_SUBDIR as EXPORT_SUBDIR
 from kdkit.manifests import ExportManifest, read_json
@@ -96,6 +98,7 @@ class OnnxClassifier:
         names = task.get("label_names")
         self.label_names: tuple[str, ...] | None = tuple(names) if names is not None else None
         self.max_length = int(self.manifest["max_length"])
+        self._check_positions()
         self.input_names: list[str] = list(self.manifest["input_names"])
         self.precision, self.model_file = self._choose_model(precision)
         self.session = self._open_session(self.model_file, threads)
@@ -103,6 +106,22 @@ class OnnxClassifier:
         self.tokenizer = self._load_tokenizer()
 
     # -- loading ------------------------------------------------------------------------------------
+
+    def _check_positions(self) -> None:
+        """The manifest's ``max_length`` must fit the model's positions (its ``config.json``; exports made before
+        that file was written are not checked): texts are truncated to it, and a longer input would index past
+        the position embeddings inside onnxruntime (RoBERTa's positions start after the padding id)."""
+        path = self.directory / CONFIG_FILE
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        limit = position_limit(config) if isinstance(config, dict) else None
+        if limit is not None and self.max_length > limit:
+            raise ModelError(
+                f"{self.directory} truncates texts to {self.max_length} tokens, but its model takes at most {limit}",
+                f"export it again with --max-length {limit} or less (kdkit export ... --max-length {limit})",
+            )
 
     def _choose_model(self, precision: Precision) -> tuple[str, Path]:
         models = self.manifest["models"]

@@ -5,9 +5,12 @@ Student specs (parsed by :class:`kdkit.config.StudentSpec`):
 - ``copy:N`` builds an N-layer student from the teacher: same configuration with N layers, the teacher's
   embeddings, pooler and classifier head, and N of its layers at evenly spaced depths
   (layer ``round_half_up((i + 1) * L / N) - 1`` for i = 0..N-1, so the top layer is always kept; 6 -> 3 takes
-  layers 1, 3, 5).
+  layers 1, 3, 5). Per-layer settings follow the copied layers (ModernBERT's ``layer_types``: global or
+  sliding-window attention); ModernBERT's first layer has no attention norm, so a copied layer that becomes the
+  student's first runs without its own; ALBERT (one set of weights shared by all layers) is refused.
 - anything else is a hub id or a local path of a model sharing the teacher's vocabulary.
 
+The model families kdkit is tested on, and what ``copy:N`` does for each: docs/architecture.md.
 Every load passes ``trust_remote_code=False``: no Python file of a model folder or hub repository ever runs.
 A model kdkit saved lists its weight files (size, SHA-256) in ``kdkit_task.json``; loading it checks them first.
 """
@@ -32,6 +35,7 @@ from transformers import (
 
 from kdkit.config import StudentSpec
 from kdkit.errors import ConfigError, ModelError, disk_full_error, is_disk_full
+from kdkit.hf_layout import position_limit as position_limit  # re-exported: where kdkit has kept it
 from kdkit.manifests import TASK_FILE as TASK_FILE  # re-exported: where kdkit has always kept it
 from kdkit.manifests import TaskFile, check_files, describe_file, read_json, write_json
 from kdkit.model_checks import check_model_path, check_tokenizer_files, load_failure
@@ -73,33 +77,46 @@ def load_config(name_or_path: str) -> Any:
     return AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
 
 
-def position_limit(config: Any) -> int | None:
-    """The longest input (in tokens) a model's position embeddings allow; RoBERTa-style models reserve
-    ``pad_token_id + 1`` positions. ``None`` when the model has no absolute position limit."""
-    positions = getattr(config, "max_position_embeddings", None)
-    if not positions or getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return None
-    if str(getattr(config, "model_type", "")).startswith("deberta") and not getattr(
-        config, "position_biased_input", True
-    ):
-        return None  # relative positions only
-    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"):
-        return int(positions) - int(getattr(config, "pad_token_id", 1) or 0) - 1
-    return int(positions)
-
-
 def check_max_length(name_or_path: str, max_length: int, *, role: str = "model") -> None:
     """``--max-length`` must fit the model's position embeddings (checked before any training)."""
     try:
         config = load_config(name_or_path)
     except Exception:
         return  # the model's own loading reports it
+    check_length_fits(config, max_length, role=role, name=name_or_path)
+
+
+def check_length_fits(config: Any, max_length: int, *, role: str = "model", name: str = "") -> None:
+    """A :class:`ConfigError` when ``max_length`` is longer than the model of ``config`` takes
+    (:func:`position_limit`): training, evaluation, export and predict check it alike."""
     limit = position_limit(config)
-    if limit is not None and max_length > limit:
-        raise ConfigError(
-            f"--max-length {max_length} is longer than the {role}'s {limit} positions ({name_or_path})",
-            f"use --max-length {limit} or less",
-        )
+    if limit is None or max_length <= limit:
+        return
+    positions = int(config.max_position_embeddings)
+    offset = (
+        f" (max_position_embeddings {positions} less {positions - limit}: its positions start after the padding id)"
+    )
+    raise ConfigError(
+        f"--max-length {max_length} is longer than the {role}'s {limit} positions{offset if positions != limit else ''}"
+        + (f" ({name})" if name else ""),
+        f"use --max-length {limit} or less",
+    )
+
+
+def check_token_types(
+    config: Any, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, *, role: str = "model", name: str = ""
+) -> None:
+    """A sentence-pair task's second texts get token type 1 from a tokenizer that gives ``token_type_ids`` (BERT's
+    WordPiece does); a model with a single token type (RoBERTa's ``type_vocab_size`` 1) has no embedding for it.
+    ``config`` None (not loadable) is not checked."""
+    types = getattr(config, "type_vocab_size", None)
+    if len(task.text_fields) < 2 or types != 1 or "token_type_ids" not in tokenizer.model_input_names:
+        return
+    raise ModelError(
+        f"the {role}{f' {name}' if name else ''} has a single token type, but its tokenizer gives the second "
+        f"text of each pair ({task.text_fields[1]}) token type 1",
+        "use the model's own tokenizer (RoBERTa's gives no token_type_ids) or a model with two token types",
+    )
 
 
 def _label_kwargs(task: TaskSpec) -> dict[str, Any]:
@@ -215,19 +232,24 @@ def check_head_fits(config: Any, task: TaskSpec, *, role: str = "model", name: s
 def check_same_vocabulary(
     teacher_tokenizer: PreTrainedTokenizerBase, student_tokenizer: PreTrainedTokenizerBase
 ) -> None:
-    """Teacher and student must tokenise identically: attribution maps and KD compare them per token."""
-    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+    """Teacher and student must tokenise identically: attribution maps and KD compare them per token, and the
+    batches are tokenised once, with the teacher's tokenizer (docs/configuration.md, "Students")."""
+    teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if teacher_vocab != student_vocab:
+        other = sum(teacher_vocab.get(token) != i for token, i in student_vocab.items())
         raise ModelError(
             f"the student's tokenizer ({len(student_tokenizer)} tokens) differs from the teacher's "
-            f"({len(teacher_tokenizer)} tokens)",
-            "use a student with the teacher's vocabulary, e.g. --student copy:3",
+            f"({len(teacher_tokenizer)} tokens; {other} of the student's are not the teacher's or have other ids); "
+            "kdkit distils between models of one vocabulary",
+            "use a student with the teacher's tokenizer and vocabulary (a smaller model of the teacher's family, "
+            "or the teacher's own layers: --student copy:N)",
         )
 
 
 def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The transformer layer list (its state-dict prefix and the ModuleList): the ModuleList of the base
     model whose length is ``config.num_hidden_layers`` (``encoder.layer`` in BERT, ``transformer.layer`` in
-    DistilBERT)."""
+    DistilBERT, ``layers`` in ModernBERT)."""
     config = model.config
     count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
     for name, module in model.named_modules():
@@ -236,39 +258,73 @@ def layer_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
     raise ModelError(f"cannot find the layers of {type(model).__name__}", "use --student with a model path")
 
 
+def shares_layers(config: Any) -> bool:
+    """True for models whose layers share weights (ALBERT: ``num_hidden_groups`` < ``num_hidden_layers``)."""
+    groups = getattr(config, "num_hidden_groups", None)
+    return isinstance(groups, int) and groups < int(getattr(config, "num_hidden_layers", 0) or 0)
+
+
 def evenly_spaced_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
     """Teacher layer ids for a copy:N student: ``floor((i + 1) * L / N + 0.5) - 1``, i = 0..N-1."""
     return [math.floor((i + 1) * num_teacher_layers / num_student_layers + 0.5) - 1 for i in range(num_student_layers)]
+
+
+def _student_config(teacher: PreTrainedModel, chosen: list[int], attn_implementation: str | None) -> Any:
+    """The teacher's configuration with ``len(chosen)`` layers; per-layer settings (``layer_types``: ModernBERT's
+    global or sliding-window attention, with its own rotary base) follow the copied layers."""
+    config = teacher.config.__class__.from_dict(teacher.config.to_dict())
+    layer_types = getattr(teacher.config, "layer_types", None)
+    config.num_hidden_layers = len(chosen)
+    if isinstance(layer_types, list) and len(layer_types) == teacher.config.num_hidden_layers:
+        config.layer_types = [layer_types[i] for i in chosen]
+    if attn_implementation is not None:
+        config._attn_implementation = attn_implementation
+    return config
+
+
+def _copied_state(teacher: PreTrainedModel, prefix: str, chosen: list[int]) -> dict[str, torch.Tensor]:
+    """The teacher's state dict with layer ``chosen[i]`` renamed to layer i and the other layers left out."""
+    state = {}
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
+    for key, value in teacher.state_dict().items():
+        match = pattern.match(key)
+        if match is None:
+            state[key] = value
+        elif int(match.group(1)) in chosen:
+            state[f"{prefix}.{chosen.index(int(match.group(1)))}.{match.group(2)}"] = value
+    return state
+
+
+def _identities_in_student(student: nn.Module, keys: list[str]) -> list[str]:
+    """Of ``keys``, those whose module is an ``nn.Identity`` in ``student`` by construction: ModernBERT's first
+    layer has no attention norm (its input is the embedding norm's output), so when another teacher layer becomes
+    the student's first, that layer's ``attn_norm`` weight has no place (the student's first layer runs without)."""
+    modules = dict(student.named_modules())
+    return [key for key in keys if isinstance(modules.get(key.rsplit(".", 1)[0]), nn.Identity)]
 
 
 def copy_student(
     teacher: PreTrainedModel, num_layers: int, *, attn_implementation: str | None = None
 ) -> PreTrainedModel:
     """An N-layer student initialised from the teacher (see the module docstring)."""
+    if shares_layers(teacher.config):
+        raise ModelError(
+            f"copy:{num_layers} cannot copy layers of {type(teacher).__name__}: its "
+            f"{teacher.config.num_hidden_layers} layers share one set of weights",
+            "use --student with a model of the teacher's vocabulary (a smaller model of the same family)",
+        )
     prefix, layers = layer_list(teacher)
     if not 1 <= num_layers <= len(layers):
         raise ModelError(
             f"copy:{num_layers} needs 1 to {len(layers)} layers (the teacher has {len(layers)})",
             f"use copy:N with N <= {len(layers)}",
         )
-    config = teacher.config.__class__.from_dict(teacher.config.to_dict())
-    config.num_hidden_layers = num_layers
-    if attn_implementation is not None:
-        config._attn_implementation = attn_implementation
-    student = type(teacher)(config)
     chosen = evenly_spaced_layers(len(layers), num_layers)
-    state = {}
-    teacher_state = teacher.state_dict()
-    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
-    for key, value in teacher_state.items():
-        match = pattern.match(key)
-        if match is None:
-            state[key] = value
-            continue
-        teacher_index = int(match.group(1))
-        if teacher_index in chosen:
-            state[f"{prefix}.{chosen.index(teacher_index)}.{match.group(2)}"] = value
+    student = type(teacher)(_student_config(teacher, chosen, attn_implementation))
+    state = _copied_state(teacher, prefix, chosen)
     missing, unexpected = student.load_state_dict(state, strict=False)
+    dropped = _identities_in_student(student, [key for key in unexpected if key.startswith(f"{prefix}.0.")])
+    unexpected = [key for key in unexpected if key not in dropped]
     if unexpected or [m for m in missing if "position_ids" not in m]:
         raise ModelError(
             f"copying teacher weights into the student failed (missing {missing[:3]}, unexpected {unexpected[:3]})",

@@ -34,7 +34,7 @@ from kdkit.baselines import majority_baseline, near_baseline
 from kdkit.cache_store import home_dir
 from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, TrainingConfig, kdkit_home
 from kdkit.data import GLUE_HUB_ID, data_files, glue_source, load_raw
-from kdkit.errors import KdkitError, KdkitWarning
+from kdkit.errors import KdkitError, KdkitWarning, ModelError
 from kdkit.locking import RunLock
 from kdkit.manifests import TeacherRecord, digest_paths, read_json, write_json
 from kdkit.progress import quiet_libraries
@@ -310,3 +310,20 @@ def check_lengths(config: DistillConfig) -> None:
         models.check_max_length(_base(config), max_length, role="base model")
     if config.student.model is not None:
         models.check_max_length(config.student.model, max_length, role="student")
+
+
+def check_vocabulary(config: DistillConfig) -> None:
+    """A student model must have the teacher's vocabulary (:func:`kdkit.models.check_same_vocabulary`): checked
+    before any work, so before a default teacher is fine-tuned (a tokenizer that does not load is left to the
+    model's own loading to report)."""
+    if config.student.model is None:
+        return
+    teacher = config.teacher or _base(config)
+    if Path(teacher).exists():
+        teacher = str(resolve_model_dir(Path(teacher)))
+    try:
+        teacher_tokenizer = models.load_tokenizer(teacher)
+        student_tokenizer = models.load_tokenizer(config.student.model)
+    except ModelError:
+        return
+    models.check_same_vocabulary(teacher_tokenizer, student_tokenizer)

@@ -238,7 +238,7 @@ def test_config_file_with_flag_override(tmp_path, tiny_teacher, tiny_csv):
     summary = json.loads((tmp_path / "r" / "run.json").read_text())
     assert summary["config"]["training"]["epochs"] == 1.0
     assert summary["config"]["training"]["batch_size"] == 32
-    assert summary["options"]["kd"] == {"alpha": 0.7, "temperature": 3.0}
+    assert summary["options"]["kd"] == {"alpha": 0.7, "temperature": 3.0, "anneal": False}
     assert "accuracy" in out and "student saved to" in out
 
 

@@ -95,7 +95,7 @@ def test_a_one_go_output_replaces_a_stale_partial_and_is_renamed_on_commit(tmp_p
     assert output.commit() == tmp_path / "onnx" and (tmp_path / "onnx" / "model.onnx").read_text() == "new"
     with pytest.raises(ConfigError, match="already exists"):
         RunDirectory(tmp_path / "onnx").start_fresh()
-    again = RunDirectory(tmp_path / "onnx", overwrite=True)
-    again.start_fresh()
-    again.discard()
-    assert not again.work.exists() and (tmp_path / "onnx" / "model.onnx").is_file()  # the finished one is kept
+    # without kdkit_export.json this folder is not recognisably kdkit's: --overwrite refuses it, and touches nothing
+    with pytest.raises(ConfigError, match="not a kdkit run or export"):
+        RunDirectory(tmp_path / "onnx", overwrite=True).start_fresh()
+    assert (tmp_path / "onnx" / "model.onnx").read_text() == "new" and not (tmp_path / "onnx.partial").exists()

@@ -24,10 +24,9 @@ from kdkit.testing import (
     check_loss,
     run_distillation_steps,
 )
+from kdkit.testing.models import ARCHITECTURES  # every tiny family: BERT, ..., ALBERT, ModernBERT
 
 pytest_plugins = ["pytester"]
-
-ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
 
 
 # -- kdkit's own components pass -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from kdkit.batching import MODEL_INPUTS
+from kdkit.hf_layout import position_limit
 from kdkit.losses import Batch
 from kdkit.tasks import TaskSpec
 from kdkit.testing.models import (
@@ -25,8 +26,6 @@ from kdkit.testing.models import (
 
 #: real-token lengths of the examples of the test batch (right-padded to the longest)
 BATCH_LENGTHS: tuple[int, ...] = (7, 4, 5, 2)
-#: model types whose position ids start after the padding id (the usable length is 2 shorter)
-_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert"})
 
 
 @dataclass
@@ -112,12 +111,11 @@ def model_inputs(model: nn.Module, lengths: Sequence[int], *, seed: int = 0) -> 
 
 
 def longest_length(model: nn.Module) -> int:
-    """The longest input ``model`` accepts (its position embeddings; two fewer for RoBERTa-style models)."""
+    """The longest input ``model`` accepts (:func:`kdkit.hf_layout.position_limit`: its position embeddings, two
+    fewer for RoBERTa-style models; for relative positions only, ``max_position_embeddings`` still)."""
     config: Any = model.config
-    longest = int(config.max_position_embeddings)
-    if config.model_type in _OFFSET_POSITIONS:
-        longest -= pad_id(model) + 1
-    return longest
+    limit = position_limit(config)
+    return int(config.max_position_embeddings) if limit is None else limit
 
 
 def batch_features(task: TaskSpec, lengths: Sequence[int], vocab_size: int, pad: int) -> list[dict[str, Any]]:

@@ -13,8 +13,7 @@ from kdkit.attribution import EmbeddingForward, capture_embedding_output
 from kdkit.losses import Batch, LossContext
 from kdkit.tasks import TaskSpec
 from kdkit.testing import tiny_classifier
-
-ARCHITECTURES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
+from kdkit.testing.models import ARCHITECTURES as ARCHITECTURES  # every tiny family
 
 THREE_CLASSES = TaskSpec(
     name="three",

@@ -13,6 +13,12 @@ from torch import Tensor, nn
 from kdkit.attribution import EmbeddingForward, capture_embedding_output, class_scores, embedding_block
 
 
+def _width(model: nn.Module) -> int:
+    """D of the embedding block's output: the embedding size before ALBERT's (and ELECTRA's) projection."""
+    config = model.config
+    return int(getattr(config, "embedding_size", None) or getattr(config, "hidden_size", None) or config.dim)
+
+
 def _embedding_output(model: nn.Module, **inputs: Tensor) -> Tensor:
     with torch.no_grad(), capture_embedding_output(model) as captured:
         model(**inputs)
@@ -36,7 +42,7 @@ def _sequential_ig(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor,
         batch,
         targets.shape[1],
         length,
-        model.config.hidden_size if model.config.model_type != "distilbert" else model.config.dim,
+        _width(model),
         dtype=torch.float64,
     )
     for b in range(batch):
@@ -68,6 +74,8 @@ def _sequential_ig(model: nn.Module, ids: Tensor, mask: Tensor, targets: Tensor,
         ("distilbert", "pad"),
         ("electra", "zero"),
         ("deberta-v2", "pad"),
+        ("albert", "pad"),
+        ("modernbert", "pad"),
     ],
 )
 def test_batched_ig_equals_the_sequential_definition(architecture: str, baseline: str) -> None:
@@ -78,7 +86,7 @@ def test_batched_ig_equals_the_sequential_definition(architecture: str, baseline
     provider = IntegratedGradients(IGOptions(steps=3, baseline=baseline, batch_size=4))  # type: ignore[arg-type]
     got = provider.attribute(model, batch.inputs, targets)
     ids, mask = batch.inputs["input_ids"], batch.attention_mask
-    assert got.shape == (3, 3, ids.shape[1], 32)
+    assert got.shape == (3, 3, ids.shape[1], _width(model))
     assert not got.requires_grad
     assert torch.all(got.transpose(1, 2)[mask == 0] == 0), "padding positions must be exactly zero"
     expected = _sequential_ig(model, ids, mask, targets, 3, baseline)
