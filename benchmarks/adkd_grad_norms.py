@@ -29,15 +29,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 import torch
 from kdkit_adkd.ig import IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
-from kdkit_adkd.maps import map_distance, token_maps
+from kdkit_adkd.maps import map_distance
 from kdkit_adkd.presets import PAPER_TABLE
 
-from kdkit import models
-from kdkit.attribution import EmbeddingForward, capture_embedding_output
+from kdkit.attribution.base import EmbeddingForward, capture_embedding_output, token_maps
 from kdkit.config import DataConfig
-from kdkit.data import MODEL_INPUTS, DistillationCollator, load_task_data
-from kdkit.losses import Batch, LossContext
-from kdkit.runs import resolve_model_dir
+from kdkit.data.batching import MODEL_INPUTS, DistillationCollator
+from kdkit.data.tokenizing import load_task_data
+from kdkit.losses.base import Batch, LossContext
+from kdkit.models.loading import freeze, load_classifier, load_tokenizer
+from kdkit.models.students import build_student
+from kdkit.records.runs import resolve_model_dir
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
@@ -59,15 +61,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     teacher_dir = str(resolve_model_dir(Path(args.teacher)))
-    tokenizer = models.load_tokenizer(teacher_dir)
+    tokenizer = load_tokenizer(teacher_dir)
     data = load_task_data(
         DataConfig(task=args.task, data_dir=args.data_dir, max_train_samples=args.max_train_samples), tokenizer
     )
     task = data.task
     assert data.train is not None
-    teacher = models.freeze(models.load_classifier(teacher_dir, task))
+    teacher = freeze(load_classifier(teacher_dir, task))
     torch.manual_seed(0)
-    student = models.build_student("copy:3", teacher, task, attn_implementation="eager").train()
+    student = build_student("copy:3", teacher, task, attn_implementation="eager").train()
     parameters = [p for p in student.parameters() if p.requires_grad]
     _, _, _, alpha, _, temperature, _ = PAPER_TABLE[args.task]
     loss = ADKDLoss(ADKDOptions(alpha=alpha, beta=1.0, temperature=temperature), task)

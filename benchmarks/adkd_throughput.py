@@ -49,15 +49,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 from datasets import Dataset
+from step_timing import train_step  # beside this script: the step the throughput benchmarks time
 
-from kdkit import models
 from kdkit.config import DataConfig, TrainingConfig
-from kdkit.data import DistillationCollator, load_task_data
-from kdkit.losses import DistillationLoss, LossContext
-from kdkit.plugins import PluginManager
-from kdkit.runs import resolve_model_dir
-from kdkit.teacher_cache import add_teacher_signals
-from kdkit.trainer import DistillationTrainer, provider_factory, training_arguments
+from kdkit.data.batching import DistillationCollator
+from kdkit.data.tokenizing import load_task_data
+from kdkit.losses.base import DistillationLoss, LossContext
+from kdkit.models.loading import freeze, load_classifier, load_tokenizer, set_attention
+from kdkit.models.students import build_student
+from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.options import provider_factory
+from kdkit.records.runs import resolve_model_dir
+from kdkit.training.arguments import training_arguments
+from kdkit.training.teacher_cache import add_teacher_signals
+from kdkit.training.trainer import DistillationTrainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
@@ -110,7 +115,7 @@ class Setup:
         self, teacher: str, data_dir: Path, batch_size: int, batches: int, seed: int, max_train: int | None = None
     ):
         self.teacher_path = str(resolve_model_dir(Path(teacher)))
-        self.tokenizer = models.load_tokenizer(self.teacher_path)
+        self.tokenizer = load_tokenizer(self.teacher_path)
         data = DataConfig(task="sst2", data_dir=data_dir, max_train_samples=max_train)
         self.task_data = load_task_data(data, self.tokenizer)
         self.task = self.task_data.task
@@ -124,8 +129,8 @@ class Setup:
         self.pad = int(self.tokenizer.pad_token_id or 0)
 
     def teacher(self, eager: bool = False) -> Any:
-        teacher = models.load_classifier(self.teacher_path, self.task, attn_implementation="eager" if eager else None)
-        return models.freeze(teacher)
+        teacher = load_classifier(self.teacher_path, self.task, attn_implementation="eager" if eager else None)
+        return freeze(teacher)
 
 
 def build_variant(
@@ -138,23 +143,21 @@ def build_variant(
     option_models: dict[str, Any] = {variant.loss: loss.options}
     if loss.providers_used():
         option_models["ig"] = plugins.provider("ig").Options(**variant.ig_options)
-    factory = provider_factory(plugins.providers, option_models)
+    factory = provider_factory(plugins.provider, option_models)
     the_teacher = eager_teacher if variant.eager_teacher else teacher
-    attn = "eager" if loss_cls.needs_double_backward else None
+    attn = "eager" if loss_cls.needs.double_backward else None
     torch.manual_seed(0)
-    student = models.build_student("copy:3", teacher, setup.task, attn_implementation=attn)
+    student = build_student("copy:3", teacher, setup.task, attn_implementation=attn)
     if attn is not None:
-        models.set_attention(student, attn)
+        set_attention(student, attn)
     dataset = setup.subset
     if variant.grouped:  # the same examples, batched by length
         dataset = dataset.select(sorted(range(len(dataset)), key=lambda i: dataset[i]["length"]))
     if variant.cached:
         os.environ["KDKIT_HOME"] = str(home)
         ctx = LossContext(task=setup.task, student=student, teacher=the_teacher, provider_factory=factory)
-        dataset = add_teacher_signals(
-            dataset, loss, the_teacher, ctx, device=torch.device("cpu"), pad_token_id=setup.pad
-        )
-    collator = DistillationCollator(setup.pad, pad_to=variant.pad_to, token_signals=sorted(loss.token_signals))
+        dataset = add_teacher_signals(dataset, loss, ctx, device=torch.device("cpu"), pad_token_id=setup.pad)
+    collator = DistillationCollator(setup.pad, pad_to=variant.pad_to, token_signals=sorted(loss.needs.token_signals))
     args = training_arguments(
         TrainingConfig(batch_size=setup.batch_size, device="cpu", precision="fp32", max_steps=setup.batches),
         setup.task,
@@ -167,9 +170,7 @@ def build_variant(
         train_dataset=dataset,
         data_collator=collator,
         loss=loss,
-        task=setup.task,
-        teacher=None if variant.cached else the_teacher,
-        provider_factory=factory,
+        context=LossContext(setup.task, student, None if variant.cached else the_teacher, provider_factory=factory),
     )
     trainer.create_optimizer_and_scheduler(num_training_steps=setup.batches)
     rows = [dataset[i] for i in range(len(dataset))]
@@ -178,21 +179,6 @@ def build_variant(
         order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(1)).tolist()
         batches = [batches[i] for i in order]
     return {"trainer": trainer, "batches": batches}
-
-
-def train_step(trainer: DistillationTrainer, inputs: dict[str, Any]) -> float:
-    """One optimiser step as the trainer takes it; returns wall seconds."""
-    model = trainer.model
-    assert model is not None
-    model.train()
-    start = time.perf_counter()
-    loss = trainer.compute_loss(model, dict(inputs))
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
-    trainer.optimizer.step()
-    trainer.lr_scheduler.step()
-    model.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
 
 
 def run_steps(args: argparse.Namespace) -> dict[str, Any]:
@@ -299,13 +285,11 @@ def run_cache(args: argparse.Namespace) -> dict[str, Any]:
     teacher = setup.teacher()
     loss_cls = plugins.loss("adkd")
     loss = loss_cls(loss_cls.Options(**ADKD_DEFAULTS), setup.task)
-    factory = provider_factory(plugins.providers, {"ig": plugins.provider("ig").Options()})
+    factory = provider_factory(plugins.provider, {"ig": plugins.provider("ig").Options()})
     os.environ["KDKIT_HOME"] = tempfile.mkdtemp(prefix="adkd-bench-cache-")
     ctx = LossContext(task=setup.task, student=teacher, teacher=teacher, provider_factory=factory)
     start = time.perf_counter()
-    add_teacher_signals(
-        setup.train, loss, teacher, ctx, device=torch.device("cpu"), pad_token_id=setup.pad, batch_size=64
-    )
+    add_teacher_signals(setup.train, loss, ctx, device=torch.device("cpu"), pad_token_id=setup.pad, batch_size=64)
     seconds = time.perf_counter() - start
     tokens = sum(setup.train["length"])
     return {

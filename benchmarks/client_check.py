@@ -51,7 +51,7 @@ def load_harness() -> ModuleType:
 
 def kdkit_predict(export: Path, texts: list[str], pairs: list[str] | None, precision: str) -> dict[str, Any]:
     """``kdkit predict EXPORT --file F --json --batch-size 1 --precision P``, as a user runs it."""
-    from kdkit.inference import OnnxClassifier
+    from kdkit.export.inference import OnnxClassifier
 
     fields = list(OnnxClassifier(export, precision="fp32").text_fields)
     with tempfile.TemporaryDirectory() as folder:
@@ -110,8 +110,8 @@ def ensure_export(run: Path, data_dir: Path | None) -> Path:
 def sentences(export: Path, data_dir: Path | None, count: int) -> tuple[list[str], list[str] | None]:
     """The first ``count`` examples of the export's task's (first) validation split."""
     from kdkit.config import DataConfig
-    from kdkit.data import load_raw
-    from kdkit.inference import read_manifest
+    from kdkit.data.loading import load_raw
+    from kdkit.export.inference import read_manifest
 
     task = read_manifest(export)["task"]
     data = DataConfig(task=task["name"], data_dir=data_dir, max_eval_samples=count)

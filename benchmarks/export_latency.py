@@ -154,12 +154,16 @@ def _main(argv: list[str] | None, work: Path) -> int:
 
     sys.path.insert(0, str(REPO))
     from kdkit.config import DataConfig
-    from kdkit.data import MODEL_INPUTS, load_raw
-    from kdkit.export import INT8_WARN_DROP, export_onnx, find_model_dir, fuse_for_onnxruntime, quantize_int8
-    from kdkit.inference import FP32_FILE, INT8_FILE, OnnxClassifier
-    from kdkit.metrics import compute_metrics
-    from kdkit.models import load_classifier, load_tokenizer, read_task_file
-    from kdkit.progress import quiet_libraries
+    from kdkit.data.batching import MODEL_INPUTS
+    from kdkit.data.loading import load_raw
+    from kdkit.data.metrics import compute_metrics
+    from kdkit.export.hf_layout import FP32_FILE, INT8_FILE
+    from kdkit.export.inference import OnnxClassifier
+    from kdkit.export.onnx import fuse_for_onnxruntime, quantize_int8
+    from kdkit.export.stage import INT8_WARN_DROP, ExportOptions, export_onnx
+    from kdkit.models.loading import load_classifier, load_tokenizer, quiet_libraries
+    from kdkit.models.saving import read_task_file
+    from kdkit.records.provenance import find_model_dir
 
     quiet_libraries()
     warnings.filterwarnings("ignore")
@@ -182,7 +186,8 @@ def _main(argv: list[str] | None, work: Path) -> int:
     if export_dir is None:
         print(f"exporting {model_dir} (dynamo, int8) ...", file=sys.stderr)
         export_dir = export_onnx(
-            model_dir, work / "onnx", data=DataConfig(task="sst2", data_dir=args.data_dir), quantize="int8"
+            model_dir,
+            ExportOptions(output=work / "onnx", data=DataConfig(task="sst2", data_dir=args.data_dir), quantize="int8"),
         ).directory
     fp32, int8 = export_dir / FP32_FILE, export_dir / INT8_FILE
     int8_channel = work / "model.int8.per-channel.onnx"

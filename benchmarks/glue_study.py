@@ -30,208 +30,36 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from study_common import REPORTED, fmt, kept_section, mean_std, verdict
+from study_common import (
+    GPU_BEGIN,
+    GPU_END,
+    INTERMEDIATE_BEGIN,
+    INTERMEDIATE_END,
+    LEVERS,
+    PAPER_BEGIN,
+    PAPER_END,
+    REPORTED,
+    TASKS,
+    Run,
+    Study,
+    fmt,
+    kept_section,
+    mean_std,
+    method_runs,
+    metric_values,
+    paired_difference,
+    save_results,
+    teacher_epochs,
+    verdict,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SEEDS = (1, 2, 3)
-TASKS = ("cola", "mrpc", "stsb", "sst2")
 ABLATION_TASKS = ("cola", "sst2")
-#: AD-KD variants tried on a held-out part of the training set (``--parts levers``), never on the dev set
-LEVERS: dict[str, dict[str, dict[str, Any]]] = {
-    "lever-kd": {"adkd": {"ablation": "no_attr"}},
-    "lever-adkd": {},
-    "lever-beta10": {"adkd": {"beta": 10.0}},
-    "lever-beta100": {"adkd": {"beta": 100.0}},
-}
-#: the GPU study's section of the report (benchmarks/gpu_study.py report), kept when the report is rewritten
-GPU_BEGIN = "<!-- GPU study (issue 9): written by benchmarks/gpu_study.py report; edit the script, not this section -->"
-GPU_END = "<!-- end of the GPU study section -->"
-#: the methods of the intermediate-layer part (issue 13), with their baselines
-INTERMEDIATE_METHODS = ("kd", "adkd", "kd+hidden", "adkd+hidden", "adkd-layer2")
-#: options of the ``hidden`` loss in the study: TinyBERT's MSE over every token, weight 1 (not tuned)
-HIDDEN: dict[str, Any] = {"weight": 1.0, "target": "tokens", "layers": "uniform"}
-
-
-@dataclass
-class Run:
-    """One training run of the study."""
-
-    task: str
-    method: str
-    seed: int
-    loss: str
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    preset: str | None = None
-
-    def directory(self, work: Path) -> Path:
-        return work / self.task / self.method / f"seed-{self.seed}"
-
-
-def paper_training(task: str) -> dict[str, Any]:
-    """The paper's learning rate and batch size for ``task`` (AG News: SST-2's)."""
-    from kdkit_adkd.presets import paper_preset
-
-    return dict(paper_preset(task if task != "agnews" else "sst2")["training"])
-
-
-def method_runs(task: str, seed: int, methods: list[str]) -> list[Run]:
-    preset = "paper" if task != "agnews" else None
-    runs = []
-    for method in methods:
-        if method == "ce":
-            runs.append(Run(task, method, seed, "ce"))
-        elif method == "kd":
-            runs.append(Run(task, method, seed, "adkd", {"adkd": {"ablation": "no_attr"}}, preset))
-        elif method == "adkd":
-            runs.append(Run(task, method, seed, "adkd", {}, preset))
-        elif method == "adkd-no-ce":
-            runs.append(Run(task, method, seed, "adkd", {"adkd": {"ablation": "no_ce"}}, preset))
-        elif method == "adkd-no-kd":
-            runs.append(Run(task, method, seed, "adkd", {"adkd": {"ablation": "no_kd"}}, preset))
-        elif method == "adkd-single-view":
-            runs.append(Run(task, method, seed, "adkd", {"adkd": {"views": "gold"}}, preset))
-        elif method in LEVERS:
-            runs.append(Run(task, method, seed, "adkd", LEVERS[method], preset))
-        elif method == "kd+hidden":  # the study's kd (adkd without L_attr) plus the hidden loss
-            runs.append(
-                Run(task, method, seed, "adkd+hidden", {"adkd": {"ablation": "no_attr"}, "hidden": HIDDEN}, preset)
-            )
-        elif method == "adkd+hidden":
-            runs.append(Run(task, method, seed, "adkd+hidden", {"hidden": HIDDEN}, preset))
-        elif method == "adkd-layer2":  # maps at student layer 2 and the uniform map's teacher layer (4 of 6)
-            runs.append(Run(task, method, seed, "adkd", {"ig": {"layer": 2}}, preset))
-        else:
-            raise ValueError(method)
-    return runs
-
-
-class Study:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.work: Path = args.work
-        self.command = ""
-        self.machine = ""
-
-    # -- data --------------------------------------------------------------------------------------
-
-    def data(self, task: str) -> dict[str, Any]:
-        if task == "agnews":
-            return {
-                "task": "agnews",
-                "train_file": str(self.args.agnews_dir / "train.csv"),
-                "validation_file": str(self.args.agnews_dir / "validation.csv"),
-                "max_train_samples": self.args.agnews_train_samples,
-                "max_eval_samples": self.args.agnews_eval_samples,
-                "max_length": 128,
-            }
-        data: dict[str, Any] = {"task": task, "data_dir": str(self.args.data_dir), "max_length": 128}
-        if task == "sst2" and self.args.sst2_train_samples:
-            data["max_train_samples"] = self.args.sst2_train_samples
-        return data
-
-    # -- runs --------------------------------------------------------------------------------------
-
-    def teacher(self, task: str) -> Path:
-        from kdkit import api
-        from kdkit.config import FinetuneConfig
-
-        directory = self.work / task / "teacher"
-        if not (directory / "run.json").is_file():
-            print(f"[study] fine-tuning the {task} teacher", flush=True)
-            data = self.data(task)
-            epochs = teacher_epochs(self.args, task)
-            if task == "sst2":
-                data["max_train_samples"] = self.args.sst2_teacher_train_samples
-                epochs = self.args.sst2_teacher_epochs
-            config = FinetuneConfig.model_validate(
-                {
-                    "data": data,
-                    "training": {
-                        "epochs": epochs,
-                        "learning_rate": self.args.teacher_lr,
-                        "batch_size": 32,
-                        "seed": 42,
-                        "logging_steps": 100,
-                    },
-                    "output": str(directory),
-                    "resume": directory.with_name("teacher.partial").is_dir(),
-                    "quiet": True,
-                }
-            )
-            api.finetune(config)
-        return directory
-
-    def run(self, spec: Run) -> dict[str, Any]:
-        from kdkit import api
-        from kdkit.plugins import get_plugin_manager
-
-        directory = spec.directory(self.work)
-        if not (directory / "run.json").is_file():
-            teacher = self.teacher(spec.task)
-            training = {
-                **paper_training(spec.task),
-                "epochs": self.args.epochs,
-                "seed": spec.seed,
-                "logging_steps": 100,
-            }
-            raw: dict[str, Any] = {
-                "loss": spec.loss,
-                "teacher": str(teacher / "best"),
-                "student": "copy:3",
-                # length-grouped batches (same for every method): about 2x fewer padded tokens
-                "data": {**self.data(spec.task), "group_by_length": True},
-                # the levers are compared on a held-out part of train: the dev set stays unseen by the tuning
-                "training": training,
-                "options": spec.options,
-                "output": str(directory),
-                "resume": directory.with_name(directory.name + ".partial").is_dir(),
-                "quiet": True,
-            }
-            if spec.method in LEVERS:
-                raw["data"]["holdout_fraction"] = self.args.lever_holdout
-            if spec.preset:
-                raw["preset"] = spec.preset
-            if spec.task == "agnews" and spec.loss == "adkd":
-                # no paper values for AG News: SST-2's α, β, T
-                raw["options"] = {
-                    "adkd": {"alpha": 0.8, "beta": 1.0, "temperature": 2.0, **spec.options.get("adkd", {})}
-                }
-            print(f"[study] {spec.task} {spec.method} seed {spec.seed}", flush=True)
-            start = time.perf_counter()
-            manager = get_plugin_manager()
-            config = api.resolve_distill_config(raw, manager)
-            # the preset sets the epochs too: the study's budget wins
-            config.training.epochs = float(self.args.epochs)
-            api.distill(config, plugins=manager)
-            print(f"[study] done in {time.perf_counter() - start:.0f} s", flush=True)
-        summary = json.loads((directory / "run.json").read_text())
-        return {
-            "task": spec.task,
-            "method": spec.method,
-            "seed": spec.seed,
-            "metrics": summary["metrics"],
-            "wall_time_s": summary["train"]["wall_time_s"],
-            "teacher_cache_s": summary["teacher_cache"]["seconds"],
-            "epochs": summary["train"]["epochs"],
-            "examples": summary["train"]["examples"],
-            "options": summary["options"],
-            "training": summary["config"]["training"],
-            "directory": str(directory),
-        }
-
-
-def teacher_epochs(args: argparse.Namespace, task: str) -> int:
-    """The teacher's epochs for ``task``: ``--teacher-epochs``, unless ``--teacher-epochs-for task=N`` says."""
-    for item in filter(None, (args.teacher_epochs_for or "").split(",")):
-        name, _, value = item.partition("=")
-        if name == task:
-            return int(value)
-    return int(args.teacher_epochs)
 
 
 # -- attribution pictures and the attribution gap ---------------------------------------------------------
@@ -240,7 +68,7 @@ def teacher_epochs(args: argparse.Namespace, task: str) -> int:
 def dev_texts(study: Study, task: str, limit: int) -> tuple[list[str], list[str] | None]:
     """The first ``limit`` dev examples' texts (and second texts for pairs)."""
     from kdkit.config import DataConfig
-    from kdkit.data import load_raw
+    from kdkit.data.loading import load_raw
 
     spec, _, evaluation = load_raw(DataConfig.model_validate(study.data(task)), need_train=False)
     split = next(iter(evaluation.values()))
@@ -261,11 +89,13 @@ def attribution_gap(study: Study, task: str, students: dict[str, list[Path]], li
     import torch
     from kdkit_adkd.maps import resolve_top_k
 
-    from kdkit.attribution import token_maps
-    from kdkit.explain import get_provider, load_for_explain
+    from kdkit.attribution.base import token_maps
+    from kdkit.attribution.explain import load_for_explain
+    from kdkit.plugins.manager import get_plugin_manager
+    from kdkit.plugins.options import build_provider
 
     teacher, tokenizer, spec, max_length = load_for_explain(study.teacher(task) / "best")
-    provider = get_provider("ig")
+    provider = build_provider(get_plugin_manager(), "ig")
     fraction = paper_top_k_fraction(task)
     top_k = resolve_top_k(teacher.config.hidden_size, None, fraction)
     first, second = dev_texts(study, task, limit)
@@ -299,9 +129,12 @@ def paper_top_k_fraction(task: str) -> float | None:
 
 def pictures(study: Study, task: str, count: int, out: Path) -> Path:
     """Heatmaps of a few dev examples: teacher vs vanilla-KD vs AD-KD student (seed 1), one SVG per task."""
-    from kdkit.explain import Explanation, explain_batch, get_provider, load_for_explain, write_svg
+    from kdkit.attribution.explain import Explanation, explain_batch, load_for_explain
+    from kdkit.attribution.heatmaps import write_svg
+    from kdkit.plugins.manager import get_plugin_manager
+    from kdkit.plugins.options import build_provider
 
-    provider = get_provider("ig")
+    provider = build_provider(get_plugin_manager(), "ig")
     first, second = dev_texts(study, task, count)
     seed = int(study.args.seeds.split(",")[0])
     models_ = {
@@ -321,21 +154,6 @@ def pictures(study: Study, task: str, count: int, out: Path) -> Path:
 
 
 # -- the report ---------------------------------------------------------------------------------------------
-
-
-def metric_values(runs: list[dict[str, Any]], task: str, method: str, metric: str | None = None) -> list[float]:
-    metric = metric or REPORTED[task]
-    chosen = sorted((r for r in runs if r["task"] == task and r["method"] == method), key=lambda r: r["seed"])
-    return [float(r["metrics"][metric]) for r in chosen]
-
-
-def paired_difference(runs: list[dict[str, Any]], task: str, a: str, b: str) -> list[float]:
-    """Per-seed metric(a) − metric(b), seeds present in both."""
-    metric = REPORTED[task]
-    by_seed = {
-        m: {r["seed"]: r["metrics"][metric] for r in runs if r["task"] == task and r["method"] == m} for m in (a, b)
-    }
-    return [100 * (by_seed[a][s] - by_seed[b][s]) for s in sorted(set(by_seed[a]) & set(by_seed[b]))]
 
 
 def hyper_parameter_table(tasks: list[str]) -> list[str]:
@@ -584,27 +402,11 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
             "",
         ]
         lines += [f"![{p.stem}](results/{p.name})" for p in svgs]
-    from glue_study_intermediate import BEGIN as INTERMEDIATE_BEGIN
-    from glue_study_intermediate import END as INTERMEDIATE_END
-    from paper_report import BEGIN as PAPER_BEGIN
-    from paper_report import END as PAPER_END
-
     paper = kept_section(out, PAPER_BEGIN, PAPER_END)  # the paper-budget study's section stays first
     if paper:
         lines[1:1] = paper.rstrip("\n").split("\n")
     kept = kept_section(out, INTERMEDIATE_BEGIN, INTERMEDIATE_END) + kept_section(out, GPU_BEGIN, GPU_END)
     out.write_text("\n".join(lines) + "\n" + kept)  # the sections other scripts write stay
-
-
-def save_results(path: Path, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge ``results`` into the JSON at ``path`` (keyed by task, method, seed); returns every run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    keyed = {(r["task"], r["method"], r["seed"]): r for r in previous["runs"]}
-    keyed.update({(r["task"], r["method"], r["seed"]): r for r in results})
-    runs = sorted(keyed.values(), key=lambda r: (r["task"], r["method"], r["seed"]))
-    path.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-    return runs
 
 
 def main() -> None:
@@ -655,7 +457,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("KDKIT_THREADS", "2")))
-    from kdkit.progress import quiet_libraries
+    from kdkit.models.loading import quiet_libraries
 
     quiet_libraries()
     study = Study(args)

@@ -5,7 +5,7 @@
 On each task and seed it trains, from the task's teacher and at the study's budget (the paper preset's
 learning rate, batch size, α, β, T, K; the study's epochs): ``kd`` and ``adkd`` (again, so that every new
 method has its baseline on the same teacher and seeds), ``kd+hidden``, ``adkd+hidden`` and ``adkd-layer2``
-(see :func:`glue_study.method_runs`). The runs go to their own JSON (``--intermediate-results``), and the
+(see :func:`study_common.method_runs`). The runs go to their own JSON (``--intermediate-results``), and the
 section sits between two markers in the report: the rest of docs/results.md is left as it is.
 """
 
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
-import glue_study as gs
-from study_common import replace_section
+import study_common as common
+from study_common import INTERMEDIATE_BEGIN, INTERMEDIATE_END, replace_section
 
-BEGIN = "<!-- intermediate layers (issue 13): written by benchmarks/glue_study.py --parts intermediate -->"
-END = "<!-- end of the intermediate-layer section -->"
 NAMES = {
     "kd": "vanilla KD",
     "adkd": "AD-KD (maps at the embeddings)",
@@ -36,17 +35,17 @@ def run_intermediate(study: Any, seeds: list[int]) -> list[dict[str, Any]]:
     """Train the part's runs (finished ones are skipped), then write its section of the report."""
     args = study.args
     tasks = [t for t in args.intermediate_tasks.split(",") if t]
-    runs = gs.save_results(args.intermediate_results, [])
+    runs = common.save_results(args.intermediate_results, [])
     for task in tasks:
         for seed in seeds:
-            for spec in gs.method_runs(task, seed, list(gs.INTERMEDIATE_METHODS)):
-                runs = gs.save_results(args.intermediate_results, [study.run(spec)])
+            for spec in common.method_runs(task, seed, list(common.INTERMEDIATE_METHODS)):
+                runs = common.save_results(args.intermediate_results, [study.run(spec)])
     original = json.loads(args.results.read_text())["runs"] if args.results.is_file() else []
     teachers = {t: json.loads((study.teacher(t) / "run.json").read_text())["metrics"] for t in tasks}
     norms = {t: first_grad_norms(study.work / t / "adkd+hidden" / f"seed-{seeds[0]}" / "run.json") for t in tasks}
     reading = args.intermediate_reading.read_text().strip() if args.intermediate_reading else ""
     lines = section(study, runs, tasks, teachers, norms, original, reading)
-    replace_section(args.report, BEGIN, END, lines)
+    replace_section(args.report, INTERMEDIATE_BEGIN, INTERMEDIATE_END, lines)
     print(f"[study] intermediate-layer section written to {args.report}", flush=True)
     return runs
 
@@ -62,16 +61,16 @@ def first_grad_norms(path: Path) -> dict[str, float]:
 
 
 def verdict_rows(runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:
-    """The paired verdict of each (method, baseline) on each task: the study's rule (gs.verdict)."""
+    """The paired verdict of each (method, baseline) on each task: the study's rule (common.verdict)."""
     rows = []
     for method, baseline in COMPARISONS:
         for task in tasks:
-            diffs = gs.paired_difference(runs, task, method, baseline)
-            spread = gs.mean_std([100 * v for v in gs.metric_values(runs, task, baseline)])[1]
-            mean, std = gs.mean_std(diffs) if diffs else (float("nan"), float("nan"))
+            diffs = common.paired_difference(runs, task, method, baseline)
+            spread = common.mean_std([100 * v for v in common.metric_values(runs, task, baseline)])[1]
+            mean, std = common.mean_std(diffs) if diffs else (float("nan"), float("nan"))
             rows.append(
                 f"| {NAMES[method]} − {NAMES[baseline]} | {task.upper()} | {', '.join(f'{d:+.2f}' for d in diffs)} "
-                f"| {mean:+.2f} ± {std:.2f} | {spread:.2f} | {gs.verdict(diffs, spread, NAMES[method])} |"
+                f"| {mean:+.2f} ± {std:.2f} | {spread:.2f} | {common.verdict(diffs, spread, NAMES[method])} |"
             )
     return rows
 
@@ -82,10 +81,12 @@ def reproduction(runs: list[dict[str, Any]], original: list[dict[str, Any]], tas
     for task in tasks:
         for method in ("kd", "adkd"):
             mine = {
-                r["seed"]: r["metrics"][gs.REPORTED[task]] for r in runs if (r["task"], r["method"]) == (task, method)
+                r["seed"]: r["metrics"][common.REPORTED[task]]
+                for r in runs
+                if (r["task"], r["method"]) == (task, method)
             }
             old = {
-                r["seed"]: r["metrics"][gs.REPORTED[task]]
+                r["seed"]: r["metrics"][common.REPORTED[task]]
                 for r in original
                 if (r["task"], r["method"]) == (task, method)
             }
@@ -100,7 +101,7 @@ def introduction(study: Any, runs: list[dict[str, Any]], tasks: list[str]) -> li
     """The section's heading, what was run and how."""
     args = study.args
     return [
-        BEGIN,
+        INTERMEDIATE_BEGIN,
         "## Beyond logits: intermediate layers (issue 13)",
         "",
         f"The same setting as above (paper preset per task, {args.epochs} epoch(s), length-grouped batches, seeds "
@@ -111,7 +112,7 @@ def introduction(study: Any, runs: list[dict[str, Any]], tasks: list[str]) -> li
         "",
         "- **KD + hidden**: the study's `kd` plus the `hidden` loss: MSE between student layers 1, 2, 3 and teacher",
         "  layers 2, 4, 6 (the uniform map; the `copy:3` student was copied from them) over every real token, "
-        f"weight {gs.HIDDEN['weight']:g}",
+        f"weight {common.HIDDEN['weight']:g}",
         "  (TinyBERT's; not tuned). Student and teacher are both 384 wide, so there is no projection.",
         "- **AD-KD + hidden**: `adkd` plus the same `hidden` term.",
         "- **AD-KD, maps at layer 2**: `adkd` with the attribution maps taken at the output of student layer 2 and",
@@ -121,21 +122,21 @@ def introduction(study: Any, runs: list[dict[str, Any]], tasks: list[str]) -> li
         study.command + " --parts intermediate",
         "```",
         "",
-        f"Machine: {study.machine}. Section written {gs.time.strftime('%Y-%m-%d')}; training wall time of its "
+        f"Machine: {study.machine}. Section written {time.strftime('%Y-%m-%d')}; training wall time of its "
         f"{len(runs)} student runs: {sum(r['wall_time_s'] for r in runs) / 3600:.1f} h.",
     ]
 
 
 def score_table(runs: list[dict[str, Any]], tasks: list[str], teachers: dict[str, dict[str, float]]) -> list[str]:
     """Dev metric of every method (mean ± std over seeds), the teacher's above."""
-    header = " | ".join(f"{t.upper()} ({gs.REPORTED[t]})" for t in tasks)
+    header = " | ".join(f"{t.upper()} ({common.REPORTED[t]})" for t in tasks)
     lines = [
         f"| method | {header} |",
         "|---|" + "---:|" * len(tasks),
-        "| teacher | " + " | ".join(f"{100 * teachers[t][gs.REPORTED[t]]:.2f}" for t in tasks) + " |",
+        "| teacher | " + " | ".join(f"{100 * teachers[t][common.REPORTED[t]]:.2f}" for t in tasks) + " |",
     ]
-    for method in gs.INTERMEDIATE_METHODS:
-        cells = " | ".join(gs.fmt(gs.metric_values(runs, t, method)) for t in tasks)
+    for method in common.INTERMEDIATE_METHODS:
+        cells = " | ".join(common.fmt(common.metric_values(runs, t, method)) for t in tasks)
         lines.append(f"| {NAMES[method]} | {cells} |")
     return lines
 
@@ -143,7 +144,7 @@ def score_table(runs: list[dict[str, Any]], tasks: list[str], teachers: dict[str
 def cost_tables(runs: list[dict[str, Any]], tasks: list[str], norms: dict[str, dict[str, float]]) -> list[str]:
     """Wall time per method and task; the terms' gradient norms at the start of ``adkd+hidden``."""
     lines = ["| method | " + " | ".join(t.upper() for t in tasks) + " |", "|---|" + "---:|" * len(tasks)]
-    for method in gs.INTERMEDIATE_METHODS:
+    for method in common.INTERMEDIATE_METHODS:
         times = [[r["wall_time_s"] for r in runs if (r["task"], r["method"]) == (t, method)] for t in tasks]
         lines.append(
             f"| {NAMES[method]} | " + " | ".join(f"{statistics.fmean(v):.0f}" if v else "–" for v in times) + " |"
@@ -189,4 +190,4 @@ def section(
                   + "; ".join(again) + "."]  # fmt: skip
     if reading:
         lines += ["", "### Reading", "", reading]
-    return [*lines, END]
+    return [*lines, INTERMEDIATE_END]

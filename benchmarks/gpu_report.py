@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import glue_study as gs
+import study_common as common
 
 NAMES = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
 DISPLAY = {"cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "sst2": "SST-2"}
@@ -72,7 +72,7 @@ def read(path: Path) -> Any:
 
 
 def teacher_record(summary: dict[str, Any], task: str) -> dict[str, Any]:
-    metric = gs.REPORTED[task]
+    metric = common.REPORTED[task]
     curve = [(h.get("epoch"), h.get(f"eval_{metric}")) for h in summary.get("history", [])]
     return {
         "metric": metric,
@@ -160,7 +160,7 @@ def load(results: Path) -> dict[str, Any]:
 
 
 def tasks_of(data: dict[str, Any]) -> list[str]:
-    planned = data["plan"].get("tasks") or list(gs.TASKS)
+    planned = data["plan"].get("tasks") or list(common.TASKS)
     return [t for t in planned if any(r["task"] == t for r in data["runs"]) or t in data["teachers"]]
 
 
@@ -173,9 +173,9 @@ def card(data: dict[str, Any]) -> str:
 
 def pair(data: dict[str, Any], task: str) -> tuple[list[float], float, str]:
     """AD-KD − KD per seed (points), KD's seed spread, and the CPU study's verdict on them."""
-    diffs = gs.paired_difference(data["runs"], task, "adkd", "kd")
-    spread = gs.mean_std([100 * v for v in gs.metric_values(data["runs"], task, "kd")])[1]
-    return diffs, spread, gs.verdict(diffs, spread)
+    diffs = common.paired_difference(data["runs"], task, "adkd", "kd")
+    spread = common.mean_std([100 * v for v in common.metric_values(data["runs"], task, "kd")])[1]
+    return diffs, spread, common.verdict(diffs, spread)
 
 
 def check_lines(check: dict[str, Any]) -> list[str]:
@@ -240,17 +240,17 @@ def unfinished(data: dict[str, Any]) -> list[str]:
 
 
 def student_lines(data: dict[str, Any], task: str) -> list[str]:
-    runs, metric = data["runs"], gs.REPORTED[task]
+    runs, metric = data["runs"], common.REPORTED[task]
     lines = []
     for method in ("ce", "kd", "adkd"):
-        values = gs.metric_values(runs, task, method)
+        values = common.metric_values(runs, task, method)
         seeds = " ".join(f"{100 * v:.2f}" for v in values) or "-"
         walls = [r["wall_time_s"] for r in runs if r["task"] == task and r["method"] == method]
         wall = f" | training {statistics.fmean(walls):.0f} s" if walls else ""
-        lines.append(f"  {task.upper():5s} {metric:9s} {NAMES[method]:19s} {seeds} -> {gs.fmt(values)}{wall}")
+        lines.append(f"  {task.upper():5s} {metric:9s} {NAMES[method]:19s} {seeds} -> {common.fmt(values)}{wall}")
     diffs, spread, verdict = pair(data, task)
     if diffs:
-        mean, std = gs.mean_std(diffs)
+        mean, std = common.mean_std(diffs)
         per_seed = " ".join(f"{d:+.2f}" for d in diffs)
         lines.append(
             f"  {'':15s} AD-KD - KD per seed {per_seed}: {mean:+.2f} ± {std:.2f} (KD spread {spread:.2f}): {verdict}"
@@ -357,14 +357,14 @@ def teacher_table(data: dict[str, Any], tasks: list[str]) -> list[str]:
                 f"{t['wall_time_s']:.0f} |"
             )
         else:
-            lines.append(f"| {task.upper()} | {gs.REPORTED[task]} | did not finish | – | – | – |")
+            lines.append(f"| {task.upper()} | {common.REPORTED[task]} | did not finish | – | – | – |")
     return lines
 
 
 def score_tables(data: dict[str, Any], tasks: list[str]) -> list[str]:
     runs = data["runs"]
     lines = [
-        "| method | " + " | ".join(f"{t.upper()} ({gs.REPORTED[t]})" for t in tasks) + " |",
+        "| method | " + " | ".join(f"{t.upper()} ({common.REPORTED[t]})" for t in tasks) + " |",
         "|---|" + "---:|" * len(tasks),
     ]
     teachers = [data["teachers"].get(t) for t in tasks]
@@ -373,8 +373,8 @@ def score_tables(data: dict[str, Any], tasks: list[str]) -> list[str]:
     for method in ("ce", "kd", "adkd"):
         cells = []
         for task in tasks:
-            values = gs.metric_values(runs, task, method)
-            cells.append(gs.fmt(values) + (f" ({len(values)} of {planned})" if 0 < len(values) < planned else ""))
+            values = common.metric_values(runs, task, method)
+            cells.append(common.fmt(values) + (f" ({len(values)} of {planned})" if 0 < len(values) < planned else ""))
         lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
     seeds = data["plan"]["seeds"]
     lines += [
@@ -387,7 +387,9 @@ def score_tables(data: dict[str, Any], tasks: list[str]) -> list[str]:
     for task in tasks:
         for method in ("ce", "kd", "adkd"):
             by_seed = {
-                r["seed"]: r["metrics"][gs.REPORTED[task]] for r in runs if r["task"] == task and r["method"] == method
+                r["seed"]: r["metrics"][common.REPORTED[task]]
+                for r in runs
+                if r["task"] == task and r["method"] == method
             }
             cells = [f"{100 * by_seed[s]:.2f}" if s in by_seed else "–" for s in seeds]
             lines.append(f"| {task.upper()} | {NAMES[method]} | " + " | ".join(cells) + " |")
@@ -404,7 +406,7 @@ def verdict_table(data: dict[str, Any], tasks: list[str]) -> list[str]:
     ]
     for task in tasks:
         diffs, spread, verdict = pair(data, task)
-        mean, std = gs.mean_std(diffs) if diffs else (float("nan"), float("nan"))
+        mean, std = common.mean_std(diffs) if diffs else (float("nan"), float("nan"))
         cells = [", ".join(f"{d:+.2f}" for d in diffs), f"{mean:+.2f} ± {std:.2f}", f"{spread:.2f}"]
         cells = [c if diffs and "nan" not in c else "–" for c in cells]
         lines.append(f"| {task.upper()} | " + " | ".join(cells) + f" | {verdict} |")
@@ -442,7 +444,7 @@ def cost_lines(data: dict[str, Any], tasks: list[str]) -> list[str]:
 def results_section(data: dict[str, Any]) -> list[str]:
     tasks = tasks_of(data)
     return [
-        gs.GPU_BEGIN,
+        common.GPU_BEGIN,
         "## The paper's budget on a GPU (issue 9)",
         "",
         *introduction(data, tasks),
@@ -463,7 +465,7 @@ def results_section(data: dict[str, Any]) -> list[str]:
         "at a time on the card)",
         "",
         *cost_lines(data, tasks),
-        gs.GPU_END,
+        common.GPU_END,
     ]
 
 
@@ -559,7 +561,7 @@ def main(args: argparse.Namespace) -> None:
         return
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(data, indent=1) + "\n")
-    replace_block(args.results_md, gs.GPU_BEGIN, gs.GPU_END, results_section(data))
+    replace_block(args.results_md, common.GPU_BEGIN, common.GPU_END, results_section(data))
     replace_block(args.benchmarks_md, CHECK_BEGIN, CHECK_END, check_section(data), after="## Training-step throughput")
     print(f"wrote {args.results_md}, {args.benchmarks_md} and {args.json}")
     print(summary(data))

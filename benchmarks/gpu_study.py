@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import glue_study as gs
+import study_common as common
 from gpu_pool import Job, Pool
 
 #: students' tasks, cheapest first (optimiser steps at the paper's budget: 2,300, 2,680, 2,880, 3,750)
@@ -101,7 +101,7 @@ def study_args(plan: dict[str, Any], task: str) -> argparse.Namespace:
     )
 
 
-class GpuStudy(gs.Study):
+class GpuStudy(common.Study):
     """glue_study's Study, with the tiny mode's sample limits on every task."""
 
     def __init__(self, plan: dict[str, Any], task: str) -> None:
@@ -125,7 +125,7 @@ def train_size(plan: dict[str, Any], task: str, teacher: bool) -> int:
 
 
 def student_steps(plan: dict[str, Any], task: str) -> int:
-    batch = int(gs.paper_training(task)["batch_size"])
+    batch = int(common.paper_training(task)["batch_size"])
     return math.ceil(train_size(plan, task, teacher=False) / batch) * plan["epochs"][task]
 
 
@@ -136,7 +136,7 @@ def worker(args: argparse.Namespace) -> None:
     """Train one teacher (``--method teacher``) or one student run of the plan."""
     import torch
 
-    from kdkit.progress import quiet_libraries
+    from kdkit.models.loading import quiet_libraries
 
     torch.set_num_threads(int(os.environ.get("KDKIT_THREADS", "1")))
     quiet_libraries()
@@ -147,7 +147,7 @@ def worker(args: argparse.Namespace) -> None:
         return
     if not (study.work / args.task / "teacher" / "run.json").is_file():
         sys.exit(f"no finished {args.task} teacher under {study.work}: run its teacher first")
-    (spec,) = gs.method_runs(args.task, args.seed, [args.method])
+    (spec,) = common.method_runs(args.task, args.seed, [args.method])
     study.run(spec)
 
 
@@ -192,7 +192,7 @@ def collect(plan: dict[str, Any], out: Path, job: Job) -> None:
         target = out / "teachers" / f"{task}.json"
     else:
         method, _, seed = rest.rpartition("-seed")
-        (spec,) = gs.method_runs(task, int(seed), [method])
+        (spec,) = common.method_runs(task, int(seed), [method])
         summary_path = spec.directory(study.work) / "run.json"
         target = out / "runs" / f"{job.name}.json"
     if not summary_path.is_file():
@@ -201,10 +201,10 @@ def collect(plan: dict[str, Any], out: Path, job: Job) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(summary_path, target)
     summary = json.loads(summary_path.read_text())
-    metric = gs.REPORTED[task]
+    metric = common.REPORTED[task]
     value = 100 * float(summary["metrics"][metric])
     if rest != "teacher":
-        gs.save_results(out / "study.json", [study.run(spec)])  # run.json exists: reads it, trains nothing
+        common.save_results(out / "study.json", [study.run(spec)])  # run.json exists: reads it, trains nothing
     print(f"[study] {job.name}: {metric} {value:.2f} (training {summary['train']['wall_time_s']:.0f} s)", flush=True)
 
 

@@ -43,19 +43,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-from adkd_throughput import train_step  # one optimiser step as the trainer takes it (benchmarks/, beside this)
+from step_timing import train_step  # one optimiser step as the trainer takes it (benchmarks/, beside this)
 
-from kdkit import models
-from kdkit.composite import build_loss
-from kdkit.config import DataConfig, TrainingConfig
-from kdkit.data import DistillationCollator, load_task_data
-from kdkit.losses import LossContext
-from kdkit.model_outputs import attention_kernel
-from kdkit.plugins import PluginManager
-from kdkit.progress import quiet_libraries
-from kdkit.tasks import TaskSpec
-from kdkit.teacher_cache import add_teacher_signals
-from kdkit.trainer import DistillationTrainer, provider_factory, training_arguments
+from kdkit.config import DataConfig, TrainingConfig, default_base_model
+from kdkit.data.batching import DistillationCollator
+from kdkit.data.tasks import TaskSpec
+from kdkit.data.tokenizing import load_task_data
+from kdkit.losses.base import LossContext
+from kdkit.losses.composite import build_loss
+from kdkit.models.loading import freeze, load_base_for_task, load_tokenizer, quiet_libraries, set_attention
+from kdkit.models.students import copy_student
+from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.options import provider_factory
+from kdkit.training.arguments import training_arguments
+from kdkit.training.teacher_cache import add_teacher_signals
+from kdkit.training.trainer import DistillationTrainer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
@@ -95,22 +97,22 @@ def build(name: str, teacher_path: str, task: TaskSpec, subset: Any, pad: int, a
     loss = build_loss(loss_cls, options, task)
     for provider in loss.providers_used():
         options.setdefault(provider, plugins.provider(provider).Options())
-    teacher = models.load_base_for_task(teacher_path, task)
-    models.freeze(teacher)
-    if eager or attention_kernel(loss_cls, "teacher"):
-        models.set_attention(teacher, "eager")
+    teacher = load_base_for_task(teacher_path, task)
+    freeze(teacher)
+    if eager or loss_cls.needs.teacher_attention:
+        set_attention(teacher, "eager")
     torch.manual_seed(0)
-    student = models.copy_student(teacher, 3)
-    kernel = "eager" if eager else attention_kernel(loss_cls, "student")
+    student = copy_student(teacher, 3)
+    kernel = "eager" if eager else loss_cls.needs.student_attention
     if kernel:
-        models.set_attention(student, kernel)
-    factory = provider_factory(plugins.providers, options)
+        set_attention(student, kernel)
+    factory = provider_factory(plugins.provider, options)
     ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
     loss.prepare(ctx)
     dataset = subset
     if cached:
-        dataset = add_teacher_signals(dataset, loss, teacher, ctx, device=torch.device("cpu"), pad_token_id=pad)
-    collator = DistillationCollator(pad, token_signals=sorted(loss.token_signals))
+        dataset = add_teacher_signals(dataset, loss, ctx, device=torch.device("cpu"), pad_token_id=pad)
+    collator = DistillationCollator(pad, token_signals=sorted(loss.needs.token_signals))
     training = TrainingConfig(batch_size=args.batch_size, device="cpu", precision="fp32", max_steps=args.batches)
     trainer = DistillationTrainer(
         model=student,
@@ -118,9 +120,9 @@ def build(name: str, teacher_path: str, task: TaskSpec, subset: Any, pad: int, a
         train_dataset=dataset,
         data_collator=collator,
         loss=loss,
-        task=task,
-        teacher=teacher if (not cached or loss.needs_teacher_outputs) else None,
-        provider_factory=factory,
+        context=LossContext(
+            task, student, teacher if (not cached or loss.needs.teacher_outputs) else None, provider_factory=factory
+        ),
     )
     trainer.create_optimizer_and_scheduler(num_training_steps=args.batches)
     items = [dataset[i] for i in range(len(dataset))]
@@ -132,8 +134,8 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     quiet_libraries()
     at_start = machine()
-    teacher_path = models.default_base_model()
-    tokenizer = models.load_tokenizer(teacher_path)
+    teacher_path = default_base_model()
+    tokenizer = load_tokenizer(teacher_path)
     data_config = DataConfig(task="sst2", data_dir=args.data_dir, max_length=128, max_eval_samples=16)
     data = load_task_data(data_config, tokenizer)
     assert data.train is not None
@@ -168,7 +170,7 @@ def run_steps(args: argparse.Namespace) -> dict[str, Any]:
 def run_cache_size(args: argparse.Namespace) -> dict[str, Any]:
     """Bytes per training set: logits, AD-KD maps, and per-layer hidden states / attentions (fp32)."""
     quiet_libraries()
-    tokenizer = models.load_tokenizer(models.default_base_model())
+    tokenizer = load_tokenizer(default_base_model())
     width, layers, heads, mapped = 384, 6, 12, 3  # MiniLM-L6; a copy:3 student maps 3 teacher layers
     out: dict[str, Any] = {}
     for task in ("cola", "mrpc", "stsb", "sst2"):

@@ -27,14 +27,16 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
-from kdkit import models
-from kdkit.builtin import KDOptions, VanillaKD
-from kdkit.config import DataConfig, TrainingConfig
-from kdkit.data import DistillationCollator, load_task_data
-from kdkit.losses import LossContext
-from kdkit.progress import quiet_libraries
-from kdkit.teacher_cache import add_teacher_signals
-from kdkit.trainer import DistillationTrainer, training_arguments
+from kdkit.config import DataConfig, TrainingConfig, default_base_model
+from kdkit.data.batching import DistillationCollator
+from kdkit.data.tokenizing import load_task_data
+from kdkit.losses.base import LossContext
+from kdkit.losses.builtin import KDOptions, VanillaKD
+from kdkit.models.loading import freeze, load_base_for_task, load_tokenizer, quiet_libraries
+from kdkit.models.students import copy_student
+from kdkit.training.arguments import training_arguments
+from kdkit.training.teacher_cache import add_teacher_signals
+from kdkit.training.trainer import DistillationTrainer
 
 
 class StepTimer(TrainerCallback):
@@ -62,11 +64,11 @@ def measure(mode: str, args: argparse.Namespace, teacher_path: str, workdir: Pat
         max_train_samples=args.samples,
         max_eval_samples=64,
     )
-    tokenizer = models.load_tokenizer(teacher_path)
+    tokenizer = load_tokenizer(teacher_path)
     data = load_task_data(data_config, tokenizer)
     task = data.task
-    teacher = models.freeze(models.load_base_for_task(teacher_path, task))
-    student = models.copy_student(teacher, 3)
+    teacher = freeze(load_base_for_task(teacher_path, task))
+    student = copy_student(teacher, 3)
     loss = VanillaKD(KDOptions(alpha=0.5, temperature=2.0), task)
     assert data.train is not None
     train = data.train
@@ -74,7 +76,6 @@ def measure(mode: str, args: argparse.Namespace, teacher_path: str, workdir: Pat
         train = add_teacher_signals(
             train,
             loss,
-            teacher,
             LossContext(task, student, teacher),
             device=torch.device("cpu"),
             pad_token_id=int(tokenizer.pad_token_id or 0),
@@ -95,8 +96,7 @@ def measure(mode: str, args: argparse.Namespace, teacher_path: str, workdir: Pat
             int(tokenizer.pad_token_id or 0), pad_to=128 if padding == "max_length" else None
         ),
         loss=loss,
-        task=task,
-        teacher=None if args.teacher_cache else teacher,
+        context=LossContext(task, student, None if args.teacher_cache else teacher),
         callbacks=[timer],
     )
     trainer.remove_callback(PrinterCallback)
@@ -125,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     quiet_libraries()
-    teacher_path = models.default_base_model()
+    teacher_path = default_base_model()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("static-128", "dynamic", "dynamic+grouped"):

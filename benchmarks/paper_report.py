@@ -11,10 +11,10 @@ from typing import Any
 import paper_plan as plan
 import paper_records as records
 from paper_plan import Settings
+from study_common import PAPER_BEGIN as BEGIN
+from study_common import PAPER_END as END
 from study_common import REPORTED, fmt, mean_std, replace_section, verdict
 
-BEGIN = "<!-- paper budget (issue 18): written by benchmarks/paper_study.py report; edit the script, not this -->"
-END = "<!-- end of the paper-budget section -->"
 NAMES = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
 READING = Path("docs/results/paper-reading.md")
 

@@ -170,7 +170,7 @@ class Study:
 
     def _train_student(self, spec: dict[str, Any], teacher_dir: Path, directory: Path, path: Path) -> dict[str, Any]:
         from kdkit import api
-        from kdkit.plugins import get_plugin_manager
+        from kdkit.plugins.manager import get_plugin_manager
 
         print(f"[study] {spec['task']} {spec['method']} seed {spec['seed']}", flush=True)
         partial = directory.with_name(directory.name + ".partial")
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(int(os.environ.get("KDKIT_THREADS", "2")))
-        from kdkit.progress import quiet_libraries
+        from kdkit.models.loading import quiet_libraries
 
         quiet_libraries()
     if args.command == "rerun":

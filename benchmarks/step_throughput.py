@@ -58,14 +58,17 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import SaveStrategy
 
 import kdkit
-from kdkit import models
-from kdkit.config import DataConfig, TrainingConfig
-from kdkit.data import DistillationCollator, load_task_data
-from kdkit.losses import DistillationLoss, LossContext
-from kdkit.plugins import PluginManager
-from kdkit.progress import quiet_libraries
-from kdkit.teacher_cache import add_teacher_signals
-from kdkit.trainer import DistillationTrainer, provider_factory, resolve_device, training_arguments
+from kdkit.config import DataConfig, TrainingConfig, default_base_model
+from kdkit.data.batching import DistillationCollator
+from kdkit.data.tokenizing import load_task_data
+from kdkit.losses.base import DistillationLoss, LossContext
+from kdkit.models.loading import freeze, load_base_for_task, load_tokenizer, quiet_libraries, set_attention
+from kdkit.models.students import build_student
+from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.options import provider_factory
+from kdkit.training.arguments import resolve_device, training_arguments
+from kdkit.training.teacher_cache import add_teacher_signals
+from kdkit.training.trainer import DistillationTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_timing import BareLoop, Baton, LengthRecorder, StepClock
@@ -103,18 +106,18 @@ def fold_ids(dataset: Any) -> Any:
 def build_models(mode: str, task: Any, loss_cls: type[DistillationLoss]) -> tuple[Any, Any]:
     """(teacher, student) for a variant: frozen teacher; the student with eager attention under AD-KD (as
     ``kdkit distill`` runs it), and always in host mode."""
-    attn = "eager" if loss_cls.needs_double_backward or mode == "host" else None
+    attn = "eager" if loss_cls.needs.double_backward or mode == "host" else None
     if mode == "host":
         from kdkit.testing import tiny_classifier
 
         teacher = tiny_classifier("bert", num_labels=task.num_labels, vocab_size=TINY_VOCAB, max_positions=512)
     else:
-        teacher = models.load_base_for_task(models.default_base_model(), task)
-    models.freeze(teacher)
+        teacher = load_base_for_task(default_base_model(), task)
+    freeze(teacher)
     torch.manual_seed(0)
-    student = models.build_student("copy:2" if mode == "host" else "copy:3", teacher, task, attn_implementation=attn)
+    student = build_student("copy:2" if mode == "host" else "copy:3", teacher, task, attn_implementation=attn)
     if attn is not None:
-        models.set_attention(student, attn)
+        set_attention(student, attn)
     return teacher, student
 
 
@@ -125,7 +128,7 @@ def build_trainer(name: str, data: Any, args: argparse.Namespace, batch_size: in
     loss = loss_cls(loss_cls.Options(**(ADKD if variant.loss == "adkd" else KD)), task)
     options: dict[str, Any] = {variant.loss: loss.options}
     options.update({p: plugins.provider(p).Options() for p in loss.providers_used()})
-    factory = provider_factory(plugins.providers, options)
+    factory = provider_factory(plugins.provider, options)
     teacher, student = build_models(args.mode, task, loss_cls)
     training = TrainingConfig(
         max_steps=args.warmup + args.steps,
@@ -145,8 +148,8 @@ def build_trainer(name: str, data: Any, args: argparse.Namespace, batch_size: in
     if variant.cached:
         teacher.to(targs.device)
         ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=factory)
-        train = add_teacher_signals(train, loss, teacher, ctx, device=targs.device, pad_token_id=pad, batch_size=64)
-    signals = sorted(loss.token_signals)
+        train = add_teacher_signals(train, loss, ctx, device=targs.device, pad_token_id=pad, batch_size=64)
+    signals = sorted(loss.needs.token_signals)
     multiple = {"pad_to_multiple_of": args.pad_to_multiple_of} if args.pad_to_multiple_of else {}
     collator = LengthRecorder(DistillationCollator(pad, token_signals=signals, **multiple))
     trainer = DistillationTrainer(
@@ -155,9 +158,7 @@ def build_trainer(name: str, data: Any, args: argparse.Namespace, batch_size: in
         train_dataset=train,
         data_collator=collator,
         loss=loss,
-        task=task,
-        teacher=None if variant.cached else teacher,
-        provider_factory=factory,
+        context=LossContext(task, student, None if variant.cached else teacher, provider_factory=factory),
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, collator
@@ -246,7 +247,7 @@ class TaskBatches:
     """A task's tokenised training split, ready for the trainers (ids folded in host mode)."""
 
     def __init__(self, task_name: str, args: argparse.Namespace, samples: int) -> None:
-        tokenizer = models.load_tokenizer(models.default_base_model())
+        tokenizer = load_tokenizer(default_base_model())
         config = DataConfig(task=task_name, data_dir=args.data_dir, max_train_samples=samples, max_eval_samples=8)
         loaded = load_task_data(config, tokenizer)
         assert loaded.train is not None

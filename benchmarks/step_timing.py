@@ -1,5 +1,6 @@
-"""Timing machinery of benchmarks/step_throughput.py: round-robin turns between trainer threads, per-step
-wall and CPU clocks, batch-length recording, and the plain-loop floor of a variant."""
+"""Timing machinery of the throughput benchmarks (step_throughput.py, adkd_throughput.py, intermediate_cost.py):
+one optimiser step as the trainer takes it, round-robin turns between trainer threads, per-step wall and CPU
+clocks, batch-length recording, and the plain-loop floor of a variant."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+
+from kdkit.training.trainer import DistillationTrainer
 
 
 class Baton:
@@ -152,3 +155,18 @@ class BareLoop:
                     break
             state.epoch += 1
         self._call("on_train_end", state)
+
+
+def train_step(trainer: DistillationTrainer, inputs: dict[str, Any]) -> float:
+    """One optimiser step as the trainer takes it; returns wall seconds."""
+    model = trainer.model
+    assert model is not None
+    model.train()
+    start = time.perf_counter()
+    loss = trainer.compute_loss(model, dict(inputs))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start

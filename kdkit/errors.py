@@ -1,12 +1,14 @@
-"""User-facing errors.
+"""User-facing errors, and how kdkit ends.
 
 Every error a user can fix is a :class:`KdkitError`: the CLI prints its one-line message (the problem, then
-the fix) and exits with status 2, without a traceback.
+the fix) and exits with status 2, without a traceback. Ctrl-C exits 130, SIGTERM (:class:`Terminated`, a
+``KeyboardInterrupt``) 143, a bug 1 with its traceback only under ``--debug`` / ``KDKIT_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 
 
 class KdkitError(Exception):
@@ -75,3 +77,40 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full_error(exc: BaseException, writing: str, fix: str) -> StorageError:
     """The one-line error for a full disk while ``writing`` (what was being written, and where)."""
     return StorageError(f"no space left on device while writing {writing} ({type(exc).__name__})", fix)
+
+
+# -- how kdkit ends: exit statuses, SIGTERM, --debug ----------------------------------------------------
+
+DEBUG_ENV = "KDKIT_DEBUG"
+#: exit status after Ctrl-C (128 + SIGINT) and after SIGTERM (128 + SIGTERM)
+INTERRUPTED_STATUS = 130
+TERMINATED_STATUS = 143
+#: exit status of an unexpected error (a bug in kdkit, not something the user can fix: those exit 2)
+BUG_STATUS = 1
+
+_debug = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises ``KeyboardInterrupt``: the same clean-up and message."""
+
+
+def set_debug(on: bool) -> None:
+    """Show tracebacks (``--debug``)."""
+    global _debug
+    _debug = on
+
+
+def debug() -> bool:
+    """Whether tracebacks are shown: ``--debug``, or ``KDKIT_DEBUG`` set to anything but 0/false/no."""
+    return _debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def interrupted_status(exc: BaseException) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM."""
+    return TERMINATED_STATUS if isinstance(exc, Terminated) else INTERRUPTED_STATUS
+
+
+def interruption(exc: BaseException) -> str:
+    """``interrupted`` or ``terminated (SIGTERM)``: how the one line starts."""
+    return "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"

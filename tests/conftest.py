@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdkit.plugins import PluginManager, set_plugin_manager
-from kdkit.tasks import TaskSpec
+from kdkit.data.tasks import TaskSpec
+from kdkit.plugins.manager import PluginManager, set_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -90,10 +90,12 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_teacher: Path, tiny_csv: tuple[Path, Path]) -> Path:
     """The tiny teacher exported with the default (dynamo) exporter and int8, validated on the tiny CSV."""
     from kdkit.config import DataConfig
-    from kdkit.export import export_onnx
+    from kdkit.export.stage import ExportOptions, export_onnx
 
     output = tmp_path_factory.mktemp("tiny-export") / "onnx"
-    export_onnx(tiny_teacher, output, data=DataConfig(validation_file=tiny_csv[1]), quantize="int8")
+    export_onnx(
+        tiny_teacher, ExportOptions(output=output, data=DataConfig(validation_file=tiny_csv[1]), quantize="int8")
+    )
     return output
 
 

@@ -22,9 +22,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kdkit import models
-from kdkit.attention_loss import attention_dropout_off
 from kdkit.cli import app
+from kdkit.losses.attention import attention_dropout_off
+from kdkit.models.loading import load_classifier, load_tokenizer
+from kdkit.models.saving import save_model
 from kdkit.testing import BINARY_TASK, save_tiny_classifier, tiny_classifier, tiny_tokenizer, write_tiny_csv
 
 runner = CliRunner()
@@ -137,8 +138,8 @@ def _pytorch_logits(model_dir: Path, data: Path) -> tuple[torch.Tensor, list[str
 
     with data.open() as handle:
         rows = list(csv.DictReader(handle))
-    tokenizer = models.load_tokenizer(str(model_dir))
-    model = models.load_classifier(str(model_dir)).eval()
+    tokenizer = load_tokenizer(str(model_dir))
+    model = load_classifier(str(model_dir)).eval()
     encoded = tokenizer(
         [r["text"] for r in rows], [r["text2"] for r in rows], truncation=True, max_length=MAX_LENGTH,
         padding=True, return_tensors="pt",
@@ -235,7 +236,7 @@ def test_pairs_given_a_token_type_the_model_lacks_are_refused_before_training(
     tokenizer = tiny_tokenizer(tmp_path / "tokenizer")  # BERT's: gives token_type_ids
     model = tiny_classifier("roberta", vocab_size=len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
-    models.save_model(model, tokenizer, BINARY_TASK, tmp_path / "roberta", max_length=MAX_LENGTH)
+    save_model(model, tokenizer, BINARY_TASK, tmp_path / "roberta", max_length=MAX_LENGTH)
     data = ["--train-file", pair_data[0], "--validation-file", pair_data[1], "--text-columns", PAIR_COLUMNS,
             "--max-length", MAX_LENGTH, "--max-steps", 1, "--device", "cpu", "--quiet"]  # fmt: skip
     pattern = r"has a single token type, but its tokenizer gives the second text of each pair \(text2\) token type 1"

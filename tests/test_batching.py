@@ -7,8 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from kdkit.batching import ColumnarDataset, RowBlock, padded_length
-from kdkit.data import DistillationCollator
+from kdkit.data.batching import ColumnarDataset, DistillationCollator, RowBlock, padded_length
 from kdkit.testing import run_distillation_steps
 
 

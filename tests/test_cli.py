@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 import kdkit
 from kdkit.cli import app
-from kdkit.models import save_model
-from kdkit.tasks import get_task
+from kdkit.data.tasks import get_task
+from kdkit.models.saving import save_model
 from kdkit.testing import tiny_classifier, tiny_tokenizer
 
 runner = CliRunner()

@@ -248,14 +248,16 @@ def test_choices_are_listed_and_a_bad_value_is_one_line(args: list[str], shown: 
 
 
 def test_the_clis_choices_are_the_librarys() -> None:
-    """kdkit.export, kdkit.explain and kdkit.inference import torch or onnxruntime, so the CLI names their choices."""
-    from kdkit import explain, export, inference
+    """The export, explain and inference modules import torch or onnxruntime, so the CLI names their choices."""
+    from kdkit.attribution import explain
     from kdkit.cli import explain as explain_command
     from kdkit.cli import export as export_command
     from kdkit.cli import predict as predict_command
+    from kdkit.export import inference, onnx
+    from kdkit.export import stage as export
 
-    assert typing.get_args(export_command.Exporter) == typing.get_args(export.Exporter)
-    quantize = typing.get_type_hints(export.export_onnx)["quantize"]
+    assert typing.get_args(export_command.Exporter) == typing.get_args(onnx.Exporter)
+    quantize = typing.get_type_hints(export.ExportOptions)["quantize"]
     assert typing.get_args(export_command.Quantization) == typing.get_args(typing.get_args(quantize)[0])
     assert typing.get_args(explain_command.Views) == typing.get_args(explain.Views)
     assert typing.get_args(predict_command.Precision) == typing.get_args(inference.Precision)

@@ -23,12 +23,15 @@ import pytest
 from typer.testing import CliRunner
 
 from kdkit.cli import app
-from kdkit.config import DataConfig
-from kdkit.errors import ModelError
-from kdkit.export import export_onnx
-from kdkit.inference import MANIFEST_FILE, OnnxClassifier, TruncationWarning
-from kdkit.models import save_model
-from kdkit.tasks import TaskSpec
+from kdkit.config import DataConfig, default_base_model
+from kdkit.data.tasks import TaskSpec
+from kdkit.errors import ModelError, TruncationWarning
+from kdkit.export.inference import OnnxClassifier
+from kdkit.export.stage import ExportOptions, export_onnx
+from kdkit.models.loading import load_base_for_task, load_tokenizer
+from kdkit.models.saving import save_model
+from kdkit.models.students import copy_student
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 from kdkit.testing.models import BINARY_TASK, TINY_WORDS, perturb_parameters, tiny_classifier, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +81,9 @@ def _export(directory: Path, task: TaskSpec, seed: int) -> Path:
         for i, text in enumerate(TEXTS):
             writer.writerow([text, *([PAIRS[i]] if len(task.text_fields) == 2 else []), task.label_names[i % 2]])
     export = directory / "export"
-    export_onnx(directory / "model", export, data=DataConfig(validation_file=validation), quantize="int8")
+    export_onnx(
+        directory / "model", ExportOptions(output=export, data=DataConfig(validation_file=validation), quantize="int8")
+    )
     return export
 
 
@@ -108,7 +113,7 @@ def _kdkit(
 
 
 def test_the_export_is_in_the_layout_the_clients_load(single_export: Path):
-    manifest = json.loads((single_export / MANIFEST_FILE).read_text())
+    manifest = json.loads((single_export / EXPORT_MANIFEST_FILE).read_text())
     # each ONNX model stored once, where transformers.js looks; the manifest points there
     assert sorted(p.relative_to(single_export).as_posix() for p in single_export.rglob("*.onnx")) == [
         "onnx/model.onnx",
@@ -144,10 +149,10 @@ def test_exports_of_the_older_flat_layout_still_load(single_export: Path, tmp_pa
     for name in ("onnx", "config.json", "README.md", "training_curves.svg"):
         target = old / name
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    manifest = json.loads((old / MANIFEST_FILE).read_text())
+    manifest = json.loads((old / EXPORT_MANIFEST_FILE).read_text())
     manifest["models"]["fp32"]["file"], manifest["models"]["int8"]["file"] = "model.onnx", "model.int8.onnx"
     del manifest["layout"], manifest["card"]
-    (old / MANIFEST_FILE).write_text(json.dumps(manifest))
+    (old / EXPORT_MANIFEST_FILE).write_text(json.dumps(manifest))
     for precision in ("fp32", "int8"):
         now = OnnxClassifier(single_export, precision=precision).logits(TEXTS, warn=False)[0]  # type: ignore[arg-type]
         before = OnnxClassifier(old, precision=precision).logits(TEXTS, warn=False)[0]  # type: ignore[arg-type]
@@ -204,7 +209,7 @@ def test_transformers_js_gives_the_labels_of_kdkit_predict(
     got = js_results[kind][JS_DTYPES[precision]]
     assert got["version"] == "4.3.1"
     assert got["labels"] == labels
-    tolerance = json.loads((export / MANIFEST_FILE).read_text())["parity"]["tolerance"]
+    tolerance = json.loads((export / EXPORT_MANIFEST_FILE).read_text())["parity"]["tolerance"]
     # fp32: the export's parity tolerance; int8: onnxruntime-node's integer kernels vs the Python wheel's
     bound = tolerance if precision == "fp32" else 1e-2
     assert np.abs(np.asarray(got["logits"]) - logits).max() <= bound
@@ -222,7 +227,7 @@ def test_optimum_gives_the_logits_of_kdkit_predict(
     assert got["file"] == {"fp32": "onnx/model.onnx", "int8": "onnx/model_quantized.onnx"}[precision]
     assert got["versions"]["transformers"].startswith("4.57.")
     assert got["labels"] == labels
-    tolerance = json.loads((export / MANIFEST_FILE).read_text())["parity"]["tolerance"]
+    tolerance = json.loads((export / EXPORT_MANIFEST_FILE).read_text())["parity"]["tolerance"]
     assert np.abs(np.asarray(got["logits"]) - logits).max() <= tolerance
     assert np.abs(np.asarray(got["scores"]) - scores).max() <= tolerance
 
@@ -260,8 +265,7 @@ def test_a_minilm_student_on_sst2_gives_kdkit_predict_labels_in_both_clients(glu
     import pandas as pd
     import torch
 
-    from kdkit import models
-    from kdkit.tasks import get_task
+    from kdkit.data.tasks import get_task
 
     spec = importlib.util.spec_from_file_location("client_check", REPO / "benchmarks" / "client_check.py")
     assert spec is not None and spec.loader is not None
@@ -269,21 +273,21 @@ def test_a_minilm_student_on_sst2_gives_kdkit_predict_labels_in_both_clients(glu
     spec.loader.exec_module(check)
 
     task = get_task("sst2")
-    base = models.default_base_model()
-    tokenizer = models.load_tokenizer(base)
-    student = models.copy_student(models.load_base_for_task(base, task), 2).eval()
+    base = default_base_model()
+    tokenizer = load_tokenizer(base)
+    student = copy_student(load_base_for_task(base, task), 2).eval()
     perturb_parameters(student.classifier, seed=0, scale=0.5)
     # an untrained head gives every sentence one label; centre it on these sentences so that labels vary
     raw = pd.read_parquet(glue_dir / "sst2" / "validation-00000-of-00001.parquet")["sentence"][:20].tolist()
     with torch.no_grad():
         logits = student(**tokenizer(raw, padding=True, return_tensors="pt")).logits
         student.classifier.bias[1] += (logits[:, 0] - logits[:, 1]).median()
-    models.save_model(student, tokenizer, task, tmp_path / "model", max_length=128)
+    save_model(student, tokenizer, task, tmp_path / "model", max_length=128)
     export = export_onnx(
         tmp_path / "model",
-        tmp_path / "export",
-        data=DataConfig(data_dir=glue_dir, max_eval_samples=32),
-        quantize="int8",
+        ExportOptions(
+            output=tmp_path / "export", data=DataConfig(data_dir=glue_dir, max_eval_samples=32), quantize="int8"
+        ),
     ).directory
     texts, pairs = check.sentences(export, glue_dir, 20)
     result = check.compare(export, texts, pairs)

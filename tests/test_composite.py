@@ -10,16 +10,20 @@ import pytest
 import torch
 from torch import Tensor
 
-from kdkit import api, hookimpl
-from kdkit.attention_loss import AttentionLoss
-from kdkit.builtin import VanillaKD
-from kdkit.composite import CompositeLoss, build_loss, composite_class, loss_parts
-from kdkit.config import DistillConfig, build_config, read_config_file
+from kdkit import api
+from kdkit.cli.flags import read_config_file
+from kdkit.config import DistillConfig, build_config
+from kdkit.data.tasks import get_task
 from kdkit.errors import ConfigError, TrainingError
-from kdkit.hidden_loss import HiddenStateLoss
-from kdkit.losses import Batch, DistillationLoss, LossContext, task_loss
-from kdkit.plugins import PluginManager
-from kdkit.tasks import get_task
+from kdkit.losses.attention import AttentionLoss
+from kdkit.losses.base import Batch, DistillationLoss, LossContext
+from kdkit.losses.builtin import VanillaKD
+from kdkit.losses.composite import CompositeLoss, build_loss, composite_class, loss_parts
+from kdkit.losses.formulas import task_loss
+from kdkit.losses.hidden import HiddenStateLoss
+from kdkit.plugin_api import hookimpl
+from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.options import resolve_options
 from kdkit.testing import BINARY_TASK, REGRESSION_TASK, check_loss, tiny_classifier
 
 #: AD-KD's cache key before composite losses existed (default options): existing caches must stay valid
@@ -50,9 +54,9 @@ def test_a_plus_name_is_a_composite_whose_needs_are_the_union():
     cls = manager.loss("adkd+hidden+attention")
     assert issubclass(cls, CompositeLoss) and cls.name == "adkd+hidden+attention"
     assert loss_parts(cls) == (manager.loss("adkd"), HiddenStateLoss, AttentionLoss)
-    assert cls.requires_teacher and cls.needs_double_backward and cls.captures_student_embeddings
-    assert cls.token_signals == frozenset({"attr_map"})
-    assert cls.needs_student_outputs == cls.needs_teacher_outputs == frozenset({"hidden_states", "attentions"})
+    assert cls.needs.teacher and cls.needs.double_backward and cls.needs.student_embeddings
+    assert cls.needs.token_signals == frozenset({"attr_map"})
+    assert cls.needs.student_outputs == cls.needs.teacher_outputs == frozenset({"hidden_states", "attentions"})
     assert cls.presets is manager.loss("adkd").presets  # the primary loss's presets
     assert manager.loss("adkd+hidden+attention") is cls  # one class per combination
     assert set(cls.Options.model_fields) == {"adkd", "hidden", "attention"}
@@ -157,5 +161,5 @@ def test_the_preset_is_the_primary_losss(tmp_path: Path):
     assert config.training.batch_size == 16
     with pytest.raises(ConfigError, match="loss 'hidden' has no preset 'paper'"):
         api.resolve_distill_config({**raw, "loss": ["hidden", "adkd"]}, manager)
-    options = api.resolve_options(manager, config)
+    options = resolve_options(manager, config)
     assert set(options) >= {"adkd", "hidden", "ig"} and "adkd+hidden" not in options

@@ -8,17 +8,11 @@ from pathlib import Path
 import pytest
 
 from kdkit import api
-from kdkit.config import (
-    DataConfig,
-    DistillConfig,
-    StudentSpec,
-    build_config,
-    deep_merge,
-    parse_set_options,
-    read_config_file,
-)
+from kdkit.cli.flags import parse_set_options, read_config_file
+from kdkit.config import DataConfig, DistillConfig, StudentSpec, build_config, deep_merge
 from kdkit.errors import ConfigError
-from kdkit.plugins import PluginManager
+from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.options import resolve_options
 
 
 def test_set_options_are_parsed_as_yaml_scalars():
@@ -71,12 +65,12 @@ def test_ill_typed_option_names_the_value():
 def test_plugin_options_are_validated_against_the_plugin(plugin_manager: PluginManager):
     config = DistillConfig(options={"kd": {"temperature": 0}})
     with pytest.raises(ConfigError, match=r"kd.temperature.*greater than 0.*alpha \(float, default 0.5\)"):
-        api.resolve_options(plugin_manager, config)
+        resolve_options(plugin_manager, config)
     with pytest.raises(ConfigError, match=r"unknown option kd.temprature"):
-        api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"temprature": 1}}))
+        resolve_options(plugin_manager, DistillConfig(options={"kd": {"temprature": 1}}))
     with pytest.raises(ConfigError, match="unknown component 'kdd'.*known components: attention, ce, hidden, kd"):
-        api.resolve_options(plugin_manager, DistillConfig(options={"kdd": {"alpha": 1}}))
-    resolved = api.resolve_options(plugin_manager, DistillConfig(options={"kd": {"alpha": 1, "temperature": 4}}))
+        resolve_options(plugin_manager, DistillConfig(options={"kdd": {"alpha": 1}}))
+    resolved = resolve_options(plugin_manager, DistillConfig(options={"kd": {"alpha": 1, "temperature": 4}}))
     assert resolved["kd"].model_dump() == {"alpha": 1.0, "temperature": 4.0, "anneal": False}
 
 
@@ -94,7 +88,7 @@ class _PresetPlugin:
     @staticmethod
     @hookimpl
     def kdkit_losses():  # type: ignore[no-untyped-def]
-        from kdkit.builtin import VanillaKD
+        from kdkit.losses.builtin import VanillaKD
 
         class PresetKD(VanillaKD):
             name = "presetkd"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kdkit.curves import CURVES_FILE, dev_series, loss_series, nice_ticks, training_curves_svg
+from kdkit.records.curves import CURVES_FILE, dev_series, loss_series, nice_ticks, training_curves_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from kdkit.config import DataConfig
-from kdkit.data import DistillationCollator, load_raw, load_task_data
+from kdkit.data.batching import DistillationCollator
+from kdkit.data.loading import load_raw
+from kdkit.data.tokenizing import load_task_data
 from kdkit.errors import DataError
 from kdkit.testing import tiny_tokenizer
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kdkit import teachers
-from kdkit.baselines import majority_baseline, near_baseline
+from kdkit import api
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
-from kdkit.tasks import get_task
-from kdkit.teacher_budget import Budget, auto_epochs
+from kdkit.data.baselines import majority_baseline, near_baseline
+from kdkit.data.tasks import get_task
 from kdkit.testing import BINARY_TASK, save_tiny_classifier
+from kdkit.training.teacher_budget import Budget, auto_epochs
 
 
 def test_the_auto_budget_fits_the_size_of_the_training_set():
@@ -73,7 +73,7 @@ def _config(tmp_path: Path, base: Path, samples: int, *, noise: bool = False, se
 
 def _ensure(config: DistillConfig) -> str:
     buffer = io.StringIO()
-    teachers.ensure_teacher(config, console=Console(file=buffer, width=400, color_system=None))
+    api.ensure_teacher(config, console=Console(file=buffer, width=400, color_system=None))
     return buffer.getvalue()
 
 

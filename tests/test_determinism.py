@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from kdkit import api
 from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, TrainingConfig
-from kdkit.plugins import PluginManager
+from kdkit.plugins.manager import PluginManager
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

@@ -79,7 +79,7 @@ def test_writing_plugins_walks_through_every_part_of_the_provider():
 
 
 def test_the_loss_plugin_of_writing_plugins_conforms_and_trains(tmp_path):
-    from kdkit.plugins import PluginManager
+    from kdkit.plugins.manager import PluginManager
     from kdkit.testing import check_loss, run_distillation_steps
 
     [(_, code)] = _marked_blocks(WRITING.read_text(), "example")
@@ -98,7 +98,7 @@ def test_the_loss_plugin_of_writing_plugins_conforms_and_trains(tmp_path):
 
 
 def test_the_attention_loss_of_writing_plugins_conforms_and_trains_with_kd(tmp_path):
-    from kdkit.plugins import PluginManager
+    from kdkit.plugins.manager import PluginManager
     from kdkit.testing import check_loss, run_distillation_steps
 
     [(_, code)] = _marked_blocks(WRITING.read_text(), "attention-example")

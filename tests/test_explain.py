@@ -9,8 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from kdkit.attribution.explain import explain_batch, load_for_explain
+from kdkit.attribution.heatmaps import write_svg
 from kdkit.cli import app
-from kdkit.explain import explain_batch, get_provider, load_for_explain, write_svg
+from kdkit.plugins.manager import get_plugin_manager
+from kdkit.plugins.options import build_provider
 from kdkit.testing import save_tiny_classifier
 from kdkit.testing.models import REGRESSION_TASK
 
@@ -40,7 +43,7 @@ def test_json_maps_are_unit_norm_per_view_over_the_tokens(tiny_teacher: Path) ->
 def test_maps_equal_gradient_times_input_at_the_embedding_output(tiny_teacher: Path) -> None:
     """IG with m = 1 and the zero baseline is gradient x input of log p_pred; here with a plain forward hook."""
     model, tokenizer, task, _ = load_for_explain(tiny_teacher)
-    [explained] = explain_batch(model, tokenizer, task, get_provider("ig"), [TEXT])
+    [explained] = explain_batch(model, tokenizer, task, build_provider(get_plugin_manager(), "ig"), [TEXT])
     inputs = tokenizer([TEXT], return_tensors="pt")
     captured: list[torch.Tensor] = []
 
@@ -85,7 +88,7 @@ def test_html_and_svg_files_hold_every_token(tiny_teacher: Path, tmp_path: Path)
 
 def test_svg_of_several_models_has_one_line_per_model(tiny_teacher: Path, tmp_path: Path) -> None:
     model, tokenizer, task, _ = load_for_explain(tiny_teacher)
-    [a, b] = explain_batch(model, tokenizer, task, get_provider("ig"), [TEXT, "a bad plot"])
+    [a, b] = explain_batch(model, tokenizer, task, build_provider(get_plugin_manager(), "ig"), [TEXT, "a bad plot"])
     write_svg(tmp_path / "two.svg", [("first", [("teacher", a), ("student", a)]), ("second", [("teacher", b)])])
     image = (tmp_path / "two.svg").read_text()
     assert image.count(">teacher → ") == 2 and image.count(">student → ") == 1
@@ -119,12 +122,12 @@ def test_bad_input_is_one_line_error(tiny_teacher: Path, args: list[str], messag
 
 
 def test_provider_options_are_checked_and_built_in_one_step() -> None:
+    from kdkit.cli.flags import options_of
     from kdkit.errors import ConfigError
-    from kdkit.explain import provider_from_set
 
-    provider = provider_from_set("ig", ["ig.steps=4"])
+    provider = build_provider(get_plugin_manager(), "ig", options_of("ig", ["ig.steps=4"]))
     assert provider.options.steps == 4  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="--set kd.\\* does not name the provider 'ig'"):
-        provider_from_set("ig", ["kd.alpha=1"])
+        options_of("ig", ["kd.alpha=1"])
     with pytest.raises(ConfigError, match="bad value 0 for ig.steps"):
-        get_provider("ig", options={"steps": 0})
+        build_provider(get_plugin_manager(), "ig", {"steps": 0})

@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 from kdkit.cli import app
 from kdkit.config import DataConfig
 from kdkit.errors import ConfigError, DataError, ExportError, ModelError
-from kdkit.export import _LogitsOnly, export_onnx
-from kdkit.inference import FP32_FILE, INT8_FILE, MANIFEST_FILE, TOKENIZER_FILE
-from kdkit.models import load_classifier, load_tokenizer
+from kdkit.export.hf_layout import FP32_FILE, INT8_FILE, TOKENIZER_FILE
+from kdkit.export.onnx import _LogitsOnly
+from kdkit.export.stage import ExportOptions, export_onnx
+from kdkit.models.loading import load_classifier, load_tokenizer
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 
 runner = CliRunner()
 
@@ -30,10 +32,10 @@ def _leftovers(output: Path) -> list[Path]:
 
 
 def test_default_export_is_dynamo_with_dynamic_axes_and_a_full_manifest(tiny_export: Path, tiny_teacher: Path):
-    for name in (FP32_FILE, INT8_FILE, TOKENIZER_FILE, MANIFEST_FILE):
+    for name in (FP32_FILE, INT8_FILE, TOKENIZER_FILE, EXPORT_MANIFEST_FILE):
         assert (tiny_export / name).is_file(), name
     assert _leftovers(tiny_export) == [tiny_export]  # no .partial left behind
-    manifest = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    manifest = json.loads((tiny_export / EXPORT_MANIFEST_FILE).read_text())
     assert manifest["exporter"]["name"] == "dynamo" and manifest["exporter"]["opset"] == 20
     assert manifest["task"]["name"] == "tiny" and manifest["label_names"] == ["neg", "pos"]
     assert manifest["max_length"] == 64  # from the model's kdkit_task.json
@@ -70,7 +72,9 @@ def test_default_export_is_dynamo_with_dynamic_axes_and_a_full_manifest(tiny_exp
 
 
 def test_torchscript_exporter_and_opset(tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path):
-    result = export_onnx(tiny_teacher, tmp_path / "ts", data=_data(tiny_csv), exporter="torchscript", max_length=32)
+    result = export_onnx(
+        tiny_teacher, ExportOptions(output=tmp_path / "ts", data=_data(tiny_csv), exporter="torchscript", max_length=32)
+    )
     assert result.manifest["exporter"]["name"] == "torchscript" and result.manifest["exporter"]["opset"] == 17
     assert result.manifest["max_length"] == 32
     assert max(case["length"] for case in result.manifest["parity"]["cases"]) == 32  # padded to max_length
@@ -88,21 +92,21 @@ def test_parity_failure_fails_the_export_and_leaves_nothing(
     monkeypatch.setattr(_LogitsOnly, "forward", shifted)
     output = tmp_path / "onnx"
     with pytest.raises(ExportError, match=r"differ from PyTorch by 0\.001 \(> tolerance 0\.0001\)"):
-        export_onnx(tiny_teacher, output, data=_data(tiny_csv), exporter="torchscript")
+        export_onnx(tiny_teacher, ExportOptions(output=output, data=_data(tiny_csv), exporter="torchscript"))
     assert _leftovers(output) == []
 
 
 def test_cli_export_prints_parity_and_metrics(
     tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr("kdkit.export.INT8_WARN_DROP", -1.0)  # any int8 result now counts as a loss
+    monkeypatch.setattr("kdkit.export.stage.INT8_WARN_DROP", -1.0)  # any int8 result now counts as a loss
     output = tmp_path / "cli"
     args = ["export", str(tiny_teacher), "--onnx", "-o", str(output), "--exporter", "torchscript"]
     result = runner.invoke(app, [*args, "--validation-file", str(tiny_csv[1]), "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     assert "ONNX int8" in result.stdout and "parity with PyTorch" in result.stdout
     assert "warning: int8 loses" in result.stderr
-    manifest = json.loads((output / MANIFEST_FILE).read_text())
+    manifest = json.loads((output / EXPORT_MANIFEST_FILE).read_text())
     assert manifest["warnings"] and manifest["warnings"][0].startswith("int8 loses")
     assert f"exported to {output.absolute()}" in result.stdout.replace("\n", "")
     # an existing export is not replaced without --overwrite
@@ -156,7 +160,7 @@ def test_a_model_that_is_not_a_sequence_classifier(tiny_teacher: Path, tiny_csv:
     AutoModel.from_config(tiny_config(vocab_size=len(load_tokenizer(str(tiny_teacher))))).save_pretrained(encoder_dir)
     load_tokenizer(str(tiny_teacher)).save_pretrained(encoder_dir)
     with pytest.raises(ModelError, match="is a BertModel, not a sequence classifier"):
-        export_onnx(encoder_dir, tmp_path / "out", data=_data(tiny_csv))
+        export_onnx(encoder_dir, ExportOptions(output=tmp_path / "out", data=_data(tiny_csv)))
     assert _leftovers(tmp_path / "out") == []
 
 
@@ -164,18 +168,21 @@ def test_validation_data_is_required_and_lengths_are_checked(
     tiny_teacher: Path, tiny_csv: tuple[Path, Path], tmp_path: Path
 ):
     with pytest.raises(DataError, match=r"trained on custom data.*pass --validation-file"):
-        export_onnx(tiny_teacher, tmp_path / "out")
+        export_onnx(tiny_teacher, ExportOptions(output=tmp_path / "out"))
     with pytest.raises(ConfigError, match="longer than the model's 64 positions"):
-        export_onnx(tiny_teacher, tmp_path / "out", data=_data(tiny_csv), max_length=100)
+        export_onnx(tiny_teacher, ExportOptions(output=tmp_path / "out", data=_data(tiny_csv), max_length=100))
     assert _leftovers(tmp_path / "out") == []
 
 
 @pytest.mark.e2e
 def test_real_minilm_student_on_sst2(glue_dir: Path, tmp_path: Path):
     """A copy:3 student of the embedded all-MiniLM-L6-v2 (random head: parity does not need training)."""
-    from kdkit.inference import OnnxClassifier
-    from kdkit.models import copy_student, default_base_model, load_base_for_task, save_model
-    from kdkit.tasks import get_task
+    from kdkit.config import default_base_model
+    from kdkit.data.tasks import get_task
+    from kdkit.export.inference import OnnxClassifier
+    from kdkit.models.loading import load_base_for_task
+    from kdkit.models.saving import save_model
+    from kdkit.models.students import copy_student
 
     task = get_task("sst2")
     torch.manual_seed(0)
@@ -183,7 +190,10 @@ def test_real_minilm_student_on_sst2(glue_dir: Path, tmp_path: Path):
     model_dir = tmp_path / "student"
     save_model(student, load_tokenizer(default_base_model()), task, model_dir, max_length=128)
     result = export_onnx(
-        model_dir, tmp_path / "onnx", data=DataConfig(data_dir=glue_dir, max_eval_samples=96), quantize="int8"
+        model_dir,
+        ExportOptions(
+            output=tmp_path / "onnx", data=DataConfig(data_dir=glue_dir, max_eval_samples=96), quantize="int8"
+        ),
     )
     manifest = result.manifest
     assert manifest["task"]["name"] == "sst2" and manifest["label_names"] == ["negative", "positive"]

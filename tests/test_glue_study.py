@@ -15,7 +15,7 @@ SCRIPT = Path(__file__).parent.parent / "benchmarks" / "glue_study.py"
 
 @pytest.fixture(scope="module")
 def study() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))  # the scripts import each other's modules (study_common)
+    sys.path.insert(0, str(SCRIPT.parent))  # the scripts share study_common, beside them
     spec = importlib.util.spec_from_file_location("glue_study", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -63,11 +63,13 @@ def test_methods_share_everything_but_the_loss_options(study: ModuleType) -> Non
 
 
 def test_intermediate_methods_are_the_study_baselines_plus_one_term(study: ModuleType) -> None:
-    kd, adkd, kd_hidden, adkd_hidden, layer2 = study.method_runs("sst2", 1, list(study.INTERMEDIATE_METHODS))
+    import study_common as common  # beside glue_study, on the path the fixture set
+
+    kd, adkd, kd_hidden, adkd_hidden, layer2 = common.method_runs("sst2", 1, list(common.INTERMEDIATE_METHODS))
     assert (kd.method, adkd.method) == ("kd", "adkd")
     assert kd_hidden.loss == adkd_hidden.loss == "adkd+hidden"
-    assert kd_hidden.options == {"adkd": {"ablation": "no_attr"}, "hidden": study.HIDDEN}
-    assert adkd_hidden.options == {"hidden": study.HIDDEN}
+    assert kd_hidden.options == {"adkd": {"ablation": "no_attr"}, "hidden": common.HIDDEN}
+    assert adkd_hidden.options == {"hidden": common.HIDDEN}
     assert (layer2.loss, layer2.options) == ("adkd", {"ig": {"layer": 2}})
     assert {r.preset for r in (kd, adkd, kd_hidden, adkd_hidden, layer2)} == {"paper"}
     assert kd_hidden.directory(Path("w")) == Path("w/sst2/kd+hidden/seed-1")
@@ -83,12 +85,13 @@ def test_the_intermediate_section_replaces_only_itself(study: ModuleType, tmp_pa
         import glue_study_intermediate as part
     finally:
         sys.path.remove(str(SCRIPT.parent))
+    begin, end = part.INTERMEDIATE_BEGIN, part.INTERMEDIATE_END
     report = tmp_path / "results.md"
     report.write_text("# Study\n\n| table | kept |\n")
-    part.replace_section(report, part.BEGIN, part.END, [part.BEGIN, "first", part.END])
-    assert report.read_text() == f"# Study\n\n| table | kept |\n\n{part.BEGIN}\nfirst\n{part.END}\n"
+    part.replace_section(report, begin, end, [begin, "first", end])
+    assert report.read_text() == f"# Study\n\n| table | kept |\n\n{begin}\nfirst\n{end}\n"
     report.write_text(report.read_text() + "\n## after\n")
-    part.replace_section(report, part.BEGIN, part.END, [part.BEGIN, "second", part.END])
+    part.replace_section(report, begin, end, [begin, "second", end])
     text = report.read_text()
     assert "first" not in text and "second" in text
     assert text.startswith("# Study\n\n| table | kept |\n") and text.endswith("\n## after\n")
@@ -116,7 +119,7 @@ def test_the_intermediate_section_pairs_each_method_with_its_baseline(study: Mod
     norms = {"cola": {"ce": 0.2, "kd": 1.0, "attr": 0.3, "hidden": 0.5}}
     lines = part.section(fake, runs, ["cola"], {"cola": {"mcc": 0.26}}, norms, [], "")
     text = "\n".join(lines)
-    assert lines[0] == part.BEGIN and lines[-1] == part.END
+    assert lines[0] == part.INTERMEDIATE_BEGIN and lines[-1] == part.INTERMEDIATE_END
     assert (
         "| KD + hidden − vanilla KD | COLA | +10.00, +10.00, +10.00 | +10.00 ± 0.00 | 0.10 | KD + hidden better |"
         in text

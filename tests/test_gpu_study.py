@@ -30,12 +30,12 @@ sys.exit(code)
 @pytest.fixture(scope="module")
 def modules() -> dict[str, ModuleType]:
     sys.path.insert(0, str(BENCHMARKS))
-    import glue_study
     import gpu_pool
     import gpu_report
     import gpu_study
+    import study_common
 
-    return {"pool": gpu_pool, "study": gpu_study, "report": gpu_report, "gs": glue_study}
+    return {"pool": gpu_pool, "study": gpu_study, "report": gpu_report, "gs": study_common}
 
 
 def stepper(tmp_path: Path, modules, name: str, steps: int, delay: float, code: int = 0, **kw):

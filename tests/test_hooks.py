@@ -18,13 +18,15 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from kdkit import hookimpl, hookspecs
-from kdkit.attention_loss import AttentionLoss
-from kdkit.attribution import AttributionProvider, EmbeddingForward
-from kdkit.builtin import CrossEntropy, VanillaKD
-from kdkit.hidden_loss import HiddenStateLoss
-from kdkit.losses import DistillationLoss, task_loss
-from kdkit.plugins import PluginManager
+from kdkit import hookspecs
+from kdkit.attribution.base import AttributionProvider, EmbeddingForward
+from kdkit.losses.attention import AttentionLoss
+from kdkit.losses.base import DistillationLoss, LossNeeds
+from kdkit.losses.builtin import CrossEntropy, VanillaKD
+from kdkit.losses.formulas import task_loss
+from kdkit.losses.hidden import HiddenStateLoss
+from kdkit.plugin_api import hookimpl
+from kdkit.plugins.manager import PluginManager
 from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +62,15 @@ def test_every_hook_spec_has_a_section_in_docs_plugins_md(hook: str) -> None:
     for part in ("**Purpose.**", "**Signature.**", "**When it is called.**", "**The component.**", "**Example.**"):
         assert part in section, f"the '## {hook}' section of docs/plugins.md lacks {part}"
     assert f"`{hook}()" in section and "```python" in section
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_spec_docstring_is_short_and_points_to_its_section(hook: str) -> None:
+    """The contract is written once, in docs/plugins.md; the spec's docstring says what the hook returns and where
+    to read the rest (as pluggy's and datasette's specs do)."""
+    doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
+    assert len(doc.splitlines()) <= 4, f"the docstring of {hook} repeats the contract: point to docs/plugins.md"
+    assert f'docs/plugins.md, "{hook}"' in doc, f"the docstring of {hook} does not point to its docs/plugins.md section"
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -113,7 +124,7 @@ def test_every_overridable_method_is_in_the_override_table_of_docs_plugins_md(ba
 class _HalfCE(DistillationLoss):
     name = "half_ce"
     description = "half the task loss"
-    requires_teacher = False
+    needs = LossNeeds(teacher=False)
 
     def __call__(self, batch: Any, student_logits: Tensor, teacher_signals: Any, ctx: Any) -> dict[str, Tensor]:
         return {"ce": 0.5 * task_loss(self.task, student_logits, batch.labels)}

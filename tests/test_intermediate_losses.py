@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from kdkit.attention_loss import AttentionLoss, AttentionOptions
 from kdkit.errors import ConfigError, ModelError, TrainingError
-from kdkit.hidden_loss import HiddenOptions, HiddenStateLoss
-from kdkit.losses import Batch, DistillationLoss, LossContext
-from kdkit.model_outputs import forward_with_outputs, student_step_forward
+from kdkit.losses.attention import AttentionLoss, AttentionOptions
+from kdkit.losses.base import Batch, DistillationLoss, LossContext
+from kdkit.losses.hidden import HiddenOptions, HiddenStateLoss
 from kdkit.testing import BINARY_TASK, check_loss, model_inputs, perturb_parameters, tiny_classifier
+from kdkit.training.step import forward_with_outputs, student_step_forward
 
 LENGTHS = (7, 4, 6, 2)
 
@@ -46,7 +46,7 @@ def run_loss(loss: DistillationLoss, teacher: nn.Module, student: nn.Module, inp
     ctx = LossContext(task=BINARY_TASK, student=student, teacher=teacher)
     loss.prepare(ctx)
     with torch.no_grad():
-        outputs = forward_with_outputs(teacher, inputs, loss.needs_teacher_outputs, "teacher")
+        outputs = forward_with_outputs(teacher, inputs, loss.needs.teacher_outputs, "teacher")
         live = loss.live_teacher_signals(outputs, batch, ctx)
     logits = student_step_forward(student, batch, loss, ctx).logits
     [term] = loss(batch, logits, live, ctx).values()

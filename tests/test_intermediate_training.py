@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
+from kdkit.data.tasks import get_task
 from kdkit.errors import TrainingError
-from kdkit.hidden_loss import HiddenOptions, HiddenStateLoss
-from kdkit.loss_modules import LOSS_MODULES_FILE, LossModulesMixin, load_loss_modules, loss_module_dict
-from kdkit.losses import LossContext
-from kdkit.plugins import PluginManager
-from kdkit.tasks import get_task
+from kdkit.losses.base import LossContext
+from kdkit.losses.hidden import HiddenOptions, HiddenStateLoss
+from kdkit.plugins.manager import PluginManager
 from kdkit.testing import BINARY_TASK, run_distillation_steps, save_tiny_classifier, tiny_classifier
+from kdkit.training.loss_modules import LOSS_MODULES_FILE, LossModulesMixin, load_loss_modules, loss_module_dict
 
 runner = CliRunner()
 

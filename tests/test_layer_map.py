@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kdkit.errors import ConfigError
-from kdkit.layer_map import layer_pairs, uniform_layer, uniform_map
-from kdkit.models import evenly_spaced_layers
+from kdkit.losses.layer_map import layer_pairs, uniform_layer, uniform_map
+from kdkit.models.students import evenly_spaced_layers
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from kdkit.builtin import CrossEntropy, KDOptions, VanillaKD
-from kdkit.losses import Batch, LossContext
-from kdkit.tasks import get_task
+from kdkit.data.tasks import get_task
+from kdkit.losses.base import Batch, LossContext
+from kdkit.losses.builtin import CrossEntropy, KDOptions, VanillaKD
 
 
 def plain_kd(student: list[list[float]], teacher: list[list[float]], labels: list[int], alpha: float, t: float):
@@ -64,7 +64,7 @@ def test_kd_for_regression_is_mse_on_outputs():
 
 def test_cross_entropy_loss_needs_no_teacher():
     task = get_task("sst2")
-    assert CrossEntropy.requires_teacher is False
+    assert CrossEntropy.needs.teacher is False
     loss = CrossEntropy(CrossEntropy.Options(), task)
     logits = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
     terms = loss(Batch(inputs={}, labels=torch.tensor([1, 1])), logits, {}, LossContext(task, torch.nn.Linear(1, 1)))

@@ -11,12 +11,12 @@ import yaml
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from kdkit import api, model_card
-from kdkit.config import DataConfig, FinetuneConfig, TrainingConfig
-from kdkit.curves import CURVES_FILE
-from kdkit.export import export_onnx
-from kdkit.models import DEFAULT_BASE_MODEL_ID, default_base_model
-from kdkit.plugins import PluginManager
+from kdkit import api
+from kdkit.config import DEFAULT_BASE_MODEL_ID, DataConfig, FinetuneConfig, TrainingConfig, default_base_model
+from kdkit.export.stage import ExportOptions, export_onnx
+from kdkit.plugins.manager import PluginManager
+from kdkit.records import model_card
+from kdkit.records.curves import CURVES_FILE
 
 
 def _split(card: str) -> tuple[dict, str]:
@@ -83,7 +83,8 @@ def test_run_card_front_matter_metrics_table_and_curves(tiny_run: Path):
 
 def test_export_card_has_the_engines_table_and_the_run_picture(tiny_run: Path, tiny_csv, tmp_path: Path):
     result = export_onnx(
-        tiny_run, tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"
+        tiny_run,
+        ExportOptions(output=tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"),
     )
     assert result.manifest["card"] == {"file": "README.md", "curves": CURVES_FILE}
     card = (result.directory / "README.md").read_text()
@@ -108,7 +109,8 @@ def test_export_card_has_the_engines_table_and_the_run_picture(tiny_run: Path, t
 
 def test_an_export_of_a_bare_model_has_a_card_without_a_picture(tiny_teacher: Path, tiny_csv, tmp_path: Path):
     result = export_onnx(
-        tiny_teacher, tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"
+        tiny_teacher,
+        ExportOptions(output=tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"),
     )
     assert result.manifest["card"] == {"file": "README.md", "curves": None}
     header, body = _split((result.directory / "README.md").read_text())
@@ -211,7 +213,8 @@ def test_a_failing_card_never_costs_the_export(tiny_teacher: Path, tiny_csv, tmp
 
     monkeypatch.setattr(model_card, "write_export_card", broken)
     result = export_onnx(
-        tiny_teacher, tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"
+        tiny_teacher,
+        ExportOptions(output=tmp_path / "export", data=DataConfig(validation_file=tiny_csv[1]), exporter="torchscript"),
     )
     assert result.manifest["card"] is None and (result.directory / "onnx" / "model.onnx").is_file()
     assert "no model card written (OSError: disk says no)" in result.warnings

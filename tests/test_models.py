@@ -8,10 +8,14 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from kdkit import models
-from kdkit.attribution import embedding_block
+from kdkit.attribution.base import embedding_block
+from kdkit.data.tasks import get_task
 from kdkit.errors import ConfigError, ModelError
-from kdkit.tasks import get_task
+from kdkit.models.checks import check_length_fits, check_same_vocabulary, check_token_types, position_limit
+from kdkit.models.layers import layer_list
+from kdkit.models.loading import load_classifier
+from kdkit.models.saving import model_fingerprint, read_task_file
+from kdkit.models.students import copy_student, evenly_spaced_layers
 from kdkit.testing import perturb_parameters, tiny_classifier, tiny_tokenizer
 from kdkit.testing.models import ARCHITECTURES
 
@@ -21,7 +25,7 @@ from kdkit.testing.models import ARCHITECTURES
     [(6, 3, [1, 3, 5]), (12, 6, [1, 3, 5, 7, 9, 11]), (6, 1, [5]), (6, 6, [0, 1, 2, 3, 4, 5]), (6, 4, [1, 2, 4, 5])],
 )
 def test_evenly_spaced_layers(teacher_layers, student_layers, expected):
-    assert models.evenly_spaced_layers(teacher_layers, student_layers) == expected
+    assert evenly_spaced_layers(teacher_layers, student_layers) == expected
 
 
 #: families whose layers copy:N copies (ALBERT shares one set of layer weights: refused)
@@ -31,10 +35,10 @@ COPYABLE = ("bert", "roberta", "deberta-v2", "distilbert", "electra", "modernber
 @pytest.mark.parametrize("architecture", COPYABLE)
 def test_copy_student_takes_the_teachers_weights(architecture):
     teacher = tiny_classifier(architecture, num_layers=4)
-    student = models.copy_student(teacher, 2)
+    student = copy_student(teacher, 2)
     assert student.config.kdkit_copied_layers == [1, 3]
-    prefix, teacher_layers = models.layer_list(teacher)
-    _, student_layers = models.layer_list(student)
+    prefix, teacher_layers = layer_list(teacher)
+    _, student_layers = layer_list(student)
     assert len(student_layers) == 2
     for s_index, t_index in enumerate([1, 3]):
         s_params = dict(student_layers[s_index].named_parameters())
@@ -56,8 +60,8 @@ def test_a_copy_of_every_layer_is_the_teacher_and_reloads_as_built(architecture,
     ids = torch.randint(5, 100, (2, 20))
     mask = torch.ones_like(ids)
     mask[1, 12:] = 0
-    whole = models.copy_student(teacher, 3).eval()
-    part = models.copy_student(teacher, 2).eval()
+    whole = copy_student(teacher, 3).eval()
+    part = copy_student(teacher, 2).eval()
     part.save_pretrained(tmp_path)
     reloaded = type(part).from_pretrained(tmp_path).eval()
     with torch.no_grad():
@@ -72,7 +76,7 @@ def test_modernbert_copy_keeps_each_layers_attention_and_drops_the_first_layers_
     no attention norm, as ModernBERT's first layer never has (its input is the embedding norm's output)."""
     teacher = perturb_parameters(tiny_classifier("modernbert", num_layers=4, attn_implementation="eager"))
     assert teacher.config.layer_types == ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
-    student = models.copy_student(teacher, num_layers, attn_implementation="eager").eval()
+    student = copy_student(teacher, num_layers, attn_implementation="eager").eval()
     chosen = student.config.kdkit_copied_layers
     assert student.config.layer_types == [teacher.config.layer_types[k] for k in chosen]
     assert isinstance(student.model.layers[0].attn_norm, torch.nn.Identity)
@@ -107,25 +111,25 @@ def test_modernbert_copy_keeps_each_layers_attention_and_drops_the_first_layers_
 
 def test_albert_layers_are_not_copied():
     with pytest.raises(ModelError, match=r"copy:1 cannot copy layers of AlbertForSequenceClassification: its 2 layers"):
-        models.copy_student(tiny_classifier("albert"), 1)
+        copy_student(tiny_classifier("albert"), 1)
 
 
 def test_copy_student_layer_count_is_checked():
     with pytest.raises(ModelError, match="copy:5 needs 1 to 2 layers"):
-        models.copy_student(tiny_classifier("bert", num_layers=2), 5)
+        copy_student(tiny_classifier("bert", num_layers=2), 5)
 
 
 def test_copy_student_with_eager_attention():
-    student = models.copy_student(tiny_classifier("bert"), 1, attn_implementation="eager")
+    student = copy_student(tiny_classifier("bert"), 1, attn_implementation="eager")
     assert student.config._attn_implementation == "eager"
 
 
 def test_head_must_fit_the_task(tmp_path, tiny_teacher):
     with pytest.raises(ModelError, match="has 2 output\\(s\\) but task 'mnli' needs 3 labels"):
-        models.load_classifier(str(tiny_teacher), get_task("mnli"), role="teacher")
+        load_classifier(str(tiny_teacher), get_task("mnli"), role="teacher")
     with pytest.raises(ModelError, match="needs a regression output"):
-        models.load_classifier(str(tiny_teacher), get_task("stsb"), role="teacher")
-    assert models.load_classifier(str(tiny_teacher), get_task("sst2")).config.num_labels == 2
+        load_classifier(str(tiny_teacher), get_task("stsb"), role="teacher")
+    assert load_classifier(str(tiny_teacher), get_task("sst2")).config.num_labels == 2
 
 
 def test_a_model_without_a_classifier_head_is_refused(tmp_path):
@@ -133,31 +137,31 @@ def test_a_model_without_a_classifier_head_is_refused(tmp_path):
     base.config.architectures = ["BertModel"]
     base.save_pretrained(tmp_path / "base")
     with pytest.raises(ModelError, match="is a BertModel, not a sequence classifier"):
-        models.load_classifier(str(tmp_path / "base"), get_task("sst2"), role="teacher")
+        load_classifier(str(tmp_path / "base"), get_task("sst2"), role="teacher")
     with pytest.raises(ModelError, match="has no config.json"):
-        models.load_classifier(str(tmp_path), get_task("sst2"), role="teacher")
+        load_classifier(str(tmp_path), get_task("sst2"), role="teacher")
 
 
 def test_vocabulary_mismatch_is_refused(tmp_path):
     a = tiny_tokenizer(tmp_path / "a")
     b = tiny_tokenizer(tmp_path / "b")
-    models.check_same_vocabulary(a, b)
+    check_same_vocabulary(a, b)
     b.add_tokens(["zebra"])
     with pytest.raises(
         ModelError,
         match=r"student's tokenizer \(141 tokens\) differs from the teacher's \(140 tokens; 1 of the student's are not "
         r"the teacher's or have other ids\); kdkit distils between models of one vocabulary: .*--student copy:N",
     ):
-        models.check_same_vocabulary(a, b)
+        check_same_vocabulary(a, b)
 
 
 def test_fingerprint_changes_with_the_weights():
     model = tiny_classifier("bert", seed=0)
     same = tiny_classifier("bert", seed=0)
-    assert models.model_fingerprint(model) == models.model_fingerprint(same)
+    assert model_fingerprint(model) == model_fingerprint(same)
     with torch.no_grad():
         same.classifier.bias.add_(1e-3)
-    assert models.model_fingerprint(model) != models.model_fingerprint(same)
+    assert model_fingerprint(model) != model_fingerprint(same)
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -179,9 +183,9 @@ def test_embedding_block_is_found_through_the_models_own_api(architecture):
 
 
 def test_saved_model_records_its_task(tmp_path, tiny_teacher):
-    task, max_length = models.read_task_file(tiny_teacher)  # type: ignore[misc]
+    task, max_length = read_task_file(tiny_teacher)  # type: ignore[misc]
     assert task.label_names == ("neg", "pos") and max_length == 64
-    assert models.read_task_file(tmp_path) is None
+    assert read_task_file(tmp_path) is None
 
 
 @pytest.mark.parametrize(
@@ -191,18 +195,18 @@ def test_saved_model_records_its_task(tmp_path, tiny_teacher):
 def test_position_limit_of_each_family(architecture, limit):
     """RoBERTa numbers positions from its padding id (1) + 1: 40 position embeddings take 38 tokens."""
     config = tiny_classifier(architecture, max_positions=40).config
-    assert models.position_limit(config) == limit
-    assert models.position_limit(config.to_dict()) == limit  # an export's config.json
-    models.check_length_fits(config, limit)
+    assert position_limit(config) == limit
+    assert position_limit(config.to_dict()) == limit  # an export's config.json
+    check_length_fits(config, limit)
     with pytest.raises(ConfigError, match=rf"--max-length {limit + 1} is longer than the teacher's {limit} positions"):
-        models.check_length_fits(config, limit + 1, role="teacher")
+        check_length_fits(config, limit + 1, role="teacher")
 
 
 def test_relative_positions_have_no_limit_and_the_padding_offset_is_explained():
-    assert models.position_limit(tiny_classifier("deberta-v2", max_positions=40).config) is None
+    assert position_limit(tiny_classifier("deberta-v2", max_positions=40).config) is None
     roberta = tiny_classifier("roberta", max_positions=40).config
     with pytest.raises(ConfigError, match=r"max_position_embeddings 40 less 2: its positions start after the padding"):
-        models.check_length_fits(roberta, 39)
+        check_length_fits(roberta, 39)
 
 
 def test_a_pair_task_needs_a_second_token_type_when_the_tokenizer_gives_one(tmp_path):
@@ -210,7 +214,7 @@ def test_a_pair_task_needs_a_second_token_type_when_the_tokenizer_gives_one(tmp_
     roberta = tiny_classifier("roberta").config
     pairs, single = get_task("mrpc"), get_task("sst2")
     with pytest.raises(ModelError, match=r"the teacher t has a single token type, but its tokenizer gives the second"):
-        models.check_token_types(roberta, bert_tokenizer, pairs, role="teacher", name="t")
-    models.check_token_types(roberta, bert_tokenizer, single)  # single texts: token type 0 only
-    models.check_token_types(roberta, tiny_tokenizer(tmp_path / "roberta", "roberta"), pairs)  # no token types
-    models.check_token_types(tiny_classifier("bert").config, bert_tokenizer, pairs)
+        check_token_types(roberta, bert_tokenizer, pairs, role="teacher", name="t")
+    check_token_types(roberta, bert_tokenizer, single)  # single texts: token type 0 only
+    check_token_types(roberta, tiny_tokenizer(tmp_path / "roberta", "roberta"), pairs)  # no token types
+    check_token_types(tiny_classifier("bert").config, bert_tokenizer, pairs)

@@ -16,9 +16,10 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from kdkit.attribution.explain import Explanation
+from kdkit.attribution.heatmaps import render_terminal
 from kdkit.cli import app
 from kdkit.errors import KdkitError
-from kdkit.explain import Explanation, render_terminal
 from kdkit.extras import OPTIONAL, install_hint, missing_module_error, require
 
 if sys.version_info >= (3, 11):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kdkit.tasks import get_task
+from kdkit.data.tasks import get_task
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))

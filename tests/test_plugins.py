@@ -11,13 +11,11 @@ from typing import Any
 import pytest
 
 from kdkit.errors import PluginError
-from kdkit.plugins import PluginManager
+from kdkit.plugins.manager import PluginManager
 
 GOOD_PLUGIN = """
 from pydantic import BaseModel
-from kdkit import hookimpl
-from kdkit.attribution import AttributionProvider
-from kdkit.losses import DistillationLoss, task_loss
+from kdkit.plugin_api import AttributionProvider, DistillationLoss, LossNeeds, hookimpl, task_loss
 
 
 class HalfOptions(BaseModel):
@@ -27,7 +25,7 @@ class HalfOptions(BaseModel):
 class HalfCE(DistillationLoss):
     name = "half_ce"
     Options = HalfOptions
-    requires_teacher = False
+    needs = LossNeeds(teacher=False)
 
     def __call__(self, batch, student_logits, teacher_signals, ctx):
         return {"ce": self.options.scale * task_loss(self.task, student_logits, batch.labels)}
@@ -81,6 +79,10 @@ def test_entry_point_plugin_is_discovered_with_its_distribution(tmp_path, monkey
     assert manager.failures == []
 
 
+#: the start of a fake plugin module: its hook marker
+HOOKIMPL = "from kdkit.plugin_api import hookimpl\n\n@hookimpl\n"
+
+
 def test_broken_plugins_are_reported_and_the_others_keep_working(tmp_path, monkeypatch):
     install_fake_distribution(
         tmp_path,
@@ -88,14 +90,10 @@ def test_broken_plugins_are_reported_and_the_others_keep_working(tmp_path, monke
         {
             "fake_kdkit_ok": GOOD_PLUGIN,
             "fake_kdkit_import": "import this_module_does_not_exist\n",
-            "fake_kdkit_signature": (
-                "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_losses(unexpected_argument):\n    return []\n"
-            ),
-            "fake_kdkit_unknown": "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_lossez():\n    return []\n",
-            "fake_kdkit_raises": (
-                "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_losses():\n    raise RuntimeError('boom')\n"
-            ),
-            "fake_kdkit_wrong_type": "from kdkit import hookimpl\n\n@hookimpl\ndef kdkit_losses():\n    return [42]\n",
+            "fake_kdkit_signature": HOOKIMPL + "def kdkit_losses(unexpected_argument):\n    return []\n",
+            "fake_kdkit_unknown": HOOKIMPL + "def kdkit_lossez():\n    return []\n",
+            "fake_kdkit_raises": HOOKIMPL + "def kdkit_losses():\n    raise RuntimeError('boom')\n",
+            "fake_kdkit_wrong_type": HOOKIMPL + "def kdkit_losses():\n    return [42]\n",
         },
         monkeypatch,
     )
@@ -116,7 +114,7 @@ def test_duplicate_component_names_are_refused(tmp_path, monkeypatch):
     manager = PluginManager()
     [failure] = manager.failures
     assert "'kd' is already provided by plugin 'builtin'" in failure.error
-    assert manager.losses["kd"].__module__ == "kdkit.builtin"
+    assert manager.losses["kd"].__module__ == "kdkit.losses.builtin"
 
 
 def test_autoload_can_be_disabled_and_single_plugins_enabled(tmp_path, monkeypatch):
@@ -159,7 +157,7 @@ def test_in_process_plugins_can_be_registered(plugin_manager: PluginManager, tmp
 TYPED_PLUGIN = (
     GOOD_PLUGIN.replace("class HalfCE(DistillationLoss):", "class HalfCE(DistillationLoss[HalfOptions]):")
     .replace("class Uniform(AttributionProvider):", "class Uniform(AttributionProvider[NoOptions]):")
-    .replace("import AttributionProvider\n", "import AttributionProvider, NoOptions\n")
+    .replace("import AttributionProvider,", "import AttributionProvider, NoOptions,")
 )
 
 
@@ -167,7 +165,7 @@ TYPED_PLUGIN = (
 def test_components_work_with_or_without_the_options_type_parameter(module_name, source, tmp_path, monkeypatch):
     """Plugins written without ``[Options]`` (before the base classes were generic) keep working; typed ones
     behave the same."""
-    from kdkit.attribution import NoOptions
+    from kdkit.attribution.base import NoOptions
     from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
 
     assert ("[HalfOptions]" in source) == (module_name == "typed_plugin")
@@ -256,7 +254,7 @@ def test_cli_enables_plugins_by_name_when_autoloading_is_off(tmp_path, monkeypat
 def test_component_rows_are_typed_and_print_as_the_json_listing(tmp_path, monkeypatch):
     import types
 
-    from kdkit.plugins import OptionRow, component_rows
+    from kdkit.plugins.listing import OptionRow, component_rows
 
     (tmp_path / "rows_plugin.py").write_text(GOOD_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -1,4 +1,4 @@
-"""``kdkit predict`` and :mod:`kdkit.inference`: onnxruntime + tokenizers only, bad input, truncation."""
+"""``kdkit predict`` and :mod:`kdkit.export.inference`: onnxruntime + tokenizers only, bad input, truncation."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ import torch
 from typer.testing import CliRunner
 
 from kdkit.cli import app
-from kdkit.errors import DataError, ModelError
-from kdkit.inference import FP32_FILE, INT8_FILE, MANIFEST_FILE, OnnxClassifier, TruncationWarning
-from kdkit.models import load_classifier, load_tokenizer
+from kdkit.errors import DataError, ModelError, TruncationWarning
+from kdkit.export.hf_layout import FP32_FILE, INT8_FILE
+from kdkit.export.inference import OnnxClassifier
+from kdkit.models.loading import load_classifier, load_tokenizer
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -48,8 +50,8 @@ def _run_without_torch(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_inference_module_serves_without_torch(tiny_export: Path):
     result = _run_without_torch(f"""
-        import json, kdkit.inference
-        classifier = kdkit.inference.OnnxClassifier({str(tiny_export)!r})
+        import json, kdkit.export.inference
+        classifier = kdkit.export.inference.OnnxClassifier({str(tiny_export)!r})
         predictions = classifier.predict(["a good film", "bad plot"])
         assert not any(m.split(".")[0] in ("torch", "transformers", "datasets") for m in sys.modules)
         print(json.dumps(predictions))
@@ -61,7 +63,7 @@ def test_inference_module_serves_without_torch(tiny_export: Path):
 
 def test_cli_predict_runs_without_torch(tiny_export: Path):
     result = _run_without_torch(f"""
-        from kdkit.cli import main
+        from kdkit.entry import main
         sys.argv = ["kdkit", "predict", {str(tiny_export)!r}, "the cat sat on the mat", "--json"]
         try:
             main()
@@ -153,27 +155,31 @@ def test_missing_or_corrupt_model_is_an_error(tiny_export: Path, tmp_path: Path)
     _one_line_error(["predict", str(broken), "text", "--precision", "fp32"], "not a valid ONNX model")
     (broken / INT8_FILE).unlink()
     _one_line_error(["predict", str(broken), "text", "--precision", "int8"], "model_quantized.onnx is missing")
-    (broken / MANIFEST_FILE).unlink()
+    (broken / EXPORT_MANIFEST_FILE).unlink()
     _one_line_error(["predict", str(broken), "text"], "is not a kdkit ONNX export")
     _one_line_error(["predict", str(tmp_path / "nowhere"), "text"], "does not exist")
     with pytest.raises(ModelError, match="not a valid ONNX model"):
-        shutil.copy(tiny_export / MANIFEST_FILE, broken / MANIFEST_FILE)
+        shutil.copy(tiny_export / EXPORT_MANIFEST_FILE, broken / EXPORT_MANIFEST_FILE)
         OnnxClassifier(broken, precision="fp32")
 
 
 def test_sentence_pair_task(tiny_teacher: Path, tmp_path: Path):
     """A two-text task: the pair is encoded with token type ids, as in training."""
     from kdkit.config import DataConfig
-    from kdkit.export import export_onnx
+    from kdkit.export.stage import ExportOptions, export_onnx
 
     validation = tmp_path / "pairs.csv"
     rows = [("the cat sat", "the dog ran", "no"), ("good film", "great movie", "yes")] * 4
     validation.write_text("sentence1,sentence2,label\n" + "".join(f"{a},{b},{c}\n" for a, b, c in rows))
     result = export_onnx(
         tiny_teacher,
-        tmp_path / "onnx",
-        data=DataConfig(validation_file=validation, text_columns=["sentence1", "sentence2"], label_names=["no", "yes"]),
-        exporter="torchscript",
+        ExportOptions(
+            output=tmp_path / "onnx",
+            data=DataConfig(
+                validation_file=validation, text_columns=["sentence1", "sentence2"], label_names=["no", "yes"]
+            ),
+            exporter="torchscript",
+        ),
     )
     classifier = OnnxClassifier(result.directory)
     assert classifier.text_fields == ("sentence1", "sentence2")
@@ -186,7 +192,7 @@ def test_sentence_pair_task(tiny_teacher: Path, tmp_path: Path):
 
 
 def test_read_texts_reads_pairs_and_falls_back_to_a_text_column(tmp_path: Path):
-    from kdkit.inference import read_texts
+    from kdkit.export.inference import read_texts
 
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("premise\thypothesis\ttext\na cat\tan animal\tx\nrain\tdry\ty\n")

@@ -12,8 +12,8 @@ from pathlib import Path
 from rich.console import Console
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from kdkit import progress
-from kdkit.progress import LoopProgress, PlainLogCallback, RichProgressCallback, training_display
+from kdkit.training import progress
+from kdkit.training.progress import LoopProgress, PlainLogCallback, RichProgressCallback, training_display
 
 
 def _log_console(width: int = 80) -> tuple[Console, io.StringIO]:
@@ -121,7 +121,7 @@ def test_a_short_run_logs_its_loss_about_20_times_by_default(tmp_path: Path, tin
     """The default cadence: every 50 steps, more often in a short run, so its model card has a loss curve."""
     from kdkit import api
     from kdkit.config import DataConfig, DistillConfig, TrainingConfig
-    from kdkit.plugins import PluginManager
+    from kdkit.plugins.manager import PluginManager
 
     assert TrainingConfig().logging_every(32) == 1 and TrainingConfig().logging_every(400) == 20
     assert TrainingConfig().logging_every(5000) == 50 and TrainingConfig(logging_steps=7).logging_every(32) == 7

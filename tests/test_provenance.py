@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kdkit import api, provenance
+from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
+from kdkit.data.sources import given_paths, record_paths
 from kdkit.errors import DataError
-from kdkit.export import export_onnx
-from kdkit.plugins import PluginManager
+from kdkit.export.stage import ExportOptions, export_onnx
+from kdkit.plugins.manager import PluginManager
+from kdkit.records.provenance import of_export, of_model
 from kdkit.testing import write_tiny_csv
 
 runner = CliRunner()
@@ -59,7 +61,7 @@ def test_custom_data_has_one_name_everywhere(relative_run: Path):
     summary = json.loads((relative_run / "run.json").read_text())
     assert relative_run.name.startswith("custom-kd-") and summary["task"]["name"] == "custom"
     assert json.loads((relative_run / "best" / "kdkit_task.json").read_text())["task"]["name"] == "custom"
-    assert provenance.of_model(relative_run).task.name == "custom"  # type: ignore[union-attr]
+    assert of_model(relative_run).task.name == "custom"  # type: ignore[union-attr]
 
 
 def test_evaluate_a_run_with_no_data_flags_from_another_directory(relative_run: Path, tmp_path: Path, monkeypatch):
@@ -75,7 +77,7 @@ def test_evaluate_a_run_with_no_data_flags_from_another_directory(relative_run: 
 
 def test_flags_override_what_the_run_recorded(relative_run: Path, tmp_path: Path):
     other = write_tiny_csv(tmp_path / "other.csv", 8, seed=5)
-    saved = provenance.of_model(relative_run)
+    saved = of_model(relative_run)
     options = saved.data_options(DataConfig(validation_file=other, max_eval_samples=4))
     assert options.validation_file == other and options.max_eval_samples == 4
     assert options.label_names == ["neg", "pos"] and options.text_columns == ["text"]  # from the record
@@ -99,15 +101,15 @@ def test_a_recorded_file_that_is_gone_is_a_one_line_error_naming_it(relative_run
 
 def test_export_reuses_the_recorded_data_source(relative_run: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = export_onnx(relative_run, tmp_path / "onnx", exporter="torchscript")
+    result = export_onnx(relative_run, ExportOptions(output=tmp_path / "onnx", exporter="torchscript"))
     assert result.manifest["task"]["name"] == "custom"
     assert sum(result.manifest["evaluation"]["splits"].values()) == 24  # the recorded dev.csv, all of it
-    export = provenance.of_export(tmp_path / "onnx")
+    export = of_export(tmp_path / "onnx")
     assert export.task is not None and export.task.text_fields == ("text",) and export.max_length == 32
 
 
 def test_explain_takes_the_recorded_task(relative_run: Path):
-    from kdkit.explain import load_for_explain
+    from kdkit.attribution.explain import load_for_explain
 
     _, _, task, max_length = load_for_explain(relative_run)
     assert task.name == "custom" and task.label_names == ("neg", "pos") and max_length == 32
@@ -118,6 +120,6 @@ def test_glue_runs_record_the_data_dir_absolute(tmp_path: Path, monkeypatch):
     glue.mkdir()
     monkeypatch.chdir(tmp_path)
     given = DataConfig(task="sst2", data_dir=Path("glue"))
-    assert provenance.record_paths(given).data_dir == glue and provenance.given_paths(given) == {"data_dir": "glue"}
+    assert record_paths(given).data_dir == glue and given_paths(given) == {"data_dir": "glue"}
     monkeypatch.setenv("KDKIT_GLUE_DIR", "glue")
-    assert provenance.record_paths(DataConfig(task="sst2")).data_dir == glue  # where the data really came from
+    assert record_paths(DataConfig(task="sst2")).data_dir == glue  # where the data really came from

@@ -16,16 +16,19 @@ from datasets import Dataset
 from typer.testing import CliRunner
 
 from kdkit import api
-from kdkit.builtin import VanillaKD
-from kdkit.cache_store import BUILD_MARK
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.errors import CacheWarning, ModelError
-from kdkit.inference import MANIFEST_FILE, OnnxClassifier
-from kdkit.losses import LossContext
-from kdkit.models import TASK_FILE, load_classifier, read_task_file, save_model
-from kdkit.teacher_cache import add_teacher_signals, cache_dir, cache_key
+from kdkit.export.inference import OnnxClassifier
+from kdkit.losses.base import LossContext
+from kdkit.losses.builtin import VanillaKD
+from kdkit.models.loading import load_classifier
+from kdkit.models.saving import read_task_file, save_model
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE, TASK_FILE
 from kdkit.testing import BINARY_TASK, save_tiny_classifier, tiny_classifier, write_tiny_csv
+from kdkit.training.cache_store import BUILD_MARK
+from kdkit.training.teacher_cache import add_teacher_signals, cache_dir, cache_key
+from kdkit.training.teachers import default_teacher_dir
 
 runner = CliRunner()
 
@@ -48,8 +51,8 @@ def test_teacher_key_covers_every_option_that_changes_the_teacher_and_the_files_
     train = write_tiny_csv(tmp_path / "train.csv", 20, seed=1)
     validation = write_tiny_csv(tmp_path / "validation.csv", 10, seed=2)
     base = DistillConfig(data=DataConfig(train_file=train, validation_file=validation), base_model="some/base")
-    key = api.default_teacher_dir(base)
-    assert api.default_teacher_dir(base) == key  # stable
+    key = default_teacher_dir(base)
+    assert default_teacher_dir(base) == key  # stable
     variants = {
         "holdout": base.model_copy(update={"data": base.data.model_copy(update={"holdout_fraction": 0.2})}),
         "label column": base.model_copy(update={"data": base.data.model_copy(update={"label_column": "gold"})}),
@@ -58,15 +61,15 @@ def test_teacher_key_covers_every_option_that_changes_the_teacher_and_the_files_
         "precision": base.model_copy(update={"training": TrainingConfig(precision="fp32")}),
     }
     for what, config in variants.items():
-        assert api.default_teacher_dir(config) != key, what
+        assert default_teacher_dir(config) != key, what
     # the same path with other content is another teacher; harmless options are not part of the key, nor are the
     # student's own training options (issue 14: student seeds share one teacher)
     quiet = base.model_copy(update={"quiet": True, "training": TrainingConfig(logging_steps=3)})
-    assert api.default_teacher_dir(quiet) == key
+    assert default_teacher_dir(quiet) == key
     student = TrainingConfig(seed=7, batch_size=8, learning_rate=1e-3, epochs=1)
-    assert api.default_teacher_dir(base.model_copy(update={"training": student})) == key
+    assert default_teacher_dir(base.model_copy(update={"training": student})) == key
     train.write_text(train.read_text().replace("good", "great", 1))
-    assert api.default_teacher_dir(base) != key
+    assert default_teacher_dir(base) != key
 
 
 def test_a_damaged_cached_teacher_is_fine_tuned_again(tmp_path: Path, tiny_csv: tuple[Path, Path]):
@@ -118,7 +121,7 @@ def _signals_setup() -> tuple[Dataset, VanillaKD, torch.nn.Module, LossContext]:
 
 def _signals(setup: tuple[Dataset, VanillaKD, torch.nn.Module, LossContext]) -> list[list[float]]:
     dataset, loss, teacher, ctx = setup
-    with_signals = add_teacher_signals(dataset, loss, teacher, ctx, device=torch.device("cpu"), pad_token_id=0)
+    with_signals = add_teacher_signals(dataset, loss, ctx, device=torch.device("cpu"), pad_token_id=0)
     return [list(map(float, row)) for row in with_signals["teacher_logits"]]
 
 
@@ -166,7 +169,7 @@ def test_a_killed_cache_build_leaves_nothing_behind(tmp_path: Path):
             textwrap.dedent(f"""
                 import sys, time
                 from pathlib import Path
-                from kdkit.locking import RunLock
+                from kdkit.records.locking import RunLock
                 RunLock(Path({str(busy)!r})).acquire()
                 print("locked", flush=True)
                 time.sleep(60)
@@ -217,13 +220,13 @@ def test_a_truncated_task_file_is_a_one_line_error_naming_it(tmp_path: Path, tin
 def test_a_hand_edited_export_manifest_is_a_one_line_error(tiny_export: Path, tmp_path: Path, edit, problem):
     folder = tmp_path / "export"
     shutil.copytree(tiny_export, folder)
-    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest = json.loads((folder / EXPORT_MANIFEST_FILE).read_text())
     edit(manifest)
-    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    (folder / EXPORT_MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=rf"export manifest .*kdkit_export.json is damaged or was edited: {problem}"):
         OnnxClassifier(folder)
     _one_line_error(["predict", str(folder), "a good film"], rf"kdkit_export.json is damaged or was edited: {problem}")
-    (folder / MANIFEST_FILE).write_text("{not json")
+    (folder / EXPORT_MANIFEST_FILE).write_text("{not json")
     _one_line_error(["predict", str(folder), "a good film"], r"kdkit_export.json is damaged: not valid JSON")
 
 

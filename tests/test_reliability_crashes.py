@@ -16,15 +16,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kdkit import api, explain, models, onnx_conversion
-from kdkit.cache_store import build_entry, load_verified
+from kdkit import api
+from kdkit.attribution import explain, heatmaps
 from kdkit.cli import app
-from kdkit.config import DataConfig, parse_set_options, read_config_file
+from kdkit.cli.flags import parse_set_options, read_config_file
+from kdkit.config import DataConfig
 from kdkit.errors import ConfigError, DataError, ModelError, StorageError
-from kdkit.export import export_onnx
-from kdkit.inference import OnnxClassifier
-from kdkit.manifests import EXPORT_MANIFEST_FILE
-from kdkit.runs import START_FILE
+from kdkit.export import onnx as onnx_conversion
+from kdkit.export.inference import OnnxClassifier
+from kdkit.export.stage import ExportOptions, export_onnx
+from kdkit.models import saving
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE
+from kdkit.records.runs import START_FILE
+from kdkit.training.cache_store import build_entry, load_verified
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -81,10 +85,10 @@ def test_explain_html_or_svg_that_cannot_be_written_fails_before_any_work(
         ["explain", tiny_teacher, "a text", "--svg", tmp_path / "notes.txt" / "map.svg"],
         r"--svg .*map.svg cannot be written: .*notes.txt is a file, not a folder: choose another --svg",
     )
-    monkeypatch.setattr(explain.os, "access", lambda path, mode: False)  # a folder we may not write (we are root)
+    monkeypatch.setattr(heatmaps.os, "access", lambda path, mode: False)  # a folder we may not write (we are root)
     _one_line_error(["explain", tiny_teacher, "a text", "--svg", tmp_path / "map.svg"], r"is not writable")
     with pytest.raises(ConfigError, match=r"cannot write .*: choose another file"):
-        explain.write_html(tmp_path / "notes.txt" / "map.html", [])
+        heatmaps.write_html(tmp_path / "notes.txt" / "map.html", [])
 
 
 # -- 3. export --opset out of range ------------------------------------------------------------------------------
@@ -173,14 +177,14 @@ def test_disk_full_while_a_model_is_saved_keeps_the_unfinished_run_and_the_finis
     output = tmp_path / "run"
     shutil.copytree(tiny_run, output)  # an earlier finished run, to be replaced with --overwrite
     before = (output / "run.json").read_bytes()
-    save = models.PreTrainedModel.save_pretrained
+    save = saving.PreTrainedModel.save_pretrained
 
     def full_disk(self, directory, *args, **kwargs):  # type: ignore[no-untyped-def]
         if Path(directory).name == "last":  # checkpoints are written; the final models are not
             raise _disk_full()
         return save(self, directory, *args, **kwargs)
 
-    monkeypatch.setattr(models.PreTrainedModel, "save_pretrained", full_disk)
+    monkeypatch.setattr(saving.PreTrainedModel, "save_pretrained", full_disk)
     args = [
         "distill", "--teacher", tiny_teacher, "--student", "copy:1", "--train-file", tiny_csv[0], "--validation-file",
         tiny_csv[1], "--max-length", "32", "--epochs", "1", "--batch-size", "16", "--output", output, "--overwrite",
@@ -224,7 +228,9 @@ def test_disk_full_during_export_says_the_disk_is_full_and_keeps_the_earlier_exp
 
     monkeypatch.setattr(onnx_conversion, "_export_dynamo", full)
     with pytest.raises(StorageError) as info:
-        export_onnx(tiny_teacher, output, data=DataConfig(validation_file=tiny_csv[1]), overwrite=True)
+        export_onnx(
+            tiny_teacher, ExportOptions(output=output, data=DataConfig(validation_file=tiny_csv[1]), overwrite=True)
+        )
     assert "no space left on device while writing the ONNX model" in str(info.value)
     assert "--exporter" not in str(info.value)
     assert (output / EXPORT_MANIFEST_FILE).read_bytes() == before and not output.with_name("onnx.partial").exists()
@@ -250,12 +256,12 @@ def test_ctrl_c_while_kdkit_is_still_importing_is_one_line():
 
 
 def test_ctrl_c_before_the_command_starts_is_one_line(monkeypatch: pytest.MonkeyPatch):
-    from kdkit import progress
+    from kdkit.models import loading
 
     def interrupted() -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress, "quiet_libraries", interrupted)  # what the options before the command run
+    monkeypatch.setattr(loading, "quiet_libraries", interrupted)  # what the options before the command run
     result = runner.invoke(app, ["plugins"])
     assert result.exit_code == 130
     assert result.stderr.strip() == "interrupted: no run directory was written yet; run the command again"

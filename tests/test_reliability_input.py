@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kdkit import api, models
+from kdkit import api
 from kdkit.cli import app
-from kdkit.config import DataConfig, DistillConfig, build_config, read_config_file
-from kdkit.data import load_raw
+from kdkit.cli.flags import read_config_file
+from kdkit.config import DataConfig, DistillConfig, build_config
+from kdkit.data.loading import load_raw
 from kdkit.errors import ConfigError, DataError, ModelError
-from kdkit.plugins import PluginManager
+from kdkit.models.loading import check_max_length, load_base_for_task, load_classifier, load_tokenizer
+from kdkit.models.students import build_student
+from kdkit.plugins.manager import PluginManager
 from kdkit.testing import BINARY_TASK
 
 runner = CliRunner()
@@ -174,7 +177,7 @@ def test_a_plugin_that_exits_on_import_is_reported_and_isolated(tmp_path: Path, 
     (tmp_path / "exiting_hook_plugin.py").write_text(
         textwrap.dedent("""
             import sys
-            from kdkit import hookimpl
+            from kdkit.plugin_api import hookimpl
 
             @hookimpl
             def kdkit_losses():
@@ -230,16 +233,16 @@ def test_no_model_folder_code_ever_runs(tmp_path: Path, monkeypatch: pytest.Monk
     folder = _folder_with_code(tmp_path / "evil", marker)
     monkeypatch.setattr(builtins, "input", lambda *args: "y")  # a terminal where the user answers yes
     loaders = {
-        "tokenizer": lambda: models.load_tokenizer(str(folder)),
-        "classifier": lambda: models.load_classifier(str(folder), BINARY_TASK),
-        "base model": lambda: models.load_base_for_task(str(folder), BINARY_TASK),
-        "student": lambda: models.build_student(str(folder), models.load_classifier(str(tiny_teacher)), BINARY_TASK),
+        "tokenizer": lambda: load_tokenizer(str(folder)),
+        "classifier": lambda: load_classifier(str(folder), BINARY_TASK),
+        "base model": lambda: load_base_for_task(str(folder), BINARY_TASK),
+        "student": lambda: build_student(str(folder), load_classifier(str(tiny_teacher)), BINARY_TASK),
     }
     for what, load in loaders.items():
         with pytest.raises(ModelError):
             load()
         assert not marker.exists(), f"loading a {what} ran the folder's code"
-    models.check_max_length(str(folder), 32)  # gives up quietly (the load itself reports it), runs nothing
+    check_max_length(str(folder), 32)  # gives up quietly (the load itself reports it), runs nothing
     assert not marker.exists()
 
 
@@ -248,7 +251,9 @@ def test_every_transformers_load_in_kdkit_passes_trust_remote_code_false():
     import ast
 
     calls = []
-    for path in Path(models.__file__).parent.rglob("*.py"):
+    import kdkit
+
+    for path in Path(kdkit.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "from_pretrained":
                 trusted = [k.value for k in node.keywords if k.arg == "trust_remote_code"]

@@ -13,8 +13,8 @@ from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.errors import ConfigError
-from kdkit.export import export_onnx
-from kdkit.runs import RunDirectory
+from kdkit.export.stage import ExportOptions, export_onnx
+from kdkit.records.runs import RunDirectory
 
 runner = CliRunner()
 
@@ -101,7 +101,9 @@ def test_export_overwrite_refuses_a_folder_of_the_users_files(tiny_teacher, tiny
     folder = tmp_path / "site"
     before = _users_folder(folder)
     with pytest.raises(ConfigError, match="not a kdkit run or export"):
-        export_onnx(tiny_teacher, folder, data=DataConfig(validation_file=tiny_csv[1]), overwrite=True)
+        export_onnx(
+            tiny_teacher, ExportOptions(output=folder, data=DataConfig(validation_file=tiny_csv[1]), overwrite=True)
+        )
     assert _snapshot(folder) == before and not folder.with_name("site.partial").exists()
 
 
@@ -115,8 +117,8 @@ def test_export_overwrite_replaces_an_earlier_export_but_never_the_model_it_expo
     RunDirectory(again, overwrite=True).start_fresh()  # an earlier kdkit export: replaceable
     before = _snapshot(tiny_teacher)
     with pytest.raises(ConfigError, match="would replace the model being exported"):
-        export_onnx(tiny_teacher, tiny_teacher, overwrite=True)
+        export_onnx(tiny_teacher, ExportOptions(output=tiny_teacher, overwrite=True))
     with pytest.raises(ConfigError, match="would replace the model being exported"):
-        export_onnx(tiny_teacher, tiny_teacher.parent, overwrite=True)
+        export_onnx(tiny_teacher, ExportOptions(output=tiny_teacher.parent, overwrite=True))
     assert _snapshot(tiny_teacher) == before
     assert os.path.isdir(tiny_teacher)

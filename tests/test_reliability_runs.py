@@ -16,14 +16,15 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from kdkit import api, training_stage
-from kdkit.checkpoints import MANIFEST_FILE
+from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.errors import ConfigError, TrainingError
-from kdkit.manifests import describe_file
-from kdkit.runs import START_FILE, RunDirectory
+from kdkit.records.manifests import describe_file
+from kdkit.records.runs import START_FILE, Command, RunDirectory
 from kdkit.testing import write_tiny_csv
+from kdkit.training import stage as training_stage
+from kdkit.training.checkpoints import MANIFEST_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -85,7 +86,7 @@ def test_kill_during_a_checkpoint_write_then_resume_continues_from_the_last_comp
         from transformers import Trainer
         from kdkit import api
         from kdkit.config import DistillConfig
-        from kdkit.plugins import PluginManager
+        from kdkit.plugins.manager import PluginManager
 
         save_rng, calls = Trainer._save_rng_state, []
         def dying(self, output_dir):  # the second checkpoint dies after its weights and optimizer are written
@@ -125,7 +126,7 @@ def _hold_lock(target: Path) -> subprocess.Popen[str]:
     code = f"""
         import time
         from pathlib import Path
-        from kdkit.locking import RunLock
+        from kdkit.records.locking import RunLock
         RunLock(Path({str(target)!r})).acquire()
         print("locked", flush=True)
         time.sleep(120)
@@ -147,7 +148,7 @@ def test_a_second_run_with_the_same_output_is_refused_while_the_first_runs(
         assert sorted(p.name for p in (interrupted_run / "checkpoints").iterdir()) == ["checkpoint-6"]  # untouched
         # under torchrun only the main process takes the lock: rank 1 does not wait for or fight over it
         monkeypatch.setenv("RANK", "1")
-        with RunDirectory(output, resume=True).open("distill", _config(own_data, tiny_teacher, output)):
+        with RunDirectory(output, resume=True).open(Command.DISTILL, _config(own_data, tiny_teacher, output)):
             pass
     finally:
         holder.kill()

@@ -13,16 +13,18 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from kdkit import models, teachers
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, build_config
-from kdkit.data import load_raw
-from kdkit.data_checks import glue_name_warning
+from kdkit.data.checks import glue_name_warning
+from kdkit.data.loading import load_raw
+from kdkit.data.tasks import get_task
 from kdkit.errors import ConfigError, DataError, KdkitWarning, ModelError
-from kdkit.manifests import TASK_FILE
-from kdkit.plugins import PluginManager
-from kdkit.tasks import get_task
+from kdkit.models.loading import load_classifier, load_tokenizer
+from kdkit.models.students import build_student
+from kdkit.plugins.manager import PluginManager
+from kdkit.records.manifests import TASK_FILE
 from kdkit.testing import BINARY_TASK, save_tiny_classifier, write_tiny_csv
+from kdkit.training import teachers
 
 runner = CliRunner()
 
@@ -157,15 +159,15 @@ def test_a_saved_model_without_its_tokenizer_file_is_refused(tiny_teacher: Path,
     (model / "tokenizer.json").unlink()
     message = r"the model .*teacher is incomplete: its tokenizer file tokenizer.json is missing"
     with pytest.raises(ModelError, match=message):
-        models.load_tokenizer(str(model))
+        load_tokenizer(str(model))
     with pytest.raises(ModelError, match=message):
-        models.load_classifier(str(model))
+        load_classifier(str(model))
     _one_line_error(["evaluate", model, "--validation-file", tiny_csv[1]], r"is incomplete: its tokenizer file")
     record = json.loads((model / TASK_FILE).read_text())
     del record["tokenizer_files"]  # as a kdkit that did not list them saved it
     (model / TASK_FILE).write_text(json.dumps(record))
     with pytest.raises(ModelError, match=message):
-        models.load_tokenizer(str(model))
+        load_tokenizer(str(model))
 
 
 # -- 16. plugins that fail to import ---------------------------------------------------------------------------
@@ -229,9 +231,9 @@ def test_a_model_folder_that_needs_custom_code_says_so(tmp_path: Path):
     (folder / "config.json").write_text(json.dumps({"model_type": "my-bert", "auto_map": auto_map}))
     message = r"needs custom code \(auto_map in config.json: code.MyConfig, code.MyModel\), which kdkit never runs"
     with pytest.raises(ModelError, match=message):
-        models.load_classifier(str(folder), role="teacher")
+        load_classifier(str(folder), role="teacher")
     with pytest.raises(ModelError, match=message):
-        models.build_student(str(folder), None, BINARY_TASK)
+        build_student(str(folder), None, BINARY_TASK)
 
 
 def test_a_classifier_head_of_another_size_says_so(tiny_teacher: Path, tmp_path: Path):
@@ -251,7 +253,7 @@ def test_an_onnx_export_given_as_teacher_says_so(tiny_export: Path, tiny_csv, tm
         r"the teacher .* is an ONNX export \(kdkit_export.json\), not a PyTorch model: give the run directory",
     )
     with pytest.raises(ModelError, match="is an ONNX export"):
-        models.load_classifier(str(tiny_export), role="teacher")
+        load_classifier(str(tiny_export), role="teacher")
 
 
 def test_a_missing_teacher_or_student_says_it_does_not_exist(tiny_teacher: Path, tiny_csv, tmp_path: Path):
@@ -261,7 +263,7 @@ def test_a_missing_teacher_or_student_says_it_does_not_exist(tiny_teacher: Path,
     args[args.index("copy:1")] = "./no/such/student"
     _one_line_error(args, r"the student no/such/student does not exist")
     with pytest.raises(ModelError, match=r"the teacher 'nobody/no-such-model' does not exist here, and no hub model"):
-        models.load_tokenizer("nobody/no-such-model", role="teacher")
+        load_tokenizer("nobody/no-such-model", role="teacher")
 
 
 def test_a_directory_given_as_a_data_or_config_file_says_so(tiny_teacher: Path, tiny_export: Path, tmp_path: Path):

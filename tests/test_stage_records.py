@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from kdkit.errors import ConfigError, ModelError
-from kdkit.export_manifest import ExportRecord
-from kdkit.inference import MANIFEST_FILE, read_manifest
-from kdkit.manifests import read_json
-from kdkit.run_summary import RunSummary
-from kdkit.runs import RUN_FILE, RunDirectory
+from kdkit.export.inference import read_manifest
+from kdkit.export.manifest import ExportRecord
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE, read_json
+from kdkit.records.run_summary import RunSummary
+from kdkit.records.runs import RUN_FILE, RunDirectory
 
 
 def test_run_json_is_exactly_what_its_model_writes(tiny_run: Path) -> None:
@@ -43,7 +43,7 @@ def test_a_run_json_of_an_older_kdkit_with_fewer_fields_still_reads() -> None:
 
 
 def test_the_export_manifest_round_trips_and_is_what_inference_reads(tiny_export: Path) -> None:
-    written = json.loads((tiny_export / MANIFEST_FILE).read_text())
+    written = json.loads((tiny_export / EXPORT_MANIFEST_FILE).read_text())
     record = ExportRecord.model_validate(written)
     assert record.to_json_dict() == written
     assert list(record.to_json_dict()) == list(written)  # the file's key order

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from kdkit.data.metrics import compute_metrics
+from kdkit.data.tasks import GLUE_TASKS, TaskSpec, get_task
 from kdkit.errors import ConfigError
-from kdkit.metrics import compute_metrics
-from kdkit.tasks import GLUE_TASKS, TaskSpec, get_task
 
 
 def test_all_nine_glue_tasks_with_the_papers_metrics():

@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, capture_embedding_output
-from kdkit.builtin import CrossEntropy, VanillaKD
-from kdkit.losses import Batch, DistillationLoss, LossContext, task_loss
+from kdkit.attribution.base import AttributionProvider, capture_embedding_output
+from kdkit.losses.base import Batch, DistillationLoss, LossContext, LossNeeds
+from kdkit.losses.builtin import CrossEntropy, VanillaKD
+from kdkit.losses.formulas import task_loss
 from kdkit.testing import (
     BINARY_TASK,
     THREE_CLASS_TASK,
@@ -38,7 +39,7 @@ def test_builtin_losses_conform(loss: type[DistillationLoss]) -> None:
     assert report.component == loss.name
     for task in ("tiny", "tiny3", "tiny-regression"):
         assert f"{task}: gradients reach the student" in report.checks
-    if loss.requires_teacher:
+    if loss.needs.teacher:
         assert "tiny: the teacher-signal cache reproduces the live signals" in report.checks
     check_loss(VanillaKD, {"alpha": 1.0, "temperature": 4.0}, tasks=(BINARY_TASK,))
 
@@ -202,7 +203,7 @@ def test_binary_views_equal_is_verified_when_a_provider_declares_it() -> None:
 
 
 class _Loss(DistillationLoss):
-    requires_teacher = False
+    needs = LossNeeds(teacher=False)
 
     def __call__(
         self, batch: Batch, student_logits: Tensor, teacher_signals: Mapping[str, Tensor], ctx: LossContext
@@ -233,7 +234,7 @@ class NotANumber(_Loss):
 
 class UndeclaredTokenSignal(_Loss):
     name = "undeclared_token_signal"
-    requires_teacher = True
+    needs = LossNeeds(teacher=True)
 
     def teacher_signals(self, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
         return {"mask": batch.attention_mask.float()}
@@ -241,7 +242,7 @@ class UndeclaredTokenSignal(_Loss):
 
 class UsesTheTeacherInTheStep(_Loss):
     name = "uses_the_teacher"
-    requires_teacher = True
+    needs = LossNeeds(teacher=True)
 
     def __call__(self, batch, student_logits, teacher_signals, ctx):  # type: ignore[no-untyped-def]
         teacher_logits = ctx.teacher(**batch.inputs).logits
@@ -254,7 +255,7 @@ class UsesTheTeacherInTheStep(_Loss):
         (PerExample, r"terms must be scalars \(0-dim\)"),
         (Constant, "no term depends on the student"),
         (NotANumber, "is not a finite floating-point number"),
-        (UndeclaredTokenSignal, "must be named in token_signals"),
+        (UndeclaredTokenSignal, "must be named in needs.token_signals"),
         (UsesTheTeacherInTheStep, "the loss raised"),
     ],
 )
@@ -282,8 +283,8 @@ def test_the_fixtures_plugin_works_in_a_plugin_authors_suite(pytester: pytest.Py
     pytester.makepyfile(
         my_plugin=textwrap.dedent(
             """
-            from kdkit import hookimpl
-            from kdkit.builtin import CrossEntropy
+            from kdkit.plugin_api import hookimpl
+            from kdkit.losses.builtin import CrossEntropy
 
 
             class Again(CrossEntropy):
@@ -322,7 +323,7 @@ def test_the_fixtures_plugin_works_in_a_plugin_authors_suite(pytester: pytest.Py
 
 
 def test_run_distillation_steps_trains_with_an_in_process_plugin(tmp_path: Any) -> None:
-    from kdkit import hookimpl
+    from kdkit.plugin_api import hookimpl
 
     plugin = types.ModuleType("my_plugin")  # a module built in memory, as a plugin author's would be imported
 

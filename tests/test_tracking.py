@@ -11,12 +11,13 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from kdkit import api, tracking
+from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.errors import ConfigError
-from kdkit.plugins import PluginManager
-from kdkit.trainer import training_arguments
+from kdkit.plugins.manager import PluginManager
+from kdkit.training import tracking
+from kdkit.training.arguments import training_arguments
 
 runner = CliRunner()
 

@@ -11,7 +11,8 @@ import torch
 from kdkit import api
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.errors import ConfigError, TrainingError
-from kdkit.plugins import PluginManager
+from kdkit.losses.base import LossNeeds
+from kdkit.plugins.manager import PluginManager
 
 
 def _config(tiny_csv: tuple[Path, Path], teacher: Path, output: Path, **overrides: object) -> DistillConfig:
@@ -84,11 +85,11 @@ class _NaNLoss:
     @staticmethod
     @hookimpl
     def kdkit_losses():  # type: ignore[no-untyped-def]
-        from kdkit.losses import DistillationLoss
+        from kdkit.losses.base import DistillationLoss
 
         class ExplodingLoss(DistillationLoss):
             name = "exploding"
-            requires_teacher = False
+            needs = LossNeeds(teacher=False)
 
             def __call__(self, batch, student_logits, teacher_signals, ctx):  # type: ignore[no-untyped-def]
                 loss = torch.nn.functional.cross_entropy(student_logits, batch.labels)
@@ -110,7 +111,7 @@ def test_a_deferred_nan_check_names_the_same_step_and_saves_nothing_after_it(
 ):
     """On an accelerator the check stays on the device (no sync per step) and is read at the next log,
     evaluation, checkpoint or the end: the same error, and no checkpoint of weights the bad step updated."""
-    from kdkit.trainer import DistillationTrainer
+    from kdkit.training.trainer import DistillationTrainer
 
     monkeypatch.setattr(DistillationTrainer, "defer_finite_check", True)
     manager = PluginManager(autoload=False, extra_plugins={"exploding": _NaNLoss()})

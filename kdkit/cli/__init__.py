@@ -16,11 +16,4 @@ from kdkit.cli.base import app
 from kdkit.cli import finetune, distill, evaluate, export, predict, explain, plugins, tasks  # noqa: F401
 # isort: on
 
-__all__ = ["app", "main"]
-
-
-def main() -> None:
-    """The ``kdkit`` command: :func:`kdkit.entry.main` (the console script since issue 21; this name is kept)."""
-    from kdkit import entry
-
-    entry.main()
+__all__ = ["app"]

@@ -25,14 +25,23 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 import kdkit
-from kdkit import entry
 from kdkit.cli.command import KdkitCommand, KdkitGroup
 from kdkit.cli.output import err, out, print_error
-from kdkit.errors import KdkitError, KdkitWarning, is_disk_full
+from kdkit.errors import (
+    BUG_STATUS,
+    DEBUG_ENV,
+    KdkitError,
+    KdkitWarning,
+    debug,
+    interrupted_status,
+    interruption,
+    is_disk_full,
+    set_debug,
+)
 from kdkit.extras import missing_module_error
 
 if TYPE_CHECKING:
-    from kdkit.plugins import PluginManager
+    from kdkit.plugins.manager import PluginManager
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: click's exceptions (typer may bundle its own click: take the module of its BadParameter)
@@ -65,7 +74,7 @@ _SHOW_WARNING = warnings.showwarning
 
 def _interrupted() -> str:
     """What Ctrl-C leaves: --resume is advised only if this command left an unfinished run directory."""
-    from kdkit.runs import take_unfinished
+    from kdkit.records.runs import take_unfinished
 
     left = take_unfinished()
     if left:
@@ -75,7 +84,7 @@ def _interrupted() -> str:
 
 def _fail(message: str, status: int) -> typer.Exit:
     """Print ``error: message`` (after the traceback with --debug) and return the exit to raise."""
-    if entry.debug():
+    if debug():
         traceback.print_exc()
     print_error(message)
     return typer.Exit(status)
@@ -108,7 +117,7 @@ def _unexpected(exc: BaseException) -> str:
     detail = (str(exc).strip().splitlines() or [""])[0][:200]
     return (
         f"unexpected {type(exc).__name__}{': ' + detail if detail else ''}: this is a bug in kdkit; run the "
-        f"command again with --debug (or {entry.DEBUG_ENV}=1) to see the traceback, and report it"
+        f"command again with --debug (or {DEBUG_ENV}=1) to see the traceback, and report it"
     )
 
 
@@ -131,18 +140,18 @@ def handle_errors(fn: F) -> F:
             raise _fail(str(exc), 2) from None
         except ModuleNotFoundError as exc:
             if (exc.name or "kdkit").split(".")[0] == "kdkit":
-                raise _fail(_unexpected(exc), entry.BUG_STATUS) from None  # a bug in kdkit, not a missing package
+                raise _fail(_unexpected(exc), BUG_STATUS) from None  # a bug in kdkit, not a missing package
             raise _fail(str(missing_module_error(exc)), 2) from None
         except KeyboardInterrupt as exc:
-            err.print(f"[yellow]{entry.interruption(exc)}:[/] {_interrupted()}", soft_wrap=True)
-            raise typer.Exit(entry.interrupted_status(exc)) from None
+            err.print(f"[yellow]{interruption(exc)}:[/] {_interrupted()}", soft_wrap=True)
+            raise typer.Exit(interrupted_status(exc)) from None
         except BrokenPipeError:  # stdout was closed early (kdkit ... | head): nothing to say, nobody to say it to
             _silence_stdout()
             raise typer.Exit(141) from None
         except OSError as exc:
             raise _fail(_os_error_message(exc), 2) from None
         except Exception as exc:
-            raise _fail(_unexpected(exc), entry.BUG_STATUS) from None
+            raise _fail(_unexpected(exc), BUG_STATUS) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -154,7 +163,7 @@ _plugin_options: dict[str, tuple[str, ...]] = {}
 def plugin_manager() -> "PluginManager":
     """The process-wide plugin host, made on first use with the options given before the command: only the
     commands that need plugins import them (a broken plugin cannot stop ``kdkit evaluate`` or ``export``)."""
-    from kdkit import plugins as plugin_host
+    from kdkit.plugins import manager as plugin_host
 
     return plugin_host.get_plugin_manager(**_plugin_options)
 
@@ -192,15 +201,15 @@ def main_callback(
         ),
     ] = None,
     debug: Annotated[
-        bool, typer.Option("--debug", help=f"Show the full traceback of an error (also {entry.DEBUG_ENV}=1).")
+        bool, typer.Option("--debug", help=f"Show the full traceback of an error (also {DEBUG_ENV}=1).")
     ] = False,
 ) -> None:
     """Knowledge distillation for transformer classifiers."""
-    entry.set_debug(debug)
+    set_debug(debug)
     if ctx.invoked_subcommand in LIGHT_COMMANDS:
         return
-    from kdkit import plugins as plugin_host
-    from kdkit.progress import quiet_libraries
+    from kdkit.models.loading import quiet_libraries
+    from kdkit.plugins import manager as plugin_host
 
     quiet_libraries()
     plugin_host.set_plugin_manager(None)  # made on first use (plugin_manager), with these options

@@ -5,9 +5,18 @@ from typing import Annotated, Any
 import typer
 
 from kdkit.cli.base import command, handle_errors, plugin_manager
-from kdkit.cli.flags import DATA, RUN, TRAINING, ConfigOpt, command_flags, config_flags, with_config_file
+from kdkit.cli.flags import (
+    DATA,
+    RUN,
+    TRAINING,
+    ConfigOpt,
+    command_flags,
+    config_flags,
+    parse_set_options,
+    with_config_file,
+)
 from kdkit.cli.output import err, out, print_metrics
-from kdkit.config import DistillConfig, deep_merge, parse_set_options
+from kdkit.config import DistillConfig, deep_merge
 
 SetOpt = Annotated[
     list[str] | None,

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from kdkit.cli.base import command, handle_errors, plugin_manager
+from kdkit.cli.flags import options_of
 from kdkit.cli.output import err, out
 
 #: kdkit.explain.Views (kdkit.explain imports torch, so the CLI names it; a test compares)
@@ -40,23 +41,17 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="Print tokens and maps as JSON.")] = False,
 ) -> None:
     """Show which tokens a prediction rests on: a token heatmap of attributions at the embedding output."""
-    from kdkit.explain import (
-        check_output_file,
-        explain_text,
-        load_for_explain,
-        provider_from_set,
-        render_terminal,
-        write_html,
-        write_svg,
-    )
-    from kdkit.tasks import get_task
-    from kdkit.text_checks import check_text_encoding
+    from kdkit.attribution.explain import explain_text, load_for_explain
+    from kdkit.attribution.heatmaps import check_output_file, render_terminal, write_html, write_svg
+    from kdkit.data.tasks import get_task
+    from kdkit.data.texts import check_text_encoding
+    from kdkit.plugins.options import build_provider
 
     check_text_encoding([text], [text_pair] if text_pair is not None else None)
     for path, flag in ((html, "--html"), (svg, "--svg")):
         if path is not None:
             check_output_file(path, flag)
-    attribution = provider_from_set(provider, set_ or [], plugin_manager())
+    attribution = build_provider(plugin_manager(), provider, options_of(provider, set_ or []))
     classifier, tokenizer, task_spec, max_length = load_for_explain(model, get_task(task) if task else None)
     result = explain_text(
         classifier, tokenizer, task_spec, attribution, text, text_pair, views=views, max_length=max_length

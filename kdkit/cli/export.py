@@ -105,21 +105,23 @@ def export(
     flags: dict[str, Any],
 ) -> None:
     """Export a student to ONNX, validated against PyTorch on the task's validation data; optionally int8."""
-    from kdkit.export import export_onnx
+    from kdkit.export.stage import ExportOptions, export_onnx
 
     if not onnx:
         raise ConfigError("no export format given", "pass --onnx (the only format so far)")
     result = export_onnx(
         model,
-        output,
-        data=build_config(DataConfig, flags.get("data", {})),
-        exporter=exporter,
-        opset=opset,
-        quantize=quantize,
-        max_length=max_length,
-        tolerance=tolerance,
-        batch_size=batch_size,
-        overwrite=overwrite,
+        ExportOptions(
+            output=output,
+            data=build_config(DataConfig, flags.get("data", {})),
+            exporter=exporter,
+            opset=opset,
+            quantize=quantize,
+            max_length=max_length,
+            tolerance=tolerance,
+            batch_size=batch_size,
+            overwrite=overwrite,
+        ),
         log=lambda line: err.print(line, soft_wrap=True),
     )
     if as_json:

@@ -18,18 +18,28 @@ here: the flag names users know (:data:`FLAG_NAMES`), the panels, and placeholde
 
 import functools
 import inspect
+import json
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import typer
+import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from rich.markup import escape
 
 from kdkit.cli.command import value_type
-from kdkit.config import DataConfig, RunConfig, TrainingConfig, deep_merge, read_config_file
+from kdkit.config import LOSS_SEPARATOR, DataConfig, RunConfig, TrainingConfig, check_sections, deep_merge
+from kdkit.data.texts import load_yaml, read_utf8
+from kdkit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,8 +57,8 @@ FLAG_NAMES: dict[str, tuple[str, ...]] = {
     "quiet": ("--quiet", "-q"),
 }
 #: flags that may be repeated, and what joins their values into the field (``--plugin adkd --plugin hidden``
-#: -> ``loss = "adkd+hidden"``, a composite loss: kdkit.composite)
-REPEATABLE = {"loss": "+"}
+#: -> ``loss = "adkd+hidden"``, a composite loss: kdkit.losses.composite)
+REPEATABLE = {"loss": LOSS_SEPARATOR}
 #: what the help of a repeatable flag adds to its field's description
 REPEAT_HELP = {"loss": "Repeat it to sum the terms of several: --plugin adkd --plugin hidden."}
 #: placeholders of string values (numbers, paths and choices get theirs from the type)
@@ -253,3 +263,62 @@ ConfigOpt = Annotated[
 def with_config_file(config_file: Path | None, flags: dict[str, Any]) -> dict[str, Any]:
     """The run config as a dict: ``--config FILE`` (if given) with the flags that were given on top."""
     return deep_merge(read_config_file(config_file) if config_file else {}, flags)
+
+
+# -- --config FILE and --set NAME.OPTION=VALUE --------------------------------------------------------
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML, TOML or JSON config file into a dict."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory", "give the YAML, TOML or JSON file itself to --config")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", "check the path given to --config")
+    text = read_utf8(path, error=ConfigError)
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = load_yaml(text, f"config file {path}") or {}
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path} has an unknown format", "use .yaml, .yml, .toml or .json")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(f"cannot parse config file {path}: {first_line}", "fix its syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at top level", "see docs/configuration.md")
+    check_sections(data, f"config file {path}")
+    return data
+
+
+def parse_set_options(assignments: list[str]) -> dict[str, dict[str, Any]]:
+    """Parse ``["kd.temperature=2", "adkd.views=all"]`` into ``{"kd": {"temperature": 2}, ...}``.
+
+    Values are read as YAML scalars (``2`` is an int, ``0.5`` a float, ``true`` a bool, else a string).
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        component, dot, option = key.strip().partition(".")
+        if not sep or not dot or not component or not option:
+            raise ConfigError(f"cannot read --set {item!r}", "write --set COMPONENT.OPTION=VALUE, e.g. kd.alpha=0.5")
+        try:
+            value = load_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        options.setdefault(component, {})[option] = value
+    return options
+
+
+def options_of(component: str, assignments: list[str]) -> dict[str, Any]:
+    """The options of ``component`` in ``--set NAME.OPTION=VALUE`` assignments, all of which must name it (a
+    command of one component: ``kdkit explain --provider ig --set ig.steps=32``)."""
+    options = parse_set_options(assignments)
+    unknown = [name for name in options if name != component]
+    if unknown:
+        raise ConfigError(
+            f"--set {unknown[0]}.* does not name the provider '{component}'", f"use --set {component}.OPTION=V"
+        )
+    return options.get(component, {})

@@ -11,7 +11,7 @@ from kdkit.cli.base import command, handle_errors, plugin_manager
 from kdkit.cli.output import out
 
 if TYPE_CHECKING:
-    from kdkit.plugins import ComponentRow
+    from kdkit.plugins.listing import ComponentRow
 
 
 def _component_tree(rows: list["ComponentRow"]) -> Tree:
@@ -43,7 +43,8 @@ def _print_listing(rows: list["ComponentRow"]) -> None:
 @handle_errors
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """List installed plugins, where each came from, what it provides, and failures."""
-    from kdkit.plugins import ENV_DISABLE_AUTOLOAD, ENV_DISABLE_PLUGINS, component_rows
+    from kdkit.plugins.listing import component_rows
+    from kdkit.plugins.manager import ENV_DISABLE_AUTOLOAD, ENV_DISABLE_PLUGINS
 
     manager = plugin_manager()
     rows = component_rows(manager)

@@ -17,7 +17,7 @@ from kdkit.cli.output import err, out
 from kdkit.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from kdkit.inference import OnnxClassifier
+    from kdkit.export.inference import OnnxClassifier
 
 #: kdkit.inference.Precision (importing kdkit.inference loads onnxruntime, so the CLI names it; a test compares)
 Precision = Literal["auto", "fp32", "int8"]
@@ -71,9 +71,10 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print the predictions as JSON.")] = False,
 ) -> None:
     """Classify texts with an exported model: onnxruntime and tokenizers only, no torch."""
-    from kdkit.inference import OnnxClassifier, TruncationWarning, read_texts
-    from kdkit.provenance import of_export
-    from kdkit.text_checks import check_text_encoding
+    from kdkit.data.texts import check_text_encoding
+    from kdkit.errors import TruncationWarning
+    from kdkit.export.inference import OnnxClassifier, read_texts
+    from kdkit.records.provenance import of_export
 
     if file is not None and text is not None:
         raise ConfigError("both a text and --file given", "give one or the other")

@@ -14,7 +14,7 @@ from kdkit.cli.output import out
 @handle_errors
 def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """List the built-in tasks: text fields, labels and metrics."""
-    from kdkit.tasks import GLUE_TASKS
+    from kdkit.data.tasks import GLUE_TASKS
 
     if as_json:
         out.print_json(json.dumps({name: spec.to_dict() for name, spec in GLUE_TASKS.items()}))

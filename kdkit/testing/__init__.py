@@ -35,7 +35,7 @@ from kdkit.testing.models import (
     tiny_tokenizer,
     write_tiny_csv,
 )
-from kdkit.testing.run import run_distillation_steps
+from kdkit.testing.run import TinyRun, run_distillation_steps
 
 __all__ = [
     "BINARY_TASK",
@@ -49,6 +49,7 @@ __all__ = [
     "TINY_WORDS",
     "ConformanceError",
     "ConformanceReport",
+    "TinyRun",
     "check_attribution_provider",
     "check_loss",
     "model_inputs",

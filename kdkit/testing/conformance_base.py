@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdkit.batching import MODEL_INPUTS
-from kdkit.hf_layout import position_limit
-from kdkit.losses import Batch
-from kdkit.tasks import TaskSpec
+from kdkit.data.batching import MODEL_INPUTS
+from kdkit.data.tasks import TaskSpec
+from kdkit.losses.base import Batch
+from kdkit.models.checks import position_limit
 from kdkit.testing.models import (
     TINY_CLS_ID,
     TINY_SEP_ID,

@@ -16,11 +16,10 @@ from pydantic import BaseModel
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from kdkit.attribution import AttributionProvider
-from kdkit.batching import TEACHER_PREFIX, DistillationCollator
-from kdkit.losses import Batch, DistillationLoss, LossContext
-from kdkit.model_outputs import attention_kernel, check_needs, forward_with_outputs, student_step_forward
-from kdkit.tasks import TaskSpec
+from kdkit.attribution.base import AttributionProvider
+from kdkit.data.batching import TEACHER_PREFIX, DistillationCollator
+from kdkit.data.tasks import TaskSpec
+from kdkit.losses.base import Batch, DistillationLoss, LossContext, LossNeeds
 from kdkit.testing.conformance_base import (
     BATCH_LENGTHS,
     ConformanceError,
@@ -38,6 +37,7 @@ from kdkit.testing.models import (
     perturb_parameters,
     tiny_classifier,
 )
+from kdkit.training.step import forward_with_outputs, student_step_forward
 
 #: the tasks :func:`check_loss` runs a loss on by default
 DEFAULT_TASKS: tuple[TaskSpec, ...] = (BINARY_TASK, THREE_CLASS_TASK, REGRESSION_TASK)
@@ -52,23 +52,22 @@ def check_loss(
     provider_options: Mapping[str, Mapping[str, Any] | BaseModel] | None = None,
     atol: float = 1e-5,
 ) -> ConformanceReport:
-    """Check a loss plugin against the interface of :class:`kdkit.losses.DistillationLoss`.
+    """Check a loss plugin against the interface of :class:`kdkit.losses.base.DistillationLoss`.
 
     For each task (two classes, three classes and regression by default) it builds the loss with
     ``options``, a frozen tiny teacher (2 layers) and a tiny student (1 layer; eager attention when the loss
-    sets ``needs_double_backward`` or asks for ``attentions``), calls ``prepare`` with both, builds a
-    right-padded batch of B = 4 examples, runs the models as the trainer does (the ``output_*`` flags of
-    ``needs_student_outputs`` / ``needs_teacher_outputs``) and checks that:
+    needs a double backward or ``attentions``), calls ``prepare`` with both, builds a right-padded batch of
+    B = 4 examples, runs the models as the trainer does (the ``output_*`` flags of ``needs.student_outputs`` /
+    ``needs.teacher_outputs``) and checks that:
 
-    - the class attributes are consistent (``name``, ``Options``, ``token_signals``, the ``needs_*_outputs``
-      known, ``prepare`` succeeds, ``teacher_signal_key()`` a str, every name in ``providers_used()``
-      provided by a plugin);
-    - ``teacher_signals`` (with ``requires_teacher``) returns tensors whose first dimension is B, finite and
-      without a graph; per-token signals (``token_signals``) have the sequence last and zero padding; a
+    - the class attributes are consistent (``name``, ``Options``, ``needs`` a :class:`LossNeeds`; ``prepare``
+      succeeds, ``teacher_signal_key()`` a str, every name in ``providers_used()`` provided by a plugin);
+    - ``teacher_signals`` (with ``needs.teacher``) returns tensors whose first dimension is B, finite and
+      without a graph; per-token signals (``needs.token_signals``) have the sequence last and zero padding; a
       repeat gives the same values;
-    - the teacher-signal cache reproduces them: :func:`kdkit.teacher_cache.compute_signals` on each example
+    - the teacher-signal cache reproduces them: :func:`kdkit.training.teacher_cache.compute_signals` on each example
       alone (no padding), collated with the batch's padding, gives the live values;
-    - ``live_teacher_signals`` (with ``needs_teacher_outputs``) returns tensors whose first dimension is B,
+    - ``live_teacher_signals`` (with ``needs.teacher_outputs``) returns tensors whose first dimension is B,
       finite and without a graph, named apart from the cached signals;
     - the loss returns a non-empty dict of named scalar (0-dim), finite, floating terms;
     - gradients of their sum reach the student (some nonzero, all finite);
@@ -106,9 +105,11 @@ def _check_loss_class(loss: Any) -> ConformanceReport:
         raise fail(name, "class", "set the class attribute 'name' to a non-empty string")
     if not (isinstance(loss.Options, type) and issubclass(loss.Options, BaseModel)):
         raise fail(name, "class", "'Options' must be a pydantic BaseModel subclass")
-    if not all(isinstance(signal, str) for signal in loss.token_signals):
-        raise fail(name, "class", "token_signals must be a set of signal names")
-    report.passed("class attributes: name, Options, token_signals")
+    if not isinstance(loss.needs, LossNeeds):
+        raise fail(name, "class", "'needs' must be a LossNeeds (needs = LossNeeds(...))")
+    if not all(isinstance(signal, str) for signal in loss.needs.token_signals):
+        raise fail(name, "class", "needs.token_signals must be a set of signal names")
+    report.passed("class attributes: name, Options, needs")
     return report
 
 
@@ -156,13 +157,13 @@ def _check_loss_on(
         raise fail(loss.name, task.name, f"teacher_signal_key() returned {type(key).__name__}, not a str")
     pad = pad_id(teacher)
     features = batch_features(task, BATCH_LENGTHS, int(teacher.config.vocab_size), pad)
-    collator = DistillationCollator(pad, token_signals=sorted(loss.token_signals))
+    collator = DistillationCollator(pad, token_signals=sorted(loss.needs.token_signals))
     run = _LossRun(
         loss, task, teacher, student, factory, features, collator, as_batch(collator(features)), atol, report
     )
     signals: dict[str, Tensor] = {}
     cached: dict[str, Tensor] = {}
-    if loss.requires_teacher:
+    if loss.needs.teacher:
         signals = _checked_teacher_signals(run)
         cached = _cache_round_trip(run, signals)
     live = _live_signals(loss, teacher, run.batch, run.context())
@@ -174,11 +175,11 @@ def _check_loss_on(
     terms = _terms(run, {**signals, **live}, with_teacher=True)
     report.passed(f"{run.where}: terms {sorted(terms)} are finite scalars")
     _check_gradients(run, terms)
-    if loss.requires_teacher:
+    if loss.needs.teacher:
         _check_cached_terms(run, {**cached, **live}, terms)  # live signals: the teacher runs in every step
     single = as_batch(collator(features[:1]))
     one: dict[str, Tensor] = {}
-    if loss.requires_teacher:
+    if loss.needs.teacher:
         with torch.no_grad():
             one = loss.teacher_signals(teacher, single, run.context())
     _terms(run, {**one, **_live_signals(loss, teacher, single, run.context())}, with_teacher=True, batch=single)
@@ -220,7 +221,7 @@ def _check_teacher_signal(run: _LossRun, signal: str, value: Any) -> None:
         raise run.fail(f"teacher signal '{signal}' carries a graph (detach it)")
     if not bool(torch.isfinite(value).all()):
         raise run.fail(f"teacher signal '{signal}' contains NaN or inf")
-    if signal in run.loss.token_signals:
+    if signal in run.loss.needs.token_signals:
         if value.shape[-1] != length:
             raise run.fail(f"per-token signal '{signal}' has shape {tuple(value.shape)}: last dim must be L = {length}")
         padding = mask.view(size, *([1] * (value.dim() - 2)), length).expand_as(value) == 0
@@ -231,7 +232,7 @@ def _check_teacher_signal(run: _LossRun, signal: str, value: Any) -> None:
 def _cache_round_trip(run: _LossRun, signals: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """The signals as a cached run sees them: each example alone (the cache's batches have other padding), then
     collated with the batch's padding; they must equal the live ``signals``."""
-    from kdkit.teacher_cache import compute_signals
+    from kdkit.training.teacher_cache import compute_signals
 
     pad = pad_id(run.teacher)
     stored: dict[str, list[Any]] = {}
@@ -251,7 +252,7 @@ def _cache_round_trip(run: _LossRun, signals: Mapping[str, Tensor]) -> dict[str,
     except Exception as exc:
         raise run.fail(
             f"cached teacher signals cannot be padded into a batch ({type(exc).__name__}: {exc}); a signal "
-            "whose last dimension is the sequence must be named in token_signals",
+            "whose last dimension is the sequence must be named in needs.token_signals",
         ) from exc
     cached = {k.removeprefix(TEACHER_PREFIX): v for k, v in collated.items() if k.startswith(TEACHER_PREFIX)}
     for signal, value in signals.items():
@@ -261,7 +262,7 @@ def _cache_round_trip(run: _LossRun, signals: Mapping[str, Tensor]) -> dict[str,
         if problem:
             raise run.fail(
                 f"teacher signal '{signal}' from the cache (each example alone, then padded) differs from the "
-                f"live batch ({problem}); is '{signal}' per token but missing from token_signals, or does it "
+                f"live batch ({problem}); is '{signal}' per token but missing from needs.token_signals, or does it "
                 "depend on padding?",
             )
     run.report.passed(f"{run.where}: the teacher-signal cache reproduces the live signals")
@@ -274,12 +275,12 @@ def _terms(
     """The loss's terms for ``batch`` (default: the test batch) after the trainer's student forward; each a
     finite floating scalar."""
     loss, batch = run.loss, run.batch if batch is None else batch
-    ctx = run.context(with_teacher=with_teacher and loss.requires_teacher)
+    ctx = run.context(with_teacher=with_teacher and loss.needs.teacher)
     try:
         with torch.enable_grad():  # the trainer's forward: the outputs the loss asks for (ctx.student_outputs)
             logits = student_step_forward(run.student, batch, loss, ctx).logits
     except Exception as exc:
-        needs = sorted(loss.needs_student_outputs)
+        needs = sorted(loss.needs.student_outputs)
         raise run.fail(f"the student's forward with {needs} failed: {exc}") from exc
     try:
         terms = loss(batch, logits, signals, ctx)
@@ -334,13 +335,13 @@ def _provider_factory(
     plugins: Any,
     provider_options: Mapping[str, Mapping[str, Any] | BaseModel],
 ) -> Callable[[str], AttributionProvider] | None:
-    from kdkit.trainer import provider_factory
+    from kdkit.plugins.options import provider_factory
 
     used = loss.providers_used()
     if not used and plugins is None:
         return None
     if plugins is None:
-        from kdkit.plugins import PluginManager
+        from kdkit.plugins.manager import PluginManager
 
         plugins = PluginManager()
     classes: Mapping[str, type[AttributionProvider]] = getattr(plugins, "providers", plugins)
@@ -351,7 +352,7 @@ def _provider_factory(
     for name, values in provider_options.items():
         cls = classes[name]
         built[name] = values if isinstance(values, BaseModel) else cls.Options(**dict(values))
-    factory: Callable[[str], AttributionProvider] = provider_factory(dict(classes), built)
+    factory: Callable[[str], AttributionProvider] = provider_factory(classes.__getitem__, built)
     return factory
 
 
@@ -362,15 +363,14 @@ def _prepared_models(
     prepared with them (``prepare``), as kdkit's ``distill`` does."""
     cls = type(loss)
     teacher = tiny_classifier(
-        "bert", num_labels=task.num_labels, num_layers=2, seed=0, attn_implementation=attention_kernel(cls, "teacher")
+        "bert", num_labels=task.num_labels, num_layers=2, seed=0, attn_implementation=cls.needs.teacher_attention
     )
     teacher = perturb_parameters(teacher).eval()
     teacher.requires_grad_(False)
-    attn = attention_kernel(cls, "student")
+    attn = cls.needs.student_attention
     student = tiny_classifier("bert", num_labels=task.num_labels, num_layers=1, seed=1, attn_implementation=attn)
     student = perturb_parameters(student, seed=1).eval()
     try:
-        check_needs(cls)
         loss.prepare(LossContext(task=task, student=student, teacher=teacher, provider_factory=factory))
     except Exception as exc:
         raise fail(loss.name, task.name, f"prepare() raised {type(exc).__name__}: {exc}") from exc
@@ -378,14 +378,14 @@ def _prepared_models(
 
 
 def _live_signals(loss: DistillationLoss, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
-    """``live_teacher_signals`` of a teacher forward with the loss's ``needs_teacher_outputs``, checked like the
+    """``live_teacher_signals`` of a teacher forward with the loss's ``needs.teacher_outputs``, checked like the
     cacheable ones (tensors, first dimension B, finite, no graph)."""
-    if not loss.needs_teacher_outputs:
+    if not loss.needs.teacher_outputs:
         return {}
     name, size = loss.name, batch.size
     try:
         with torch.no_grad():
-            outputs = forward_with_outputs(teacher, batch.inputs, loss.needs_teacher_outputs, "teacher")
+            outputs = forward_with_outputs(teacher, batch.inputs, loss.needs.teacher_outputs, "teacher")
             live = loss.live_teacher_signals(outputs, batch, ctx)
     except Exception as exc:
         raise fail(name, "live signals", f"live_teacher_signals() raised {type(exc).__name__}: {exc}") from exc

@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output, token_maps
+from kdkit.attribution.base import AttributionProvider, EmbeddingForward, capture_embedding_output, token_maps
 from kdkit.testing.conformance_base import (
     BATCH_LENGTHS,
     ConformanceError,

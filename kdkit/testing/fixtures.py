@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from kdkit.plugins import PluginManager, set_plugin_manager
+from kdkit.plugins.manager import PluginManager, set_plugin_manager
 from kdkit.testing.models import (
     BINARY_TASK,
     perturb_parameters,

@@ -23,8 +23,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from kdkit.models import save_model
-from kdkit.tasks import TaskSpec
+from kdkit.data.tasks import TaskSpec
+from kdkit.models.saving import save_model
 
 #: the words of the tiny vocabulary (plus single letters and ##letters, so any lowercase text tokenises)
 TINY_WORDS = (

@@ -9,9 +9,9 @@ from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from torch import nn
 from transformers import PreTrainedModel
 
-from kdkit.attribution import EmbeddingForward, capture_embedding_output
-from kdkit.losses import Batch, LossContext
-from kdkit.tasks import TaskSpec
+from kdkit.attribution.base import EmbeddingForward, capture_embedding_output
+from kdkit.data.tasks import TaskSpec
+from kdkit.losses.base import Batch, LossContext
 from kdkit.testing import tiny_classifier
 from kdkit.testing.models import ARCHITECTURES as ARCHITECTURES  # every tiny family
 

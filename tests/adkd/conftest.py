@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdkit.plugins import PluginManager
+from kdkit.plugins.manager import PluginManager
 
 pytest.importorskip("kdkit_adkd", reason="install the plugin: pip install -e plugins/adkd")
 

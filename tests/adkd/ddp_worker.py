@@ -15,7 +15,7 @@ import torch
 
 from kdkit import api
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
-from kdkit.plugins import PluginManager
+from kdkit.plugins.manager import PluginManager
 
 
 def build_config(teacher: str, train: str, validation: str, output: str, batch_size: int) -> DistillConfig:

@@ -23,8 +23,8 @@ from ddp_worker import build_config
 from safetensors.torch import load_file
 
 from kdkit import api
-from kdkit.plugins import PluginManager
-from kdkit.tasks import TaskSpec
+from kdkit.data.tasks import TaskSpec
+from kdkit.plugins.manager import PluginManager
 from kdkit.testing import save_tiny_classifier
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

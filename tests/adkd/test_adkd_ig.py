@@ -10,7 +10,7 @@ from adkd_helpers import ARCHITECTURES, make_batch, make_model
 from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from torch import Tensor, nn
 
-from kdkit.attribution import EmbeddingForward, capture_embedding_output, class_scores, embedding_block
+from kdkit.attribution.base import EmbeddingForward, capture_embedding_output, class_scores, embedding_block
 
 
 def _width(model: nn.Module) -> int:
@@ -112,7 +112,7 @@ def test_completeness_at_64_steps(architecture: str) -> None:
         scores = class_scores(model(**batch.inputs).logits.double(), targets)
         from kdkit_adkd.ig import pad_baseline
 
-        from kdkit.attribution import replace_embedding_output
+        from kdkit.attribution.base import replace_embedding_output
 
         base = pad_baseline(model, batch.inputs)
         with replace_embedding_output(model, lambda _e: base):
@@ -129,7 +129,7 @@ def test_completeness_error_shrinks_like_one_over_m() -> None:
     targets = torch.tensor([[0], [1], [2]])
     with torch.no_grad():
         scores = class_scores(model(**batch.inputs).logits.double(), targets)
-        from kdkit.attribution import replace_embedding_output
+        from kdkit.attribution.base import replace_embedding_output
 
         with replace_embedding_output(model, torch.zeros_like):
             base_scores = class_scores(model(**batch.inputs).logits.double(), targets)

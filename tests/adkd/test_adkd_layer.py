@@ -12,10 +12,16 @@ from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output, class_scores, token_maps
+from kdkit.attribution.base import (
+    AttributionProvider,
+    EmbeddingForward,
+    capture_embedding_output,
+    class_scores,
+    token_maps,
+)
 from kdkit.errors import ConfigError, PluginError
-from kdkit.losses import LossContext
-from kdkit.models import layer_list
+from kdkit.losses.base import LossContext
+from kdkit.models.layers import layer_list
 from kdkit.testing import check_loss, run_distillation_steps
 
 TARGETS = torch.tensor([[0, 2], [1, 1], [2, 0]])

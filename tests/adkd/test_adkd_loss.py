@@ -23,10 +23,11 @@ from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from torch import Tensor, nn
 
 from kdkit import api
-from kdkit.attribution import AttributionProvider, embedding_block, token_maps
+from kdkit.attribution.base import AttributionProvider, embedding_block, token_maps
+from kdkit.data.tasks import TaskSpec
 from kdkit.errors import ConfigError
-from kdkit.losses import Batch, LossContext
-from kdkit.tasks import TaskSpec
+from kdkit.losses.base import Batch, LossContext
+from kdkit.plugins.options import resolve_options
 
 # -- an independent, plain implementation of the formulas (one example, one token at a time) ----------
 
@@ -331,7 +332,7 @@ def test_options_are_validated_with_one_line_errors(adkd_manager: Any) -> None:
 
     def resolve(**adkd: Any) -> Any:
         config = DistillConfig(loss="adkd", data=DataConfig(task="sst2"), options={"adkd": adkd})
-        return api.resolve_options(adkd_manager, config)
+        return resolve_options(adkd_manager, config)
 
     assert resolve()["adkd"].beta == 1.0
     for bad, message in [
@@ -348,7 +349,7 @@ def test_options_are_validated_with_one_line_errors(adkd_manager: Any) -> None:
             resolve(**bad)
     config = DistillConfig(loss="adkd", data=DataConfig(task="sst2"), options={"ig": {"steps": 0}})
     with pytest.raises(ConfigError, match="ig.steps"):
-        api.resolve_options(adkd_manager, config)
+        resolve_options(adkd_manager, config)
 
 
 @pytest.mark.parametrize(
@@ -387,7 +388,7 @@ def test_the_paper_preset_gives_the_papers_values_beneath_user_options(adkd_mana
     )
     assert config.options["adkd"]["beta"] == 5  # the user's value wins
     assert config.options["adkd"]["top_k_fraction"] == pytest.approx(640 / 768, abs=1e-6)
-    options = api.resolve_options(adkd_manager, config)
+    options = resolve_options(adkd_manager, config)
     assert options["adkd"].temperature == 3.0
     with pytest.raises(ConfigError, match="no hyper-parameters for task 'wnli'"):
         api.resolve_distill_config({"loss": "adkd", "preset": "paper", "data": {"task": "wnli"}}, adkd_manager)
@@ -396,7 +397,7 @@ def test_the_paper_preset_gives_the_papers_values_beneath_user_options(adkd_mana
 def test_the_cache_key_covers_every_option_the_teacher_maps_depend_on() -> None:
     from datasets import Dataset
 
-    from kdkit.teacher_cache import cache_key
+    from kdkit.training.teacher_cache import cache_key
 
     teacher = frozen(make_model("bert", eager=False))
     data = Dataset.from_dict({"input_ids": [[2, 10, 3]], "attention_mask": [[1, 1, 1]], "labels": [0]})

@@ -11,8 +11,8 @@ from kdkit_adkd.ig import IGOptions, IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from kdkit_adkd.maps import map_distance, resolve_top_k
 
-from kdkit.attribution import token_maps
-from kdkit.losses import Batch, LossContext
+from kdkit.attribution.base import token_maps
+from kdkit.losses.base import Batch, LossContext
 
 
 def test_top_k_keeps_exactly_k_dimensions() -> None:

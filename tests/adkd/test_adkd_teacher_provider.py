@@ -14,12 +14,12 @@ from kdkit_adkd.ig import IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss, ADKDOptions
 from torch import Tensor, nn
 
-from kdkit import hookimpl
-from kdkit.attribution import AttributionProvider, EmbeddingForward, capture_embedding_output
+from kdkit.attribution.base import AttributionProvider, EmbeddingForward, capture_embedding_output
 from kdkit.errors import PluginError
-from kdkit.losses import LossContext
+from kdkit.losses.base import LossContext
+from kdkit.plugin_api import hookimpl
+from kdkit.plugins.options import provider_factory
 from kdkit.testing import check_attribution_provider, check_loss, run_distillation_steps
-from kdkit.trainer import provider_factory
 
 
 class EmbeddingValues(AttributionProvider):
@@ -48,7 +48,7 @@ PROVIDERS: dict[str, type[AttributionProvider]] = {"ig": IntegratedGradients, "e
 
 
 def _context(teacher: nn.Module, student: nn.Module, task: Any = THREE_CLASSES) -> LossContext:
-    return LossContext(task, student, teacher, provider_factory=provider_factory(PROVIDERS, {}))
+    return LossContext(task, student, teacher, provider_factory=provider_factory(PROVIDERS.__getitem__, {}))
 
 
 def test_the_stand_in_provider_conforms() -> None:
@@ -91,7 +91,7 @@ def test_providers_used_key_and_the_default() -> None:
     assert default.teacher_signal_key() + ":teacher_provider=embedding_values" == other.teacher_signal_key()
     assert ADKDLoss(ADKDOptions(teacher_provider="embedding_values", beta=0), THREE_CLASSES).providers_used() == []
 
-    from kdkit.teacher_cache import cache_key
+    from kdkit.training.teacher_cache import cache_key
 
     teacher = frozen(make_model("bert", eager=False))
     data = Dataset.from_dict({"input_ids": [[2, 10, 3]], "attention_mask": [[1, 1, 1]], "labels": [0]})

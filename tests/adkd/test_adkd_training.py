@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
-from kdkit.data import MODEL_INPUTS, DistillationCollator
-from kdkit.losses import Batch, LossContext
-from kdkit.teacher_cache import add_teacher_signals
+from kdkit.data.batching import MODEL_INPUTS, DistillationCollator
+from kdkit.losses.base import Batch, LossContext
+from kdkit.training.job import RunResult, TrainingJob
+from kdkit.training.teacher_cache import add_teacher_signals
 
 
 def _config(tiny_csv: tuple[Path, Path], teacher: Path, output: Path, **overrides: Any) -> DistillConfig:
@@ -100,7 +101,7 @@ def test_cached_and_on_the_fly_losses_agree() -> None:
     loss = ADKDLoss(ADKDOptions(top_k=20, distance="smooth_l1"), THREE_CLASSES)
     ctx = LossContext(THREE_CLASSES, student, teacher, provider_factory=provider_factory(steps=2, baseline="pad"))
     # cached: computed in length-sorted batches of 4 (other padding than the training batch)
-    cached = add_teacher_signals(dataset, loss, teacher, ctx, device=torch.device("cpu"), pad_token_id=0, batch_size=4)
+    cached = add_teacher_signals(dataset, loss, ctx, device=torch.device("cpu"), pad_token_id=0, batch_size=4)
     collated = DistillationCollator(0, token_signals=["attr_map"])([cached[i] for i in (7, 2, 9, 0, 4)])
     batch = Batch({k: collated[k] for k in MODEL_INPUTS if k in collated}, collated["labels"])
     from_cache = {"logits": collated["teacher_logits"], "attr_map": collated["teacher_attr_map"]}
@@ -120,18 +121,18 @@ def test_cached_and_on_the_fly_losses_agree() -> None:
 def _capture_models(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
-    def fake_train(**kwargs: Any) -> Any:
-        seen.update(kwargs)
-        return api.RunResult(run_dir=Path("."), metrics={})
+    def fake_train(job: TrainingJob) -> Any:
+        seen.update(student=job.student, teacher=job.teacher)
+        return RunResult(run_dir=Path("."), metrics={})
 
-    monkeypatch.setattr(api, "_train", fake_train)
+    monkeypatch.setattr(api, "train", fake_train)
     return seen
 
 
 def test_student_runs_eager_attention_and_the_teacher_keeps_sdpa(
     tiny_csv, tiny_teacher, tmp_path, adkd_manager, monkeypatch
 ):
-    from kdkit.tasks import TaskSpec
+    from kdkit.data.tasks import TaskSpec
     from kdkit.testing import save_tiny_classifier
 
     seen = _capture_models(monkeypatch)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from kdkit import hookimpl
-from kdkit.attribution import AttributionProvider
+from kdkit.plugin_api import AttributionProvider, hookimpl
 from kdkit_occlusion.provider import Occlusion
 
 

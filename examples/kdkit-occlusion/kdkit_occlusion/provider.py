@@ -25,8 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, class_scores
-from kdkit.errors import ModelError, PluginError
+from kdkit.plugin_api import AttributionProvider, EmbeddingForward, ModelError, PluginError, class_scores
 
 
 class OcclusionOptions(BaseModel):

@@ -12,9 +12,7 @@ from kdkit_occlusion import plugin
 from kdkit_occlusion.provider import Occlusion, OcclusionOptions
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from kdkit.attribution import class_scores
-from kdkit.errors import ModelError, PluginError
-from kdkit.plugins import PluginManager
+from kdkit.plugin_api import ModelError, PluginError, PluginManager, class_scores
 from kdkit.testing import TINY_MASK_ID, check_attribution_provider, check_loss, model_inputs, run_distillation_steps
 
 

@@ -31,14 +31,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from kdkit.attribution import (
+from kdkit.plugin_api import (
     AttributionProvider,
     EmbeddingForward,
+    ModelError,
+    PluginError,
     class_scores,
     embedding_block,
     replace_embedding_output,
 )
-from kdkit.errors import ModelError, PluginError
 
 
 class IGOptions(BaseModel):

@@ -27,20 +27,27 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from kdkit.attribution import AttributionProvider, EmbeddingForward, replace_embedding_output, token_maps
-from kdkit.errors import ConfigError, PluginError, TrainingError
-from kdkit.layer_map import uniform_layer
-from kdkit.losses import (
+from kdkit.plugin_api import (
+    AttributionProvider,
     Batch,
+    ConfigError,
     DistillationLoss,
+    EmbeddingForward,
     LossContext,
+    LossNeeds,
+    PluginError,
     PresetFunction,
+    TaskSpec,
+    TrainingError,
+    num_layers,
+    replace_embedding_output,
     step_temperature,
+    supervised_term,
     task_loss,
     tempered_kl,
+    token_maps,
+    uniform_layer,
 )
-from kdkit.model_outputs import num_layers
-from kdkit.tasks import TaskSpec
 from kdkit_adkd.maps import Distance, map_distance, resolve_top_k
 from kdkit_adkd.presets import paper_preset
 
@@ -121,10 +128,7 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
     name = "adkd"
     Options = ADKDOptions
     description = "AD-KD: (1-a)*CE + a*KD(T) + b*attribution-map distance (Integrated Gradients)"
-    requires_teacher = True
-    needs_double_backward = True
-    captures_student_embeddings = True
-    token_signals = frozenset({"attr_map"})
+    needs = LossNeeds(double_backward=True, student_embeddings=True, token_signals={"attr_map"})
     presets: ClassVar[Mapping[str, PresetFunction]] = MappingProxyType({"paper": paper_preset})
 
     def __init__(self, options: ADKDOptions, task: TaskSpec) -> None:
@@ -324,8 +328,7 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         o = self.options
         terms: dict[str, Tensor] = {}
         if o.ablation != "no_ce":
-            supervised = "mse" if self.task.is_regression else "ce"
-            terms[supervised] = (1.0 - o.alpha) * task_loss(self.task, student_logits, batch.labels)
+            terms[supervised_term(self.task)] = (1.0 - o.alpha) * task_loss(self.task, student_logits, batch.labels)
         if o.ablation != "no_kd":
             temperature = step_temperature(o.temperature, o.anneal, ctx)
             terms["kd"] = o.alpha * self.kd_term(student_logits, teacher_signals["logits"], temperature)

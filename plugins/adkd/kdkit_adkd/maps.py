@@ -1,7 +1,7 @@
 """The attribution distance and the choice of K: pure tensor functions (no models).
 
-The normalised per-token maps themselves are :func:`kdkit.attribution.token_maps` (core, shared with
-``kdkit explain``); it is re-exported here. Shapes: B examples, V views, L tokens, D hidden dimensions.
+The normalised per-token maps themselves are kdkit's (``kdkit.plugin_api.token_maps``, shared with
+``kdkit explain``). Shapes: B examples, V views, L tokens, D hidden dimensions.
 """
 
 from __future__ import annotations
@@ -11,10 +11,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from kdkit.attribution import token_maps
-
-__all__ = ["Distance", "map_distance", "resolve_top_k", "token_maps"]
 
 Distance = Literal["l2", "l1", "smooth_l1"]
 

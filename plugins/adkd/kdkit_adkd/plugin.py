@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from kdkit.attribution import AttributionProvider
-from kdkit.hookspecs import hookimpl
-from kdkit.losses import DistillationLoss
+from kdkit.plugin_api import AttributionProvider, DistillationLoss, hookimpl
 from kdkit_adkd.ig import IntegratedGradients
 from kdkit_adkd.loss import ADKDLoss
 

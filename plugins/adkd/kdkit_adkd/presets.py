@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdkit.errors import ConfigError
+from kdkit.plugin_api import ConfigError
 
 #: paper width that K is quoted against
 PAPER_HIDDEN = 768

@@ -1,0 +1,374 @@
+"""Run directories: written under ``<output>.partial`` and renamed to ``<output>`` only on success.
+
+So a directory named ``<output>`` is always a finished run; a crashed or interrupted run leaves
+``<output>.partial`` (with its checkpoints), which ``--resume`` continues.
+
+A finished run directory holds::
+
+    best/        the student (or teacher) at its best validation score: safetensors, config, tokenizer
+    last/        the model after the last step
+    run.json     resolved config, metrics, history, wall time, versions
+    config.yaml  the resolved config alone (re-runnable with --config)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+import kdkit
+from kdkit.errors import ConfigError, KdkitError, StorageError, is_disk_full
+from kdkit.records.locking import RunLock
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE, RunStart, digest_paths, read_json, write_json
+
+
+class Command(str, Enum):
+    """The command that made a run (``start.json`` and ``run.json`` record its value)."""
+
+    FINETUNE = "finetune"
+    DISTILL = "distill"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+RUN_FILE = "run.json"
+BEST_DIR = "best"
+LAST_DIR = "last"
+CHECKPOINT_DIR = "checkpoints"
+#: the configuration a run was started with (compared on --resume)
+START_FILE = "start.json"
+#: options that may differ on --resume: they change how a run is shown or stored, not what it computes
+HARMLESS_ON_RESUME = frozenset(
+    {
+        "output",
+        "overwrite",
+        "resume",
+        "quiet",
+        "training.logging_steps",
+        "training.dataloader_workers",
+        "training.keep_checkpoints",
+        "training.eval_batch_size",
+        "training.term_grad_norm_steps",
+        "training.device",
+    }
+)
+#: data locations compared by the content of their files (a moved file is the same data)
+COMPARED_BY_CONTENT = frozenset({"data.train_file", "data.validation_file", "data.data_dir"})
+#: what kdkit writes in a run folder (an export made into the run, ``onnx/``, is recognised by its own record)
+RUN_ENTRIES = frozenset({BEST_DIR, LAST_DIR, RUN_FILE, "config.yaml", CHECKPOINT_DIR, START_FILE, "tensorboard"})
+#: what kdkit writes in an export folder besides the tokenizer's files
+EXPORT_ENTRIES = frozenset({EXPORT_MANIFEST_FILE, "README.md", "config.json", "onnx", "web"})
+TOKENIZER_PREFIXES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spm", "sentencepiece")
+#: working directories a Ctrl-C interrupted, innermost first (read by the CLI's message)
+_UNFINISHED: list[Path] = []
+
+
+def is_main_process() -> bool:
+    """True on the process that writes run files (rank 0 under torchrun, always otherwise)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def take_unfinished() -> list[Path]:
+    """The unfinished run directories a Ctrl-C left since the last call (outermost first); forgets them."""
+    left = [path for path in reversed(_UNFINISHED) if path.is_dir()]
+    _UNFINISHED.clear()
+    return left
+
+
+class RunDirectory:
+    """The working and final locations of one run.
+
+    Args:
+        final: where the finished run goes.
+        overwrite: replace an existing finished run at ``final``.
+        resume: continue from ``<final>.partial``.
+    """
+
+    def __init__(self, final: Path, *, overwrite: bool = False, resume: bool = False) -> None:
+        self.final = final.expanduser().absolute()
+        self.work = self.final.with_name(self.final.name + ".partial")
+        self.overwrite = overwrite
+        self.resume = resume
+        #: set by the training code once training proper starts: from then on a failed run is kept
+        self.training_started = False
+        self._opened = False
+
+    def check(self) -> None:
+        """Fail early (before any expensive work) if the run could not be written where asked."""
+        self._check_final()
+        if is_main_process() and self.work.exists() and not self.resume:
+            raise ConfigError(
+                f"an unfinished run exists at {self.work}",
+                "pass --resume to continue it, or delete it to start again",
+            )
+        if is_main_process() and self.resume and not self.work.is_dir():
+            raise ConfigError(
+                f"nothing to resume: {self.work} does not exist", "run without --resume to start a new run"
+            )
+        ancestor = self.final.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+            raise ConfigError(f"output location {self.final.parent} is not writable", "choose a writable --output")
+
+    @contextmanager
+    def open(self, command: Command, config: BaseModel, data_files: dict[str, Path] | None = None) -> Iterator[None]:
+        """Lock the run, check it, then create ``<output>.partial`` with :data:`START_FILE` (or, resuming,
+        compare the new options with it). On an error before training started, what this call created is
+        removed (Ctrl-C keeps it, for ``--resume``); the lock is released on exit. Under torchrun only the main
+        process locks and writes."""
+        main = is_main_process()
+        lock = RunLock(self.final) if main else None
+        if lock is not None:
+            self._make_parent()
+            lock.acquire()  # first: a run in progress is reported as such, not as an unfinished run
+        created = False
+        try:
+            self.check()
+            if main:
+                record = _start_record(command, config, data_files or {})
+                if self.resume:
+                    compare_with_start(self.work, record)
+                else:
+                    self.work.mkdir()
+                    created = True
+                    write_json(self.work / START_FILE, record)
+            self._opened = True
+            yield
+        except KeyboardInterrupt:
+            _UNFINISHED.append(self.work)  # for the CLI's message; outer runs are added last
+            raise
+        except BaseException as exc:
+            kept = not (created and not self.training_started)
+            if not kept:
+                shutil.rmtree(self.work, ignore_errors=True)
+            if (kept and isinstance(exc, StorageError)) or (is_disk_full(exc) and not isinstance(exc, StorageError)):
+                raise self._disk_full(exc, kept=kept) from None
+            raise  # a StorageError of a nested run (the default teacher's) already says what it kept
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _disk_full(self, exc: BaseException, *, kept: bool) -> StorageError:
+        """The disk filled up during the run: say what was kept (the unfinished run, a finished one untouched)."""
+        problem = exc.problem if isinstance(exc, StorageError) else f"no space left on device ({type(exc).__name__})"
+        untouched = f"; {self.final} is untouched" if self.final.exists() else ""
+        if kept:
+            return StorageError(
+                problem,
+                f"free some space, then continue with --resume: the unfinished run is kept in {self.work}{untouched}",
+            )
+        return StorageError(problem, f"free some space and run the command again (nothing was kept{untouched})")
+
+    def _make_parent(self) -> None:
+        parent = self.final.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            probe = parent / f".kdkit-write-test-{uuid.uuid4().hex}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(
+                f"output location {parent} is not writable ({exc.strerror or exc})",
+                "choose a writable --output",
+            ) from None
+
+    def prepare(self) -> None:
+        """Create the working directory (main process only); without :meth:`open`, check the locations first."""
+        if not self._opened:
+            self.check()
+        if not is_main_process():
+            return
+        self._make_parent()
+        self.work.mkdir(exist_ok=True)
+
+    def _check_final(self) -> None:
+        """An existing output is replaced only with ``--overwrite``, and only if kdkit wrote it."""
+        if not (self.final.exists() or self.final.is_symlink()):
+            return
+        if not self.overwrite:
+            raise ConfigError(
+                f"output {self.final} already exists", "pass --overwrite to replace it, or choose another --output"
+            )
+        check_replaceable(self.final)
+
+    def start_fresh(self) -> None:
+        """For an output written in one go (an export, not resumable): check the final location, remove a stale
+        ``<output>.partial`` (a failed earlier attempt of ours, never a result) and create it empty."""
+        self._check_final()
+        self._make_parent()
+        try:
+            if self.work.exists():
+                shutil.rmtree(self.work)
+            self.work.mkdir()
+        except OSError as exc:
+            raise ConfigError(
+                f"output location {self.final.parent} is not writable ({exc.strerror or exc})",
+                "choose a writable --output",
+            ) from None
+        self._opened = True
+
+    def discard(self) -> None:
+        """Remove the working directory (a failed one-go output leaves nothing behind)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / CHECKPOINT_DIR
+
+    def write_json(self, name: str, data: dict[str, Any]) -> None:
+        (self.work / name).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+    def write_yaml(self, name: str, data: dict[str, Any]) -> None:
+        (self.work / name).write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def commit(self, *, keep_checkpoints: bool = False) -> Path:
+        """Rename the working directory to its final name; returns the final path."""
+        if not keep_checkpoints and self.checkpoints.exists():
+            shutil.rmtree(self.checkpoints)
+        self._check_final()  # again: files may have appeared there while the run trained (the work is kept)
+        if self.final.exists():
+            trash = self.final.with_name(self.final.name + f".old-{uuid.uuid4().hex[:8]}")
+            self.final.rename(trash)
+            self.work.rename(self.final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            self.work.rename(self.final)
+        return self.final
+
+
+# -- what --overwrite may replace ----------------------------------------------------------------------
+
+
+def check_replaceable(path: Path) -> None:
+    """``--overwrite`` replaces only what kdkit wrote: an empty folder, a finished run (``run.json``) or an export
+    (``kdkit_export.json``) that holds nothing else. Anything else (a file, the current folder or one above it,
+    a folder of other files) is a one-line :class:`ConfigError` naming what is there; nothing is touched."""
+    keep = "--overwrite replaces only what kdkit wrote: choose another --output"
+    if path.is_symlink() or not path.is_dir():
+        raise ConfigError(f"--overwrite would replace {path}, a file that kdkit did not write", keep)
+    here = Path.cwd().resolve()
+    if path.resolve() == here or path.resolve() in here.parents:
+        raise ConfigError(
+            f"--overwrite would replace {path}, which holds the current folder", "choose another --output"
+        )
+    entries = sorted(entry.name for entry in path.iterdir())
+    if not entries:
+        return
+    kind = kdkit_output_kind(path)
+    if kind is None:
+        raise ConfigError(
+            f"--overwrite would replace {path}, which is not a kdkit run or export (it holds {_listing(entries)})",
+            keep + ", or move those files away",
+        )
+    foreign = [name for name in entries if not _written_by_kdkit(path, kind, name)]
+    if foreign:
+        raise ConfigError(
+            f"--overwrite would replace the kdkit {kind} {path}, which also holds {_listing(foreign)} "
+            "(not written by kdkit)",
+            "move them out of it, or choose another --output",
+        )
+
+
+def kdkit_output_kind(path: Path) -> str | None:
+    """``"run"`` or ``"export"`` when ``path`` holds a readable kdkit record of that kind, else None."""
+    from kdkit.records.manifests import ExportManifest
+    from kdkit.records.run_summary import RunSummary
+
+    for kind, name, model in (("run", RUN_FILE, RunSummary), ("export", EXPORT_MANIFEST_FILE, ExportManifest)):
+        if (path / name).is_file():
+            try:
+                read_json(path / name, model, fix="")
+            except KdkitError:  # unreadable or not ours: not a record
+                continue
+            return kind
+    return None
+
+
+def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
+    if kind == "run":
+        return name in RUN_ENTRIES or (name == "onnx" and kdkit_output_kind(folder / name) == "export")
+    return name in EXPORT_ENTRIES or name.startswith(TOKENIZER_PREFIXES)
+
+
+def _listing(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# -- what a run was started with ------------------------------------------------------------------------
+
+
+def _start_record(command: Command, config: BaseModel, data_files: dict[str, Path]) -> RunStart:
+    return RunStart(
+        kdkit_version=kdkit.__version__,
+        command=command.value,
+        config=config.model_dump(mode="json"),
+        data_files=digest_paths(data_files),
+    )
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key != "options":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(started: RunStart, now: RunStart) -> list[str]:
+    """``name: old -> new`` for every option (and data file) that differs and would change the run."""
+    old, new = _flatten(started.config), _flatten(now.config)
+    changed = [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key not in HARMLESS_ON_RESUME | COMPARED_BY_CONTENT and old.get(key) != new.get(key)
+    ]
+    if started.command != now.command:
+        changed.insert(0, f"command: {started.command} -> {now.command}")
+    for name in sorted(set(started.data_files) | set(now.data_files)):
+        if started.data_files.get(name) != now.data_files.get(name):
+            changed.append(f"the content of data.{name} changed")
+    return changed
+
+
+def compare_with_start(work: Path, now: RunStart) -> None:
+    """Refuse to resume ``work`` with options that would change the run (listing them)."""
+    path = work / START_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"cannot check that --resume continues the same run: {work} has no {START_FILE} "
+            "(an older kdkit started it)",
+            "delete it to start again",
+        )
+    started = read_json(path, RunStart, what="the run record", fix=f"delete {work} to start again", error=ConfigError)
+    changed = config_differences(started, now)
+    if changed:
+        raise ConfigError(
+            f"--resume with options that differ from the interrupted run's ({'; '.join(changed)})",
+            f"resume with the options it was started with (recorded in {path}), or start a new run "
+            "with another --output",
+        )
+
+
+# -- finding models -------------------------------------------------------------------------------------
+
+
+def resolve_model_dir(path: Path) -> Path:
+    """A model directory from a run directory (its ``best/``) or a model directory itself."""
+    if (path / RUN_FILE).is_file() and (path / BEST_DIR).is_dir():
+        return path / BEST_DIR
+    return path
