@@ -255,6 +255,7 @@ def test_component_rows_are_typed_and_print_as_the_json_listing(tmp_path, monkey
     import types
 
     from kdkit.plugins.listing import OptionRow, component_rows
+    from kdkit.plugins.manager import ComponentKind
 
     (tmp_path / "rows_plugin.py").write_text(GOOD_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -264,9 +265,9 @@ def test_component_rows_are_typed_and_print_as_the_json_listing(tmp_path, monkey
     manager = PluginManager(autoload=False, extra_plugins={"mine": rows_plugin, "empty": empty})
     rows = {(row.plugin, row.name): row for row in component_rows(manager)}
     half, uniform = rows["mine", "half_ce"], rows["mine", "uniform"]
-    assert (half.kind, half.presets, half.differentiable) == ("loss", [], None)
+    assert (half.kind, half.presets, half.differentiable) == (ComponentKind.LOSS, [], None)
     assert half.options == {"scale": OptionRow(type="float", default=0.5, description="")}
-    assert (uniform.kind, uniform.differentiable, uniform.presets) == ("attribution provider", False, None)
+    assert (uniform.kind, uniform.differentiable, uniform.presets) == (ComponentKind.PROVIDER, False, None)
     assert half.to_dict() == {
         "plugin": "mine",
         "source": "registered in-process",

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 import kdkit
-from kdkit.cli.command import KdkitCommand, KdkitGroup
+from kdkit.cli.command import KdkitCommand, KdkitGroup, LightCommand
 from kdkit.cli.output import err, out, print_error
 from kdkit.errors import (
     BUG_STATUS,
@@ -57,9 +57,10 @@ app = typer.Typer(
 )
 
 
-def command(**kwargs: Any) -> Callable[[F], F]:
-    """Register a kdkit command (``@command()`` instead of ``@app.command()``)."""
-    return app.command(cls=KdkitCommand, **kwargs)
+def command(*, light: bool = False, **kwargs: Any) -> Callable[[F], F]:
+    """Register a kdkit command (``@command()`` instead of ``@app.command()``); ``light``: it needs neither the
+    plugin host nor torch (:class:`~kdkit.cli.command.LightCommand`)."""
+    return app.command(cls=LightCommand if light else KdkitCommand, **kwargs)
 
 
 def _show_warning(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
@@ -178,10 +179,6 @@ def _plugin_names(flag: str, help: str) -> Any:
     return typer.Option(flag, metavar="NAME", help=help)
 
 
-#: commands that need neither the plugin host nor torch (the callback skips their set-up)
-LIGHT_COMMANDS = frozenset({"predict", "tasks"})
-
-
 @app.callback()
 @handle_errors
 def main_callback(
@@ -206,7 +203,9 @@ def main_callback(
 ) -> None:
     """Knowledge distillation for transformer classifiers."""
     set_debug(debug)
-    if ctx.invoked_subcommand in LIGHT_COMMANDS:
+    group: Any = ctx.command  # kdkit's group: the command about to run is one of its own
+    invoked = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    if isinstance(invoked, KdkitCommand) and not invoked.needs_plugins:
         return
     from kdkit.models.loading import quiet_libraries
     from kdkit.plugins import manager as plugin_host

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
@@ -102,6 +102,9 @@ def _switch(option: Any) -> Any:
 class KdkitCommand(typer.core.TyperCommand):
     """A kdkit command: readable value placeholders in ``--help``, and bad option values as one line."""
 
+    #: the command may use the plugin host (and so torch): the callback sets it up first
+    needs_plugins: ClassVar[bool] = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _name_values(self.params, _value_types(self.callback))
@@ -119,6 +122,13 @@ class KdkitCommand(typer.core.TyperCommand):
             raw, _, _ = self.make_parser(ctx).parse_args(args=given)
             print_error(bad_value_message(exc.param, raw.get(exc.param.name), exc.message, self))
             raise typer.Exit(2) from None
+
+
+class LightCommand(KdkitCommand):
+    """A command that needs neither the plugin host nor torch (``kdkit predict``, ``kdkit tasks``): the callback
+    skips their set-up."""
+
+    needs_plugins = False
 
 
 class KdkitGroup(TyperGroup):

@@ -23,12 +23,12 @@ def _component_tree(rows: list["ComponentRow"]) -> Tree:
         key = (row.plugin, row.source)
         if key not in branches:
             branches[key] = tree.add(Text.assemble((row.plugin, "bold"), f"  ({row.source})"))
-        if row.kind == "-":
+        if row.kind is None:
             continue
         extra = ["differentiable"] if row.differentiable else []
         if row.presets:
             extra.append("presets: " + ", ".join(row.presets))
-        label = Text.assemble(f"{row.kind} ", (row.name, "bold cyan"), f"  ({'; '.join(extra)})" if extra else "")
+        label = Text.assemble(f"{row.kind.label} ", (row.name, "bold cyan"), f"  ({'; '.join(extra)})" if extra else "")
         component = branches[key].add(label)
         for name, option in row.options.items():
             component.add(Text(f"{name}: {option.type} = {option.default!r}"))

@@ -46,7 +46,7 @@ def _print_predictions(
     out.print(table)
 
 
-@command()
+@command(light=True)
 @handle_errors
 def predict(
     model: Annotated[

@@ -10,7 +10,7 @@ from kdkit.cli.base import command, handle_errors
 from kdkit.cli.output import out
 
 
-@command()
+@command(light=True)
 @handle_errors
 def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
     """List the built-in tasks: text fields, labels and metrics."""

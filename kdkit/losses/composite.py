@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -84,7 +85,7 @@ class CompositeLoss(DistillationLoss):
             if not part.needs.teacher_outputs:
                 continue
             for name, value in part.live_teacher_signals(teacher_outputs, batch, ctx).items():
-                _claim(signals, owners, part.name, name, value, "produce the live teacher signal")
+                _claim(signals, owners, part.name, name, value, _Clash.LIVE_SIGNAL)
         return signals
 
     def __call__(
@@ -98,20 +99,27 @@ class CompositeLoss(DistillationLoss):
             for name, value in part(batch, student_logits, teacher_signals, ctx).items():
                 if index > 0 and name == supervised:
                     continue  # the task loss is the primary loss's
-                _claim(terms, owners, part.name, name, value, "return a term")
+                _claim(terms, owners, part.name, name, value, _Clash.TERM)
         return terms
 
 
-_CLASH_FIXES = {
-    "produce the live teacher signal": "rename the signal in one of the plugins",
-    "return a term": "combine losses whose terms differ (for example kd or adkd, not both)",
-}
+class _Clash(Enum):
+    """What two parts may not both produce under one name: what they did, and the fix."""
+
+    LIVE_SIGNAL = ("produce the live teacher signal", "rename the signal in one of the plugins")
+    TERM = ("return a term", "combine losses whose terms differ (for example kd or adkd, not both)")
+
+    def __init__(self, what: str, fix: str) -> None:
+        self.what = what
+        self.fix = fix
 
 
-def _claim(merged: dict[str, Tensor], owners: dict[str, str], part: str, name: str, value: Tensor, what: str) -> None:
+def _claim(
+    merged: dict[str, Tensor], owners: dict[str, str], part: str, name: str, value: Tensor, clash: _Clash
+) -> None:
     """``merged[name] = value`` for loss ``part``, with a :class:`TrainingError` when another part has ``name``."""
     if name in merged:
-        raise TrainingError(f"losses '{owners[name]}' and '{part}' both {what} '{name}'", _CLASH_FIXES[what])
+        raise TrainingError(f"losses '{owners[name]}' and '{part}' both {clash.what} '{name}'", clash.fix)
     owners[name] = part
     merged[name] = value
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdkit.config import type_name
-from kdkit.plugins.manager import PluginInfo, PluginManager
+from kdkit.plugins.manager import ComponentKind, PluginInfo, PluginManager
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ComponentRow:
 
     plugin: str
     source: str
-    kind: str  #: "loss", "attribution provider" or "-"
+    kind: ComponentKind | None  #: None: the plugin provides no component (listed as "-")
     name: str
     description: str | None = None
     options: dict[str, OptionRow] = field(default_factory=dict)
@@ -34,7 +34,8 @@ class ComponentRow:
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``kdkit plugins --json`` prints it (fields that do not apply are left out)."""
-        row: dict[str, Any] = {"plugin": self.plugin, "source": self.source, "kind": self.kind, "name": self.name}
+        kind = self.kind.label if self.kind is not None else "-"
+        row: dict[str, Any] = {"plugin": self.plugin, "source": self.source, "kind": kind, "name": self.name}
         if self.description is not None:
             row["description"] = self.description
         row["options"] = {name: vars(option) for name, option in self.options.items()}
@@ -45,11 +46,12 @@ class ComponentRow:
         return row
 
 
-def _component_row(info: PluginInfo, component: Any, is_provider: bool) -> ComponentRow:
+def _component_row(info: PluginInfo, component: Any, kind: ComponentKind) -> ComponentRow:
+    is_provider = kind is ComponentKind.PROVIDER
     return ComponentRow(
         plugin=info.name,
         source=info.source,
-        kind="attribution provider" if is_provider else "loss",
+        kind=kind,
         name=component.name,
         description=component.description,
         options={
@@ -69,8 +71,8 @@ def component_rows(manager: PluginManager) -> list[ComponentRow]:
     """Every loaded plugin's components (losses, then providers), in registration order."""
     rows: list[ComponentRow] = []
     for info in manager.plugins():
-        rows += [_component_row(info, loss, is_provider=False) for loss in info.losses]
-        rows += [_component_row(info, provider, is_provider=True) for provider in info.providers]
-        if not info.losses and not info.providers:
-            rows.append(ComponentRow(plugin=info.name, source=info.source, kind="-", name="-"))
+        for kind in ComponentKind:
+            rows += [_component_row(info, component, kind) for component in info.components[kind]]
+        if not any(info.components.values()):
+            rows.append(ComponentRow(plugin=info.name, source=info.source, kind=None, name="-"))
     return rows

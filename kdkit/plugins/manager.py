@@ -24,6 +24,7 @@ import importlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -55,14 +56,36 @@ class PluginFailure:
     error: str
 
 
+class ComponentKind(Enum):
+    """What a plugin contributes, each kind through its own hook and as subclasses of its own base class."""
+
+    LOSS = ("loss", "kdkit_losses", DistillationLoss)
+    PROVIDER = ("attribution provider", "kdkit_attribution_providers", AttributionProvider)
+
+    def __init__(self, label: str, hook: str, base: type) -> None:
+        #: what ``kdkit plugins`` calls it
+        self.label = label
+        #: the hook spec (:mod:`kdkit.hookspecs`) that contributes it
+        self.hook = hook
+        #: the class every component of this kind subclasses
+        self.base = base
+
+
 @dataclass
 class PluginInfo:
-    """A loaded plugin: its name, where it came from, and the components it provides."""
+    """A loaded plugin: its name, where it came from, and the components it provides, by kind."""
 
     name: str
     source: str
-    losses: list[type[DistillationLoss]] = field(default_factory=list)
-    providers: list[type[AttributionProvider]] = field(default_factory=list)
+    components: dict[ComponentKind, list[Any]] = field(default_factory=lambda: {kind: [] for kind in ComponentKind})
+
+    @property
+    def losses(self) -> list[type[DistillationLoss]]:
+        return self.components[ComponentKind.LOSS]
+
+    @property
+    def providers(self) -> list[type[AttributionProvider]]:
+        return self.components[ComponentKind.PROVIDER]
 
 
 #: what a broken plugin may raise while it is imported or asked for its components (SystemExit: it called
@@ -167,43 +190,47 @@ class PluginManager:
 
     def _collect(self) -> None:
         self.infos: dict[str, PluginInfo] = {name: PluginInfo(name, source) for name, source in self.sources.items()}
-        self.losses: dict[str, type[DistillationLoss]] = {}
-        self.providers: dict[str, type[AttributionProvider]] = {}
+        #: the components of each kind by name
+        self.registries: dict[ComponentKind, dict[str, Any]] = {kind: {} for kind in ComponentKind}
         owners: dict[str, str] = {}
         broken: set[str] = set()
-        for hook_name, base, registry in (
-            ("kdkit_losses", DistillationLoss, self.losses),
-            ("kdkit_attribution_providers", AttributionProvider, self.providers),
-        ):
-            caller = getattr(self.hooks.hook, hook_name)
-            for impl in caller.get_hookimpls():  # registration order
+        for kind in ComponentKind:
+            for impl in getattr(self.hooks.hook, kind.hook).get_hookimpls():  # registration order
                 plugin_name = impl.plugin_name
                 if plugin_name in broken:
                     continue
                 try:
-                    components = self._check_components(call_hook(impl.function), base, hook_name)
+                    components = self._check_components(call_hook(impl.function), kind.base)
                 except (Exception, SystemExit) as exc:
                     reason = describe(exc) if isinstance(exc, (SystemExit, PluginInterrupt)) else str(exc)
-                    self._fail(plugin_name, f"{hook_name}() failed: {reason}")
+                    self._fail(plugin_name, f"{kind.hook}() failed: {reason}")
                     broken.add(plugin_name)
                     continue
                 for component in components:
                     if component.name in owners:
+                        owner = owners[component.name]
                         self._fail(
-                            plugin_name,
-                            f"component name '{component.name}' is already provided by plugin "
-                            f"'{owners[component.name]}'",
+                            plugin_name, f"component name '{component.name}' is already provided by plugin '{owner}'"
                         )
                         continue
                     owners[component.name] = plugin_name
-                    registry[component.name] = component
-                    info = self.infos[plugin_name]
-                    (info.losses if base is DistillationLoss else info.providers).append(component)
+                    self.registries[kind][component.name] = component
+                    self.infos[plugin_name].components[kind].append(component)
         for name in broken:
             self._drop(name)
 
+    @property
+    def losses(self) -> dict[str, type[DistillationLoss]]:
+        """The loss classes by name."""
+        return self.registries[ComponentKind.LOSS]
+
+    @property
+    def providers(self) -> dict[str, type[AttributionProvider]]:
+        """The attribution provider classes by name."""
+        return self.registries[ComponentKind.PROVIDER]
+
     @staticmethod
-    def _check_components(returned: Any, base: type, hook_name: str) -> list[Any]:
+    def _check_components(returned: Any, base: type) -> list[Any]:
         if returned is None:
             return []
         if not isinstance(returned, (list, tuple)):
@@ -222,10 +249,9 @@ class PluginManager:
         info = self.infos.pop(plugin_name, None)
         if info is None:
             return
-        for loss in info.losses:
-            self.losses.pop(loss.name, None)
-        for provider in info.providers:
-            self.providers.pop(provider.name, None)
+        for kind, components in info.components.items():
+            for component in components:
+                self.registries[kind].pop(component.name, None)
 
     # -- lookups ---------------------------------------------------------------------------------
 
