@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kdkit.cli import app
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # the real MiniLM on GLUE: minutes
 runner = CliRunner()
 
 

@@ -37,6 +37,7 @@ def test_a_step_with_a_traceback_or_a_redrawn_bar_fails():
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_readme_walk_in_the_environment_readme_installs(tmp_path: Path, shared_dir: Path):
     """The walk CI runs: every step of README succeeds in README's own environment, its output readable in a log."""
     venv = walk_module.environment()  # .ci/run builds it up front (python tests/newcomer_walk.py install)

@@ -27,6 +27,8 @@ from kdkit.data.tasks import TaskSpec
 from kdkit.plugins.manager import PluginManager
 from kdkit.testing import save_tiny_classifier
 
+pytestmark = pytest.mark.slow  # two processes train
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 

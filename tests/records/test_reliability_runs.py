@@ -26,7 +26,7 @@ from kdkit.testing import write_tiny_csv
 from kdkit.training import stage as training_stage
 from kdkit.training.checkpoints import MANIFEST_FILE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -76,6 +76,7 @@ def interrupted_run(own_data: tuple[Path, Path], tiny_teacher: Path, tmp_path: P
 # -- kill -9 while a checkpoint is written ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_during_a_checkpoint_write_then_resume_continues_from_the_last_complete_one(
     own_data: tuple[Path, Path], tiny_teacher: Path, tmp_path: Path, plugin_manager
 ):

@@ -28,6 +28,8 @@ from kdkit.models.loading import load_classifier, load_tokenizer
 from kdkit.models.saving import save_model
 from kdkit.testing import BINARY_TASK, save_tiny_classifier, tiny_classifier, tiny_tokenizer, write_tiny_csv
 
+pytestmark = pytest.mark.slow  # seven model families trained, exported and served
+
 runner = CliRunner()
 
 FAMILIES = ("bert", "roberta", "deberta-v2", "distilbert", "electra", "modernbert", "albert")

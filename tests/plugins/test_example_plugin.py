@@ -20,7 +20,9 @@ import pytest
 
 import kdkit
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds and installs the example plugin
+
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "kdkit-occlusion"
 
 

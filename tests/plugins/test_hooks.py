@@ -29,7 +29,7 @@ from kdkit.plugin_api import hookimpl
 from kdkit.plugins.manager import PluginManager
 from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PLUGINS_DOC = REPO / "docs" / "plugins.md"
 
 HOOKS = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, f"{hookspecs.PROJECT_NAME}_spec"))

@@ -242,6 +242,7 @@ def test_config_file_with_flag_override(tmp_path, tiny_teacher, tiny_csv):
     assert "accuracy" in out and "student saved to" in out
 
 
+@pytest.mark.slow
 def test_console_script_exit_status(tmp_path):
     """The installed entry point (a real subprocess) exits 2 with one line on stderr."""
     result = subprocess.run(

@@ -22,7 +22,7 @@ from kdkit.cli.export import EXPORT_DATA_FIELDS
 from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, StudentSpec, TrainingConfig, build_config
 
 runner = CliRunner()
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 #: flags of finetune/distill that are not config fields
 HAND_WRITTEN = {"config", "set_", "help"}
 

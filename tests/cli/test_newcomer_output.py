@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 #: a sitecustomize that makes one module impossible to import, as if it were not installed
@@ -78,6 +78,7 @@ def test_a_missing_package_is_one_line_naming_its_install(tmp_path: Path):
     ]
 
 
+@pytest.mark.slow
 def test_a_missing_plugin_package_is_one_line_too(tmp_path: Path, tiny_teacher: Path):
     result = _kdkit_without("kdkit_adkd", tmp_path, "explain", str(tiny_teacher), "a fine film")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr

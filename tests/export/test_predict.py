@@ -22,7 +22,7 @@ from kdkit.export.inference import OnnxClassifier
 from kdkit.models.loading import load_classifier, load_tokenizer
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 #: run first in a subprocess: any import of these packages fails, as on a machine without them

@@ -13,7 +13,7 @@ import pytest
 
 from kdkit.data.tasks import get_task
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import paper_plan as plan  # noqa: E402

@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 STEPPER = """
 import sys, time
 steps, delay, code = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
@@ -235,6 +235,7 @@ def test_session_script_is_valid_bash() -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_a_tiny_study_runs_glue_studys_runs_in_parallel_and_reports_them(glue_dir, tmp_path, modules) -> None:
     work, out = tmp_path / "work", tmp_path / "out"
     command = [sys.executable, str(BENCHMARKS / "gpu_study.py"), "run", "--tiny", "--tasks", "mrpc", "--seeds", "1",

@@ -11,7 +11,7 @@ import torch
 
 import kdkit
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_throughput.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "step_throughput.py"
 
 
 def _load_benchmark(monkeypatch):  # type: ignore[no-untyped-def]

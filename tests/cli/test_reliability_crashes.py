@@ -30,7 +30,7 @@ from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 from kdkit.records.runs import START_FILE
 from kdkit.training.cache_store import build_entry, load_verified
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -267,6 +267,7 @@ def test_ctrl_c_before_the_command_starts_is_one_line(monkeypatch: pytest.Monkey
     assert result.stderr.strip() == "interrupted: no run directory was written yet; run the command again"
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_releases_the_lock_keeps_the_partial_run_and_says_so(
     tiny_teacher: Path, tiny_csv, tmp_path: Path
 ):

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "glue_study.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "glue_study.py"
 
 
 @pytest.fixture(scope="module")

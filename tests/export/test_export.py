@@ -175,6 +175,7 @@ def test_validation_data_is_required_and_lengths_are_checked(
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_real_minilm_student_on_sst2(glue_dir: Path, tmp_path: Path):
     """A copy:3 student of the embedded all-MiniLM-L6-v2 (random head: parity does not need training)."""
     from kdkit.config import default_base_model

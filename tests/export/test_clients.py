@@ -34,7 +34,9 @@ from kdkit.models.students import copy_student
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 from kdkit.testing.models import BINARY_TASK, TINY_WORDS, perturb_parameters, tiny_classifier, tiny_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # optimum-onnx and transformers.js in their own environments
+
+REPO = Path(__file__).resolve().parents[2]
 PAIR_TASK = TaskSpec(
     name="tinypair",
     text_fields=("premise", "hypothesis"),
