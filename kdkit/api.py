@@ -35,6 +35,7 @@ from kdkit.config import (
     default_base_model,
     loss_name,
 )
+from kdkit.data.batching import DistillationCollator
 from kdkit.data.checks import glue_name_warning
 from kdkit.data.loading import RawData, load_raw
 from kdkit.data.sources import data_files, given_paths, record_paths
@@ -315,8 +316,6 @@ def evaluate(
 ) -> tuple[TaskSpec, dict[str, float]]:
     """Evaluate a saved model (or a run directory's best model) on a task's validation split(s); the data
     options not given come from what the run recorded (:mod:`kdkit.records.provenance`)."""
-    from kdkit.data.batching import DistillationCollator
-
     quiet_libraries()
     given = data or DataConfig()
     saved = of_model(model, hub_id_ok=given.task is not None or given.is_custom)

@@ -14,6 +14,10 @@ field's description as help and its default shown, and nothing else to keep in s
 a command's options from ``inspect.signature``) and regroups the values into the nested config dict. A flag
 that was not given is left out, so it does not override a ``--config`` file. Only the presentation is chosen
 here: the flag names users know (:data:`FLAG_NAMES`), the panels, and placeholders for string values.
+
+The rest of what a command line gives is read here too: ``--config FILE`` (YAML, TOML or JSON:
+:func:`read_config_file`, under the flags: :func:`with_config_file`) and ``--set NAME.OPTION=VALUE``
+(:func:`parse_set_options`). The library takes the resulting dicts and config models.
 """
 
 import functools

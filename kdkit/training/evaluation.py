@@ -1,13 +1,8 @@
-"""Evaluation: a model's task metrics on the validation split(s) (``kdkit evaluate``, and a run's final
-metrics).
-
-``evaluate(RUN)`` needs no data flag: the task and data come from what the run recorded
-(:mod:`kdkit.provenance`); flags override them.
-"""
+"""Evaluation: a model's task metrics on the validation split(s), in length order (a run's final metrics, and
+:func:`kdkit.api.evaluate` behind ``kdkit evaluate``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,15 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 
-from kdkit.config import DataConfig, TrainingConfig
 from kdkit.data.batching import DistillationCollator
 from kdkit.data.metrics import compute_metrics
 from kdkit.data.tasks import TaskSpec
-from kdkit.data.tokenizing import TaskData, load_task_data
-from kdkit.models.checks import check_token_types
-from kdkit.models.loading import check_max_length, load_classifier, load_tokenizer, quiet_libraries
-from kdkit.records.provenance import of_model
-from kdkit.training.arguments import resolve_device
+from kdkit.data.tokenizing import TaskData
 
 
 def by_length(split: Any) -> Any:
@@ -67,27 +57,3 @@ def evaluate_splits(
         prefix = "" if len(task_data.validation) == 1 else f"{name}/"
         metrics.update({f"{prefix}{k}": v for k, v in values.items()})
     return metrics
-
-
-def evaluate(
-    model: str | Path,
-    data: DataConfig | None = None,
-    *,
-    device: str = "auto",
-    batch_size: int = 64,
-) -> tuple[TaskSpec, dict[str, float]]:
-    """Evaluate a saved model (or a run directory's best model) on a task's validation split(s); the data
-    options not given come from what the run recorded."""
-    quiet_libraries()
-    given = data or DataConfig()
-    saved = of_model(model, hub_id_ok=given.task is not None or given.is_custom)
-    options = saved.data_options(given)
-    assert saved.model is not None
-    check_max_length(saved.model, options.max_length)
-    tokenizer = load_tokenizer(saved.model)
-    task_data = load_task_data(options, tokenizer, need_train=False)
-    classifier = load_classifier(saved.model, task_data.task)
-    check_token_types(classifier.config, tokenizer, task_data.task, name=str(saved.model))
-    target = resolve_device(TrainingConfig(device=device))
-    collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
-    return task_data.task, evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))
