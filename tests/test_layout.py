@@ -114,6 +114,15 @@ def test_every_package_and_top_level_module_has_a_floor():
     assert units == {unit for floor in FLOORS for unit in floor}
 
 
+def test_docs_architecture_draws_these_floors():
+    text = (REPO / "docs" / "architecture.md").read_text()
+    drawn = {
+        int(number): tuple(re.findall(r"\b(\w+)(?:/|\.py)", rest))
+        for number, rest in re.findall(r"^floor\s+(\d+)\s+(.*)$", text, flags=re.MULTILINE)
+    }
+    assert [drawn[floor] for floor in sorted(drawn)] == FLOORS
+
+
 def test_every_package_imports_only_downward():
     wrong = [
         f"{module} -> {target}"
