@@ -31,7 +31,7 @@ from kdkit.config import DataConfig, TrainingConfig, default_base_model
 from kdkit.data.batching import DistillationCollator
 from kdkit.data.tokenizing import load_task_data
 from kdkit.losses.base import LossContext
-from kdkit.losses.builtin import KDOptions, VanillaKD
+from kdkit.losses.kd import KDOptions, VanillaKD
 from kdkit.models.loading import freeze, load_base_for_task, load_tokenizer, quiet_libraries
 from kdkit.models.students import copy_student
 from kdkit.training.arguments import training_arguments

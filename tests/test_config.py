@@ -88,7 +88,7 @@ class _PresetPlugin:
     @staticmethod
     @hookimpl
     def kdkit_losses():  # type: ignore[no-untyped-def]
-        from kdkit.losses.builtin import VanillaKD
+        from kdkit.losses.kd import VanillaKD
 
         class PresetKD(VanillaKD):
             name = "presetkd"

@@ -19,14 +19,14 @@ KDKIT = REPO / "kdkit"
 #: the floors of kdkit, lowest first: a module may import its own package (or module) and any floor below
 #: its own, never a floor above or a neighbour on its floor (training and export know nothing of each other)
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "hookspecs"),
+    ("errors",),
     ("config", "extras"),
     ("data",),
     ("records",),
     ("models",),
     ("attribution",),
     ("losses",),
-    ("training", "export"),
+    ("training", "export", "hookspecs"),
     ("plugins",),
     ("api", "plugin_api"),
     ("cli", "testing"),

@@ -2,7 +2,7 @@
 
 Discovery, in order:
 
-1. built-in plugins (:mod:`kdkit.builtin`), registered directly;
+1. the built-in plugin (:mod:`kdkit.plugins.builtin`), registered directly;
 2. every entry point of the group ``kdkit`` (``[project.entry-points.kdkit] NAME = "module"``), unless
    ``KDKIT_DISABLE_PLUGIN_AUTOLOAD`` is set;
 3. the names in ``KDKIT_PLUGINS`` (comma-separated entry-point names or importable modules), loaded even
@@ -35,9 +35,9 @@ from kdkit import hookspecs
 from kdkit.attribution.base import AttributionProvider
 from kdkit.config import LOSS_SEPARATOR, split_loss_names
 from kdkit.errors import PluginError
-from kdkit.losses import builtin
 from kdkit.losses.base import DistillationLoss
 from kdkit.losses.composite import composite_class
+from kdkit.plugins import builtin
 from kdkit.plugins.isolation import PluginInterrupt, call_hook, describe, guarded, import_failure, users_interrupt
 
 ENTRY_POINT_GROUP = "kdkit"

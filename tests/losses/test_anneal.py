@@ -11,7 +11,7 @@ import kdkit_adkd.loss
 import pytest
 from kdkit_adkd.presets import paper_preset
 
-import kdkit.losses.builtin
+import kdkit.losses.kd
 from kdkit import api
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.losses.base import LossContext
@@ -72,7 +72,7 @@ def _config(tiny_csv: tuple[Path, Path], teacher: Path, output: Path, loss: str,
     )
 
 
-@pytest.mark.parametrize("loss, module", [("kd", kdkit.losses.builtin), ("adkd", kdkit_adkd.loss)])
+@pytest.mark.parametrize("loss, module", [("kd", kdkit.losses.kd), ("adkd", kdkit_adkd.loss)])
 def test_the_schedule_step_by_step_in_training(loss, module, tiny_csv, tiny_teacher, tmp_path, monkeypatch):
     seen = _record_temperatures(monkeypatch, module)
     manager = PluginManager(autoload=False, enable=["adkd"])
@@ -100,7 +100,7 @@ def test_resume_continues_the_schedule_where_it_stopped(tiny_csv, tiny_teacher, 
     assert [p.name for p in (partial / "checkpoints").glob("checkpoint-*")] == [f"checkpoint-{STEPS_PER_EPOCH}"]
 
     monkeypatch.setattr(DistillationTrainer, "compute_loss", original_loss)
-    seen = _record_temperatures(monkeypatch, kdkit.losses.builtin)
+    seen = _record_temperatures(monkeypatch, kdkit.losses.kd)
     resumed = api.distill(
         _config(tiny_csv, tiny_teacher, output, "kd").model_copy(update={"resume": True}),
         plugins=PluginManager(autoload=False),

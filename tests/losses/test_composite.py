@@ -17,10 +17,10 @@ from kdkit.data.tasks import get_task
 from kdkit.errors import ConfigError, TrainingError
 from kdkit.losses.attention import AttentionLoss
 from kdkit.losses.base import Batch, DistillationLoss, LossContext
-from kdkit.losses.builtin import VanillaKD
 from kdkit.losses.composite import CompositeLoss, build_loss, composite_class, loss_parts
 from kdkit.losses.formulas import task_loss
 from kdkit.losses.hidden import HiddenStateLoss
+from kdkit.losses.kd import VanillaKD
 from kdkit.plugin_api import hookimpl
 from kdkit.plugins.manager import PluginManager
 from kdkit.plugins.options import resolve_options

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from kdkit.data.tasks import get_task
 from kdkit.losses.base import Batch, LossContext
-from kdkit.losses.builtin import CrossEntropy, KDOptions, VanillaKD
+from kdkit.losses.kd import CrossEntropy, KDOptions, VanillaKD
 
 
 def plain_kd(student: list[list[float]], teacher: list[list[float]], labels: list[int], alpha: float, t: float):

@@ -22,9 +22,9 @@ from kdkit import hookspecs
 from kdkit.attribution.base import AttributionProvider, EmbeddingForward
 from kdkit.losses.attention import AttentionLoss
 from kdkit.losses.base import DistillationLoss, LossNeeds
-from kdkit.losses.builtin import CrossEntropy, VanillaKD
 from kdkit.losses.formulas import task_loss
 from kdkit.losses.hidden import HiddenStateLoss
+from kdkit.losses.kd import CrossEntropy, VanillaKD
 from kdkit.plugin_api import hookimpl
 from kdkit.plugins.manager import PluginManager
 from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss

@@ -114,7 +114,7 @@ def test_duplicate_component_names_are_refused(tmp_path, monkeypatch):
     manager = PluginManager()
     [failure] = manager.failures
     assert "'kd' is already provided by plugin 'builtin'" in failure.error
-    assert manager.losses["kd"].__module__ == "kdkit.losses.builtin"
+    assert manager.losses["kd"].__module__ == "kdkit.losses.kd"
 
 
 def test_autoload_can_be_disabled_and_single_plugins_enabled(tmp_path, monkeypatch):

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from kdkit.attribution.base import AttributionProvider, capture_embedding_output
 from kdkit.losses.base import Batch, DistillationLoss, LossContext, LossNeeds
-from kdkit.losses.builtin import CrossEntropy, VanillaKD
 from kdkit.losses.formulas import task_loss
+from kdkit.losses.kd import CrossEntropy, VanillaKD
 from kdkit.testing import (
     BINARY_TASK,
     THREE_CLASS_TASK,
@@ -284,7 +284,7 @@ def test_the_fixtures_plugin_works_in_a_plugin_authors_suite(pytester: pytest.Py
         my_plugin=textwrap.dedent(
             """
             from kdkit.plugin_api import hookimpl
-            from kdkit.losses.builtin import CrossEntropy
+            from kdkit.losses.kd import CrossEntropy
 
 
             class Again(CrossEntropy):

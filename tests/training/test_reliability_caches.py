@@ -21,7 +21,7 @@ from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.errors import CacheWarning, ModelError
 from kdkit.export.inference import OnnxClassifier
 from kdkit.losses.base import LossContext
-from kdkit.losses.builtin import VanillaKD
+from kdkit.losses.kd import VanillaKD
 from kdkit.models.loading import load_classifier
 from kdkit.models.saving import read_task_file, save_model
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, TASK_FILE

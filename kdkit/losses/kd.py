@@ -1,6 +1,5 @@
-"""The built-in plugin: the ``ce`` (student alone / teacher fine-tuning) and ``kd`` (Hinton) losses, and the
-intermediate-layer losses ``hidden`` (:mod:`kdkit.hidden_loss`) and ``attention`` (:mod:`kdkit.attention_loss`),
-meant to be combined with ``kd`` or ``adkd`` (``--plugin kd --plugin hidden``, :mod:`kdkit.composite`)."""
+"""The ``ce`` loss (the task loss alone: a student on its own, a teacher's fine-tune) and the ``kd`` loss
+(Hinton's), both contributed by the built-in plugin (:mod:`kdkit.plugins.builtin`)."""
 
 from __future__ import annotations
 
@@ -9,12 +8,8 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from kdkit.attribution.base import AttributionProvider
-from kdkit.hookspecs import hookimpl
-from kdkit.losses.attention import AttentionLoss
 from kdkit.losses.base import Batch, DistillationLoss, LossContext, LossNeeds
 from kdkit.losses.formulas import soft_distillation_loss, step_temperature, supervised_term, task_loss
-from kdkit.losses.hidden import HiddenStateLoss
 
 
 class CrossEntropy(DistillationLoss):
@@ -62,13 +57,3 @@ class VanillaKD(DistillationLoss):
         temperature = step_temperature(options.temperature, options.anneal, ctx)
         distill = soft_distillation_loss(self.task, student_logits, teacher_signals["logits"], temperature)
         return {supervised_term(self.task): (1.0 - options.alpha) * supervised, "kd": options.alpha * distill}
-
-
-@hookimpl
-def kdkit_losses() -> list[type[DistillationLoss]]:
-    return [CrossEntropy, VanillaKD, HiddenStateLoss, AttentionLoss]
-
-
-@hookimpl
-def kdkit_attribution_providers() -> list[type[AttributionProvider]]:
-    return []
