@@ -40,13 +40,13 @@ from kdkit.errors import ConfigError, DataError, ExportError
 from kdkit.export import hf_layout
 from kdkit.export.hf_layout import FP32_FILE, INT8_FILE, TOKENIZER_FILE
 from kdkit.export.manifest import Evaluation, ExporterInfo, ExportRecord, ExportSource, Parity, ParityCase
-from kdkit.export.onnx import EXPORTERS as EXPORTERS  # re-exported: part of the export API
-from kdkit.export.onnx import Exporter as Exporter
-from kdkit.export.onnx import _LogitsOnly as _LogitsOnly
-from kdkit.export.onnx import check_opset
-from kdkit.export.onnx import export_model as export_model
-from kdkit.export.onnx import fuse_for_onnxruntime as fuse_for_onnxruntime
-from kdkit.export.onnx import quantize_int8 as quantize_int8
+from kdkit.export.onnx import (
+    EXPORTERS,
+    Exporter,
+    check_opset,
+    export_model,
+    quantize_int8,
+)
 from kdkit.export.source import ExportInput, check_not_the_source, load_source
 from kdkit.export.validation import (
     PARITY_BATCH,
@@ -58,7 +58,6 @@ from kdkit.export.validation import (
     parity_batches,
     texts,
 )
-from kdkit.export.validation import torch_logits as torch_logits  # re-exported: where kdkit has always kept it
 from kdkit.models.loading import quiet_libraries
 from kdkit.records import model_card
 from kdkit.records.manifests import (
@@ -70,7 +69,6 @@ from kdkit.records.manifests import (
     ExportTokenizer,
     write_json,
 )
-from kdkit.records.provenance import find_model_dir as find_model_dir  # re-exported: where kdkit has always kept it
 from kdkit.records.runs import RunDirectory
 
 #: default parity tolerance: max |Δlogit| between ONNX fp32 and PyTorch

@@ -31,9 +31,7 @@ from kdkit.models.checks import (
     check_tokenizer_files,
     load_failure,
 )
-from kdkit.models.checks import position_limit as position_limit  # re-exported: where kdkit has kept it
 from kdkit.models.saving import _task_record, verify_saved_model
-from kdkit.records.manifests import TASK_FILE as TASK_FILE  # re-exported: where kdkit has always kept it
 
 
 def load_tokenizer(name_or_path: str, *, role: str = "model") -> PreTrainedTokenizerBase:

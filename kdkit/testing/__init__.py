@@ -2,7 +2,8 @@
 
 - :mod:`kdkit.testing.models`: tiny random classifiers, a tiny WordPiece tokenizer, tiny CSV data sets;
   nothing is downloaded.
-- :mod:`kdkit.testing.conformance`: :func:`check_attribution_provider` and :func:`check_loss`, which run a
+- :mod:`kdkit.testing.conformance_provider` and :mod:`kdkit.testing.conformance_loss` (what they share:
+  :mod:`kdkit.testing.conformance_base`): :func:`check_attribution_provider` and :func:`check_loss`, which run a
   component the way kdkit does and fail with a message naming the broken rule.
 - :mod:`kdkit.testing.run`: :func:`run_distillation_steps`, a few real distillation steps in-process.
 - :mod:`kdkit.testing.fixtures`: pytest fixtures; activate them in your ``conftest.py`` with
@@ -11,13 +12,9 @@
 See docs/writing-plugins.md.
 """
 
-from kdkit.testing.conformance import (
-    ConformanceError,
-    ConformanceReport,
-    check_attribution_provider,
-    check_loss,
-    model_inputs,
-)
+from kdkit.testing.conformance_base import ConformanceError, ConformanceReport, model_inputs
+from kdkit.testing.conformance_loss import check_loss
+from kdkit.testing.conformance_provider import check_attribution_provider
 from kdkit.testing.models import (
     BINARY_TASK,
     REGRESSION_TASK,

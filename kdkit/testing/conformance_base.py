@@ -1,7 +1,7 @@
 """What the conformance checks share: the report, the error, tolerant comparison and the tiny test batch.
 
 The checks themselves: :mod:`kdkit.testing.conformance_provider` (attribution providers) and
-:mod:`kdkit.testing.conformance_loss` (losses); :mod:`kdkit.testing.conformance` gathers them.
+:mod:`kdkit.testing.conformance_loss` (losses); :mod:`kdkit.testing` names them.
 """
 
 from __future__ import annotations
