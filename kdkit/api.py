@@ -220,7 +220,9 @@ def _distill_job(
     """The distillation's job: the teacher (given, cached or fine-tuned now), the tokenised data, the student
     and the loss built with its options (and those of the providers it uses, recorded in run.json)."""
     needs = loss_cls.needs
-    teacher_path = ensure_teacher(config, data=raw, session=session) if _needs_teacher(config, loss_cls) else None
+    teacher_path = None
+    if _needs_teacher(config, loss_cls):
+        teacher_path = ensure_teacher(config, plugins=session.plugins, console=session.console, data=raw)
     tokenizer = load_tokenizer(teacher_path or str(config.student))
     task_data = tokenize_data(raw, tokenizer, config.data)
     teacher = _load_teacher(teacher_path, config, tokenizer, raw.task, needs.teacher_attention)
@@ -289,11 +291,10 @@ def ensure_teacher(
     plugins: PluginManager | None = None,
     console: Console | None = None,
     data: RawData | None = None,
-    session: _Session | None = None,
 ) -> str:
     """The teacher to distil from: ``config.teacher``, the cached default teacher (verified), or one fine-tuned
     now on ``data`` (the run's raw data, loaded here if not given) and cached (:mod:`kdkit.training.teachers`)."""
-    session = session or _Session(plugins or get_plugin_manager(), console or Console(stderr=True), {})
+    session = _Session(plugins or get_plugin_manager(), console or Console(stderr=True), {})
     if config.teacher:
         return teachers.given_teacher(config.teacher)
     raw = data if data is not None else load_raw(config.data)
