@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -88,7 +88,10 @@ def _start(config: RunConfig, plugins: PluginManager | None, console: Console | 
     return _Session(plugins or get_plugin_manager(), console, given_paths(config.data))
 
 
-def _recorded(config: Any) -> Any:
+ConfigT = TypeVar("ConfigT", bound=RunConfig)
+
+
+def _recorded(config: ConfigT) -> ConfigT:
     """``config`` with its data paths made absolute (:func:`kdkit.data.sources.record_paths`)."""
     return config.model_copy(update={"data": record_paths(config.data)})
 
