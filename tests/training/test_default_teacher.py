@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from kdkit import api
-from kdkit.config import DataConfig, DistillConfig, TrainingConfig
+from kdkit.config import DataConfig, DistillConfig, StudentSpec, TrainingConfig
 from kdkit.data.baselines import majority_baseline, near_baseline
 from kdkit.data.tasks import get_task
 from kdkit.testing import BINARY_TASK, save_tiny_classifier
@@ -98,3 +98,27 @@ def test_a_teacher_barely_better_than_guessing_is_reported(tmp_path: Path):
     assert "better than always predicting the most frequent label" in output
     again = _ensure(_config(tmp_path, base, 40, noise=True))  # reused from the cache: still said
     assert "using the cached teacher" in again and "better than always predicting" in again
+
+
+def test_a_distill_run_loads_its_data_once_the_default_teachers_fine_tune_included(tmp_path: Path, monkeypatch):
+    """The raw data is read and validated once per run and handed to the default teacher's fine-tune and to
+    tokenisation (issue 19: it was read up to four times)."""
+    from kdkit.data import loading
+
+    read: list[Path] = []
+    load_file = loading._load_file
+
+    def counting(path: Path) -> object:
+        read.append(path)
+        return load_file(path)
+
+    monkeypatch.setattr(loading, "_load_file", counting)
+    base = save_tiny_classifier(tmp_path / "base", BINARY_TASK, num_layers=1)
+    config = _config(tmp_path, base, 32)
+    training = TrainingConfig(batch_size=8, max_steps=1)
+    config = config.model_copy(
+        update={"output": tmp_path / "run", "student": StudentSpec(layers=1), "training": training}
+    )
+    result = api.distill(config, console=Console(file=io.StringIO()))
+    assert (result.run_dir / "run.json").is_file()
+    assert sorted(path.name for path in read) == ["dev.csv", "train.csv"]  # each file once
