@@ -131,18 +131,19 @@ def finetune(
 ) -> RunResult:
     """Fine-tune a teacher (the ``ce`` loss, no teacher) from ``config.model`` or the embedded default."""
     session = _start(config, plugins, console)
-    config = _recorded(config)
-    return _finetune(config, load_raw(config.data), session)
+    return _finetune(_recorded(config), session)
 
 
-def _finetune(config: FinetuneConfig, raw: RawData, session: _Session) -> RunResult:
-    """The fine-tune of ``config`` on ``raw`` (also the default teacher's: :func:`ensure_teacher`)."""
+def _finetune(config: FinetuneConfig, session: _Session, raw: RawData | None = None) -> RunResult:
+    """The fine-tune of ``config`` on its data, loaded here unless the run that asks for it (the default teacher's:
+    :func:`ensure_teacher`) hands its own over as ``raw``."""
     tracking.check_installed(config.training.report_to)
     base = config.model or default_base_model()
     if config.model:
         check_exists(Path(config.model), allow_hub_id=True, role="base model")
     check_max_length(base, config.data.max_length, role="base model")
     tokenizer = load_tokenizer(base)
+    raw = raw if raw is not None else load_raw(config.data)
     task_data = tokenize_data(raw, tokenizer, config.data)
     try:
         base_config = load_config(base)
@@ -303,7 +304,7 @@ def ensure_teacher(
     raw = data if data is not None else load_raw(config.data)
 
     def fine_tune(fine: FinetuneConfig) -> RunResult:
-        return _finetune(_recorded(fine), raw, replace(session, given=given_paths(fine.data)))
+        return _finetune(_recorded(fine), replace(session, given=given_paths(fine.data)), raw)
 
     return teachers.ensure_teacher(config, raw, fine_tune, session.console)
 
