@@ -20,6 +20,7 @@ imports neither torch nor transformers.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from tokenizers import Tokenizer
 import kdkit
 from kdkit.errors import ConfigError, ModelError
 from kdkit.export_manifest import ExportExample
-from kdkit.manifests import EXPORT_MANIFEST_FILE, ExportManifest, check_files, describe_files, read_json, write_json
+from kdkit.manifests import EXPORT_MANIFEST_FILE, ExportManifest, check_files, describe_files, read_json
 from kdkit.occlusion import OCCLUSION_BATCH, occlusion_token, special_ids
 from kdkit.provenance import resolve_export_dir
 from kdkit.runs import RunDirectory, kdkit_output_kind
@@ -182,7 +183,10 @@ def _write_page(
             "files": describe_files(work),
         }
     )
-    write_json(work / WEB_RECORD_FILE, record.model_dump(mode="json", exclude_none=True))
+    # a plain write (the folder is renamed into place only when complete): its permissions follow the umask like
+    # every other file of the page, which a web server running as another user must be able to read
+    text = json.dumps(record.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
+    (work / WEB_RECORD_FILE).write_text(text, encoding="utf-8")
     return record
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -85,6 +88,8 @@ def test_the_page_folder_holds_the_page_the_model_and_the_javascript(page: Path,
     ])  # fmt: skip
     for name in ("onnx/model_quantized.onnx", "onnx/model.onnx", "tokenizer.json", "config.json"):
         assert (page / "model" / name).read_bytes() == (tiny_export / name).read_bytes()
+    modes = {(page / name).stat().st_mode & 0o777 for name in (*PAGE_FILES, WEB_RECORD_FILE, "model/onnx/model.onnx")}
+    assert len(modes) == 1  # the record too is as readable as the rest (a web server reads it as another user)
     for name in PAGE_FILES:  # the page's own files name no other host: offline by construction
         text = (page / name).read_text()
         assert (ASSETS / name).read_text() == text and not re.search(r"https?://(?!localhost:8000/)", text)
@@ -188,6 +193,28 @@ def test_bad_exports_and_missing_javascript_are_one_line_errors(tiny_export: Pat
         make_page(tiny_export, tmp_path / "p", node_modules=tmp_path / "nm")
 
 
+def test_the_command_runs_without_torch(tiny_export: Path, tmp_path: Path):
+    """Like kdkit predict: where torch, transformers and datasets are not installed (their imports fail)."""
+    block = (
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'transformers', 'datasets'):\n"
+        "            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, _Block())\n"
+        "from kdkit.cli import main\n"
+        f"sys.argv = ['kdkit', 'web', {str(tiny_export)!r}, '-o', {str(tmp_path / 'page')!r}, '--cdn']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "assert not any(m.split('.')[0] in ('torch', 'transformers', 'datasets') for m in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", block], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "page" / WEB_RECORD_FILE).is_file()
+
+
 def test_the_command(tiny_export: Path, node_modules: Path, tmp_path: Path):
     export = tmp_path / "onnx"
     shutil.copytree(tiny_export, export)
@@ -240,3 +267,20 @@ def test_serve_serves_the_page_and_refuses_other_folders(page: Path, tmp_path: P
     (broken / "model" / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match="is incomplete: model/tokenizer.json is missing"):
         read_page(broken)
+
+
+def test_the_command_serves_the_page_until_ctrl_c(page: Path):
+    """``kdkit web EXPORT --serve`` serves the page it finds as it is; Ctrl-C stops it, exit status 0."""
+    command = [sys.executable, "-m", "kdkit.cli", "web", str(page.parent), "--serve", "--port", "0"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert server.stderr is not None
+        line = server.stderr.readline()
+        url = re.search(r"at (http://127\.0\.0\.1:\d+/) \(Ctrl-C stops\)", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(1) + "app.js", timeout=10) as response:
+            assert response.read() == (ASSETS / "app.js").read_bytes()
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=20) == 0 and "stopped" in server.stderr.read()
+    finally:
+        server.kill()

@@ -143,7 +143,7 @@ def _kdkit_predict(export: Path, precision: str, texts: list[str], pairs: list[s
     command = ["predict", str(export), "--file", str(path), "--json", "--batch-size", "1", "--precision", precision]
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
-    return list(json.loads(result.output)["predictions"])
+    return list(json.loads(result.stdout)["predictions"])  # stderr may warn that a text was truncated
 
 
 def _assert_local(browser: Any, allowed: tuple[str, ...] = ()) -> None:
@@ -169,6 +169,8 @@ def _check_against_python(
         got = browser.classify(text, pair)
         reference = occlude(classifier, text, pair)
         assert got["precision"] == precision and got["ids"] == reference.ids and got["tokens"] == reference.tokens
+        if pairs is None:  # a long text is cut where kdkit predict cuts it (pairs: docs/deploy.md)
+            assert got["truncated"] == predicted[i]["truncated"]
         assert got["label"] == predicted[i]["label"] == reference.label
         if reference.label is None:  # regression: the value
             assert got["value"] == pytest.approx(predicted[i]["score"], abs=1e-4)
@@ -197,10 +199,14 @@ def test_the_page_gives_kdkit_predicts_labels_and_pythons_occlusion_scores(
 ):
     page = pages[kind]
     texts, pairs = _inputs({"single": BINARY_TASK, "pair": PAIR_TASK, "regression": REGRESSION_TASK}[kind], 20, seed=11)
+    if kind == "single":
+        texts[-1] = " ".join(TINY_WORDS[:45])  # longer than the export's 32 tokens: cut where kdkit predict cuts it
     with browser_kit.http_server(page) as url:
         results = _check_against_python(browser, page, url, precision, texts, pairs, tmp_path)
     if kind != "regression":
         assert len({r["label"] for r in results}) == 2, "one label for every input: the check could not fail"
+    if kind == "single":
+        assert results[-1]["truncated"] and len(results[-1]["ids"]) == 32
     assert max(abs(s) for r in results for s in r["scores"]) > 1e-3, "no token matters: the check could not fail"
     _assert_local(browser)
 
@@ -235,6 +241,14 @@ def test_typing_in_the_boxes_shows_the_label_scores_and_heatmap(browser: Any, pa
             assert [float(s.get_attribute("data-score")) for s in spans] == expected["scores"]
             assert f"({precision})" in driver.find_element(By.ID, "timing").text
         browser.screenshot(tmp_path / "page.png")
+    _assert_local(browser)
+
+
+def test_the_page_works_under_a_sub_path(browser: Any, pages: dict[str, Path]):
+    """Hosted at https://host/some/path/: everything it loads is relative to the page."""
+    with browser_kit.http_server(pages["single"].parent.parent) as url:  # serves .../export/web/ as /export/web/
+        browser.open(url + "export/web/")
+        assert browser.classify("the movie was good")["label"] in ("neg", "pos")
     _assert_local(browser)
 
 

@@ -61,4 +61,7 @@ def web(
             if not serve:
                 out.print(f"try: kdkit web {export} --serve   (or: cd {folder} && python -m http.server 8000)")
     if serve:
-        serve_page(folder, port, ready=lambda url: err.print(f"serving {folder} at {url} (Ctrl-C stops)"))
+        try:
+            serve_page(folder, port, ready=lambda url: err.print(f"serving {folder} at {url} (Ctrl-C stops)"))
+        except KeyboardInterrupt:  # how a server is stopped: not an interrupted command
+            err.print("stopped")

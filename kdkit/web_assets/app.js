@@ -121,10 +121,22 @@ async function loadTokenizer() {
 // -- the computation ---------------------------------------------------------------------------------------
 
 function encode(text, pair) {
-    const options = pair == null ? { truncation: true } : { text_pair: pair, truncation: true };
-    const encoding = state.tokenizer(text, options);
+    // A text longer than max_length is cut as kdkit predict (tokenizers) cuts it: the text, not the closing special
+    // token ([SEP]), which transformers.js' own truncation drops. Pairs: transformers.js' truncation (docs/deploy.md).
+    const max = state.record.max_length;
     const full = state.tokenizer(text, pair == null ? {} : { text_pair: pair });
-    return { encoding, truncated: full.input_ids.dims[1] > encoding.input_ids.dims[1] };
+    const length = full.input_ids.dims[1];
+    if (length <= max) return { encoding: full, truncated: false };
+    if (pair != null) return { encoding: state.tokenizer(text, { text_pair: pair, truncation: true }), truncated: true };
+    const keepLast = state.record.occlusion.special_ids.includes(Number(full.input_ids.data[length - 1]));
+    const encoding = {};
+    for (const [name, tensor] of Object.entries(full)) {
+        const data = new BigInt64Array(max);
+        data.set(tensor.data.subarray(0, keepLast ? max - 1 : max));
+        if (keepLast) data[max - 1] = tensor.data[length - 1];
+        encoding[name] = new state.T.Tensor('int64', data, [1, max]);
+    }
+    return { encoding, truncated: true };
 }
 
 function softmax(row) {
