@@ -39,7 +39,17 @@ from kdkit import hf_layout, model_card, models, provenance
 from kdkit.config import DataConfig
 from kdkit.data import MODEL_INPUTS, load_raw
 from kdkit.errors import ConfigError, DataError, ExportError, ModelError
-from kdkit.export_manifest import Evaluation, ExporterInfo, ExportRecord, ExportSource, Parity, ParityCase
+from kdkit.export_manifest import (
+    EXAMPLE_MAX_CHARS,
+    EXAMPLES,
+    Evaluation,
+    ExporterInfo,
+    ExportExample,
+    ExportRecord,
+    ExportSource,
+    Parity,
+    ParityCase,
+)
 from kdkit.export_validation import (
     PARITY_BATCH,
     EngineComparison,
@@ -314,7 +324,25 @@ def _first_record(work: Path, source: _Source, exporter: ExporterInfo) -> Export
             model_dir=str(source.model_dir.absolute()),
             architecture=type(source.classifier).__name__,
         ),
+        examples=_examples(source),
     )
+
+
+def _examples(source: _Source) -> list[ExportExample]:
+    """The first :data:`EXAMPLES` distinct inputs of the validation data no longer than :data:`EXAMPLE_MAX_CHARS`
+    characters (both texts of a pair together), in the data's order."""
+    first, second = texts(next(iter(source.raw_splits.values())), source.task)
+    chosen: list[ExportExample] = []
+    for i, text in enumerate(first):
+        pair = second[i] if second is not None else None
+        if not isinstance(text, str) or not text.strip() or (second is not None and not str(pair or "").strip()):
+            continue
+        example = ExportExample(text=text, pair=pair) if pair is not None else ExportExample(text=text)
+        if len(text) + len(pair or "") <= EXAMPLE_MAX_CHARS and example not in chosen:
+            chosen.append(example)
+        if len(chosen) == EXAMPLES:
+            break
+    return chosen
 
 
 def _add_results(

@@ -20,8 +20,12 @@ from kdkit.manifests import ExportManifest, _Record
 #: the order of the keys in the file (pydantic would put a subclass's fields after its parent's)
 _KEY_ORDER = (
     "format", "kdkit_version", "created_at", "task", "label_names", "max_length", "input_names", "output_names",
-    "models", "tokenizer", "exporter", "source", "layout", "parity", "evaluation", "sizes", "warnings", "card",
+    "models", "tokenizer", "exporter", "source", "layout", "examples", "parity", "evaluation", "sizes", "warnings",
+    "card",
 )  # fmt: skip
+#: how many example inputs an export records (:attr:`ExportRecord.examples`), and their longest length in characters
+EXAMPLES = 4
+EXAMPLE_MAX_CHARS = 200
 
 
 class ExporterInfo(_Record):
@@ -41,6 +45,13 @@ class ExportSource(_Record):
     path: str
     model_dir: str
     architecture: str
+
+
+class ExportExample(_Record):
+    """One example input of the task, taken from its validation data: ``text`` and, for pair tasks, ``pair``."""
+
+    text: str = Field(min_length=1)
+    pair: str | None = None
 
 
 class ParityCase(_Record):
@@ -83,6 +94,8 @@ class ExportRecord(ExportManifest):
     source: ExportSource | None = None
     #: which client loads which file (:func:`kdkit.hf_layout.layout_manifest`)
     layout: dict[str, Any] | None = None
+    #: a few inputs of the validation data (the web page offers them, kdkit.web); absent in older exports
+    examples: list[ExportExample] | None = None
     parity: Parity | None = None
     evaluation: Evaluation | None = None
     #: bytes of each model file (``pytorch``: the source's model.safetensors)

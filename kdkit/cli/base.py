@@ -170,7 +170,7 @@ def _plugin_names(flag: str, help: str) -> Any:
 
 
 #: commands that need neither the plugin host nor torch (the callback skips their set-up)
-LIGHT_COMMANDS = frozenset({"predict", "tasks"})
+LIGHT_COMMANDS = frozenset({"predict", "web", "tasks"})
 
 
 @app.callback()
