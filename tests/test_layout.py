@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("attribution",),
     ("losses",),
     ("training", "export", "hookspecs"),
-    ("plugins",),
+    ("plugins", "web"),
     ("api", "plugin_api"),
     ("cli", "testing"),
     ("entry",),
@@ -52,6 +52,7 @@ TORCH_FREE = (
     "kdkit.export.hf_layout",
     "kdkit.export.manifest",
     "kdkit.export.inference",
+    *(f"kdkit.web.{path.stem}" for path in sorted((KDKIT / "web").glob("[!_]*.py"))),
     "kdkit.cli",
     "kdkit.entry",
 )

@@ -51,7 +51,7 @@ def load_for_explain(
     model: str | Path, task: TaskSpec | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, TaskSpec, int]:
     """A saved classifier (run or model directory, or a hub id with ``task``), its tokenizer, task (the one
-    given, else the recorded one: :mod:`kdkit.provenance`) and max length."""
+    given, else the recorded one: :mod:`kdkit.records.provenance`) and max length."""
     quiet_libraries()
     saved = of_model(model, hub_id_ok=task is not None)
     task = task_for(saved, task)

@@ -1,4 +1,4 @@
-"""``kdkit predict``: classify texts with an export (:class:`kdkit.inference.OnnxClassifier`), without torch.
+"""``kdkit predict``: classify texts with an export (:class:`kdkit.export.inference.OnnxClassifier`), without torch.
 
 This module imports nothing of kdkit's training side: ``kdkit predict`` runs where only onnxruntime,
 tokenizers and numpy are installed besides the CLI's own needs (the callback skips the plugin host for it).
@@ -19,7 +19,7 @@ from kdkit.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from kdkit.export.inference import OnnxClassifier
 
-#: kdkit.inference.Precision (importing kdkit.inference loads onnxruntime, so the CLI names it; a test compares)
+#: kdkit.export.inference.Precision (importing that module loads onnxruntime, so the CLI names it; a test compares)
 Precision = Literal["auto", "fp32", "int8"]
 
 

@@ -1,9 +1,10 @@
-"""``kdkit_export.json`` as the exporter writes it: :class:`ExportRecord`, built by :mod:`kdkit.export`.
+"""``kdkit_export.json`` as the exporter writes it: :class:`ExportRecord`, built by :mod:`kdkit.export.stage`.
 
-:class:`kdkit.manifests.ExportManifest` holds the fields a reader needs (:class:`kdkit.inference.OnnxClassifier`,
-:mod:`kdkit.provenance`); :class:`ExportRecord` extends it with what the export measured: the exporter, the
-parity cases against PyTorch, the evaluation of every engine, the file sizes and the model card. The manifest is
-written twice: once the fp32 model passed parity (so an int8 step that fails leaves a described folder behind in
+:class:`kdkit.records.manifests.ExportManifest` holds the fields a reader needs
+(:class:`kdkit.export.inference.OnnxClassifier`, :mod:`kdkit.records.provenance`); :class:`ExportRecord` extends it
+with what the export measured: the exporter, the parity cases against PyTorch, the evaluation of every engine, the
+file sizes and the model card. The manifest is written twice: once the fp32 model passed parity (so an int8 step
+that fails leaves a described folder behind in
 ``<output>.partial``), then complete; each write holds only the fields set so far (:meth:`ExportRecord.to_json_dict`).
 
 This module imports neither torch nor transformers.
@@ -15,13 +16,17 @@ from typing import Any
 
 from pydantic import Field
 
-from kdkit.records.manifests import ExportManifest, _Record
+from kdkit.records.manifests import ExportExample, ExportManifest, _Record
 
 #: the order of the keys in the file (pydantic would put a subclass's fields after its parent's)
 _KEY_ORDER = (
     "format", "kdkit_version", "created_at", "task", "label_names", "max_length", "input_names", "output_names",
-    "models", "tokenizer", "exporter", "source", "layout", "parity", "evaluation", "sizes", "warnings", "card",
+    "models", "tokenizer", "exporter", "source", "layout", "examples", "parity", "evaluation", "sizes", "warnings",
+    "card",
 )  # fmt: skip
+#: how many example inputs an export records (:attr:`ExportRecord.examples`), and their longest length in characters
+EXAMPLES = 4
+EXAMPLE_MAX_CHARS = 200
 
 
 class ExporterInfo(_Record):
@@ -83,6 +88,8 @@ class ExportRecord(ExportManifest):
     source: ExportSource | None = None
     #: which client loads which file (:func:`kdkit.hf_layout.layout_manifest`)
     layout: dict[str, Any] | None = None
+    #: a few inputs of the validation data (the web page offers them, kdkit.web); absent in older exports
+    examples: list[ExportExample] | None = None
     parity: Parity | None = None
     evaluation: Evaluation | None = None
     #: bytes of each model file (``pytorch``: the source's model.safetensors)

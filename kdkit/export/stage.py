@@ -39,7 +39,16 @@ from kdkit.config import DataConfig
 from kdkit.errors import ConfigError, DataError, ExportError
 from kdkit.export import hf_layout
 from kdkit.export.hf_layout import FP32_FILE, INT8_FILE, TOKENIZER_FILE
-from kdkit.export.manifest import Evaluation, ExporterInfo, ExportRecord, ExportSource, Parity, ParityCase
+from kdkit.export.manifest import (
+    EXAMPLE_MAX_CHARS,
+    EXAMPLES,
+    Evaluation,
+    ExporterInfo,
+    ExportRecord,
+    ExportSource,
+    Parity,
+    ParityCase,
+)
 from kdkit.export.onnx import (
     EXPORTERS,
     Exporter,
@@ -64,6 +73,7 @@ from kdkit.records.manifests import (
     EXPORT_MANIFEST_FILE,
     EXPORT_MANIFEST_FORMAT,
     EXPORT_SUBDIR,
+    ExportExample,
     ExportModelFile,
     ExportTask,
     ExportTokenizer,
@@ -85,7 +95,7 @@ class ExportResult:
 
     Attributes:
         directory: the finished export folder.
-        record: its ``kdkit_export.json`` (:class:`~kdkit.export_manifest.ExportRecord`).
+        record: its ``kdkit_export.json`` (:class:`~kdkit.export.manifest.ExportRecord`).
         warnings: things the user should know (int8 accuracy loss), also in the manifest.
     """
 
@@ -249,7 +259,25 @@ def _first_record(work: Path, source: ExportInput, exporter: ExporterInfo) -> Ex
             model_dir=str(source.model_dir.absolute()),
             architecture=type(source.classifier).__name__,
         ),
+        examples=_examples(source),
     )
+
+
+def _examples(source: ExportInput) -> list[ExportExample]:
+    """The first :data:`EXAMPLES` distinct inputs of the validation data no longer than :data:`EXAMPLE_MAX_CHARS`
+    characters (both texts of a pair together), in the data's order."""
+    first, second = texts(next(iter(source.raw_splits.values())), source.task)
+    chosen: list[ExportExample] = []
+    for i, text in enumerate(first):
+        pair = second[i] if second is not None else None
+        if not isinstance(text, str) or not text.strip() or (second is not None and not str(pair or "").strip()):
+            continue
+        example = ExportExample(text=text, pair=pair) if pair is not None else ExportExample(text=text)
+        if len(text) + len(pair or "") <= EXAMPLE_MAX_CHARS and example not in chosen:
+            chosen.append(example)
+        if len(chosen) == EXAMPLES:
+            break
+    return chosen
 
 
 def _add_results(

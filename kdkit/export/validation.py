@@ -5,7 +5,7 @@ Two checks, both in max |Δlogit| (``tolerance``, default 1e-4):
 - :func:`check_parity`: onnxruntime on the fp32 graph vs PyTorch on four real batches of different shapes
   (:func:`parity_batches`: batch 1 shortest and longest; batch 32 as is and padded to ``max_length``);
 - :func:`compare_engines`: the whole validation set through the deployment path
-  (:class:`kdkit.inference.OnnxClassifier`: ``tokenizers`` + onnxruntime) vs PyTorch, with each engine's metrics
+  (:class:`kdkit.export.inference.OnnxClassifier`: ``tokenizers`` + onnxruntime) vs PyTorch, with each engine's metrics
   and, with int8, how often int8 predicts PyTorch's class.
 
 A difference over the tolerance is an :class:`~kdkit.errors.ExportError` (nothing is exported).

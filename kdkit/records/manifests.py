@@ -9,10 +9,10 @@ hand-edited or foreign file gives one line naming the file instead of a tracebac
 - ``<key>.json`` next to every teacher-signal cache file (:class:`CacheManifest`);
 - ``start.json`` in a run directory (:class:`RunStart`): the configuration the run was started with;
 - ``run.json`` of a finished run (:class:`kdkit.run_summary.RunSummary`) and ``kdkit_export.json`` of an export
-  (:class:`ExportManifest`; what the exporter writes: :class:`kdkit.export_manifest.ExportRecord`);
+  (:class:`ExportManifest`; what the exporter writes: :class:`kdkit.export.manifest.ExportRecord`);
 - ``kdkit_teacher.json`` of a cached default teacher (:class:`TeacherRecord`).
 
-This module imports neither torch nor transformers (:mod:`kdkit.inference` uses it).
+This module imports neither torch nor transformers (:mod:`kdkit.export.inference` uses it).
 """
 
 from __future__ import annotations
@@ -150,8 +150,15 @@ class ExportTokenizer(_Record):
     _plain_name = field_validator("file")(_plain_file_name)
 
 
+class ExportExample(_Record):
+    """One example input of the task, taken from its validation data: ``text`` and, for pair tasks, ``pair``."""
+
+    text: str = Field(min_length=1)
+    pair: str | None = None
+
+
 class ExportManifest(_Record):
-    """``kdkit_export.json`` (the fields :class:`kdkit.inference.OnnxClassifier` needs)."""
+    """``kdkit_export.json`` (the fields :class:`kdkit.export.inference.OnnxClassifier` needs)."""
 
     format: int = 1
     task: ExportTask

@@ -1,8 +1,8 @@
 """``run.json``: the record of a finished training run (:class:`RunSummary`), written by :mod:`kdkit.training.stage`.
 
-Readers (:mod:`kdkit.provenance`, :mod:`kdkit.teachers`, the model card, benchmarks) read it back through
-:func:`kdkit.manifests.read_json` with this model. Only the fields every kdkit wrote are required, so a run of an
-older kdkit still reads; unknown keys are kept. The file holds exactly the fields that were set
+Readers (:mod:`kdkit.records.provenance`, :mod:`kdkit.training.teachers`, the model card, benchmarks) read it back
+through :func:`kdkit.records.manifests.read_json` with this model. Only the fields every kdkit wrote are required,
+so a run of an older kdkit still reads; unknown keys are kept. The file holds exactly the fields that were set
 (:meth:`RunSummary.to_json_dict`): a fine-tune has ``base_model``, a distillation ``teacher`` and ``student``,
 a composite loss ``losses``.
 
@@ -62,7 +62,7 @@ class RunSummary(_Record):
     losses: list[str] | None = None
     #: each component's resolved options (``{"kd": {"temperature": 2.0, ...}}``)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: the resolved configuration (data paths absolute: see :mod:`kdkit.provenance`)
+    #: the resolved configuration (data paths absolute: see :mod:`kdkit.records.provenance`)
     config: dict[str, Any] = Field(default_factory=dict)
     #: the best model's validation metrics (fractions; MNLI keys are prefixed by split)
     metrics: dict[str, float]

@@ -68,7 +68,9 @@ COMPARED_BY_CONTENT = frozenset({"data.train_file", "data.validation_file", "dat
 #: what kdkit writes in a run folder (an export made into the run, ``onnx/``, is recognised by its own record)
 RUN_ENTRIES = frozenset({BEST_DIR, LAST_DIR, RUN_FILE, "config.yaml", CHECKPOINT_DIR, START_FILE, "tensorboard"})
 #: what kdkit writes in an export folder besides the tokenizer's files
-EXPORT_ENTRIES = frozenset({EXPORT_MANIFEST_FILE, "README.md", "config.json", "onnx", "web"})
+EXPORT_ENTRIES = frozenset({EXPORT_MANIFEST_FILE, "README.md", "training_curves.svg", "config.json", "onnx"})
+#: the web page folder 'kdkit web' writes inside an export (recognised by its own record, kdkit_web.json)
+EXPORT_WEB_DIR = "web"
 TOKENIZER_PREFIXES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spm", "sentencepiece")
 #: working directories a Ctrl-C interrupted, innermost first (read by the CLI's message)
 _UNFINISHED: list[Path] = []
@@ -252,9 +254,10 @@ class RunDirectory:
 
 
 def check_replaceable(path: Path) -> None:
-    """``--overwrite`` replaces only what kdkit wrote: an empty folder, a finished run (``run.json``) or an export
-    (``kdkit_export.json``) that holds nothing else. Anything else (a file, the current folder or one above it,
-    a folder of other files) is a one-line :class:`ConfigError` naming what is there; nothing is touched."""
+    """``--overwrite`` replaces only what kdkit wrote: an empty folder, a finished run (``run.json``), an export
+    (``kdkit_export.json``) or a web page (``kdkit_web.json``) that holds nothing else. Anything else (a file, the
+    current folder or one above it, a folder of other files) is a one-line :class:`ConfigError` naming what is
+    there; nothing is touched."""
     keep = "--overwrite replaces only what kdkit wrote: choose another --output"
     if path.is_symlink() or not path.is_dir():
         raise ConfigError(f"--overwrite would replace {path}, a file that kdkit did not write", keep)
@@ -282,11 +285,18 @@ def check_replaceable(path: Path) -> None:
 
 
 def kdkit_output_kind(path: Path) -> str | None:
-    """``"run"`` or ``"export"`` when ``path`` holds a readable kdkit record of that kind, else None."""
+    """``"run"``, ``"export"`` or ``"web"`` (a page of 'kdkit web') when ``path`` holds a readable kdkit record of
+    that kind, else None."""
     from kdkit.records.manifests import ExportManifest
     from kdkit.records.run_summary import RunSummary
+    from kdkit.records.web_record import WEB_RECORD_FILE, WebRecord
 
-    for kind, name, model in (("run", RUN_FILE, RunSummary), ("export", EXPORT_MANIFEST_FILE, ExportManifest)):
+    records: tuple[tuple[str, str, type[BaseModel]], ...] = (
+        ("run", RUN_FILE, RunSummary),
+        ("export", EXPORT_MANIFEST_FILE, ExportManifest),
+        ("web", WEB_RECORD_FILE, WebRecord),
+    )
+    for kind, name, model in records:
         if (path / name).is_file():
             try:
                 read_json(path / name, model, fix="")
@@ -299,7 +309,15 @@ def kdkit_output_kind(path: Path) -> str | None:
 def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
     if kind == "run":
         return name in RUN_ENTRIES or (name == "onnx" and kdkit_output_kind(folder / name) == "export")
-    return name in EXPORT_ENTRIES or name.startswith(TOKENIZER_PREFIXES)
+    if kind == "web":
+        from kdkit.records.web_record import WEB_ENTRIES
+
+        return name in WEB_ENTRIES
+    return (
+        name in EXPORT_ENTRIES
+        or name.startswith(TOKENIZER_PREFIXES)
+        or (name == EXPORT_WEB_DIR and kdkit_output_kind(folder / name) == "web")
+    )
 
 
 def _listing(names: list[str], limit: int = 4) -> str:

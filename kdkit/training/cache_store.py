@@ -1,7 +1,7 @@
 """Verified cache entries: built aside, committed with a manifest, checked before every reuse.
 
 An entry ``<key>`` of a cache folder is a ``datasets`` Arrow file ``<key>.arrow`` plus its manifest
-``<key>.json`` (:class:`~kdkit.manifests.CacheManifest`: row count, columns, size and SHA-256 of the file).
+``<key>.json`` (:class:`~kdkit.records.manifests.CacheManifest`: row count, columns, size and SHA-256 of the file).
 
 - **Build**: in a fresh folder ``<key>.build-<random>/`` locked by its builder (:class:`~kdkit.locking.RunLock`);
   then the file and the manifest are renamed into place, the manifest last. A reader never sees half a file.

@@ -50,7 +50,7 @@ Say = Callable[[str], None]
 TEACHERS_DIR = "teachers"
 #: the default teacher's own seed (student runs with any --seed share one teacher)
 TEACHER_SEED = 42
-#: what a cached default teacher was made from (:class:`~kdkit.manifests.TeacherRecord`)
+#: what a cached default teacher was made from (:class:`~kdkit.records.manifests.TeacherRecord`)
 RECORD_FILE = "kdkit_teacher.json"
 
 

@@ -1,5 +1,5 @@
 """Issues 12 (part 5) and 14: runs record their data paths resolved (absolute, and as given), and evaluate,
-export, explain and predict read a run's task and data back through one resolver (kdkit.provenance): no data
+export, explain and predict read a run's task and data back through one resolver (kdkit.records.provenance): no data
 flag needed while the recorded files exist, flags still override, a one-line error when they are gone."""
 
 from __future__ import annotations
