@@ -37,6 +37,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from study_common import cpu_model  # noqa: E402
 
 
 def load_harness() -> ModuleType:
@@ -121,14 +124,6 @@ def sentences(export: Path, data_dir: Path | None, count: int) -> tuple[list[str
     return list(split[fields[0]]), (list(split[fields[1]]) if len(fields) == 2 else None)
 
 
-def _cpu() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "?"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run directory (its onnx/ export is made when missing)")
@@ -147,7 +142,7 @@ def main() -> int:
     print(f"{result['truncated']} of {len(texts)} sentences were longer than the export's max length")
     record = {
         "date": datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{_cpu()}, {os.cpu_count()} cores ({platform.machine()})",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores ({platform.machine()})",
         "load": os.getloadavg(),
         "run": str(args.run),
         "export": str(export),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shlex
@@ -34,6 +33,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from study_common import cpu_model  # noqa: E402
 
 
 def first_command() -> list[str]:
@@ -43,16 +45,6 @@ def first_command() -> list[str]:
     line = block.group(1).splitlines()[0]
     parts = [shlex.split(part) for part in line.split("&&")]
     return next(words for words in parts if words and words[0] == "kdkit")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _children_cpu() -> float:

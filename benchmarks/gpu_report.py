@@ -38,9 +38,7 @@ BEFORE = {"kd": {32: 897, 128: 1563}, "adkd": {32: 591, 128: 1311}}
 def machine_info(work: str) -> dict[str, Any]:
     """The card, the host and the software, for the record (``env`` command)."""
     info: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count()}
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-    info["cpu"] = names[0] if names else platform.machine()
+    info["cpu"] = common.cpu_model()
     info["load_average"] = os.getloadavg()
     import datasets
     import torch

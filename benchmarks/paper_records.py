@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study_common import cpu_model
+
 #: the layout's version: a summary of another version is not reused
 VERSION = 1
 RESULTS = Path("benchmarks/results/paper")
@@ -122,14 +124,6 @@ def teacher_fingerprint(model_dir: Path) -> str:
 
 def machine() -> dict[str, Any]:
     """CPU model and count, OS, Python, torch (if imported), and the checkout's commit."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     torch_version = None
     try:
         import torch
@@ -139,7 +133,7 @@ def machine() -> dict[str, Any]:
     except ImportError:
         threads = None
     return {
-        "cpu": model or platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "gpu": None,
         "system": f"{platform.system()} {platform.release()}",

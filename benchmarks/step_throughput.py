@@ -72,6 +72,7 @@ from kdkit.training.trainer import DistillationTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from step_timing import BareLoop, Baton, LengthRecorder, StepClock
+from study_common import cpu_model
 
 GLUE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -232,11 +233,7 @@ def summarise(built: dict[str, Any], clocks: dict[str, StepClock], args: argpars
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    cpu = names[0] if names else cpu
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return {**info, "torch": torch.__version__, "transformers": transformers.__version__,

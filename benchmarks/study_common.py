@@ -1,4 +1,5 @@
-"""What the GLUE studies share (benchmarks/glue_study.py, glue_study_intermediate.py, gpu_study.py, gpu_report.py,
+"""What the benchmark scripts share: the CPU's name (:func:`cpu_model`, for every script's record of its machine);
+and what the GLUE studies share (benchmarks/glue_study.py, glue_study_intermediate.py, gpu_study.py, gpu_report.py,
 paper_study.py): the tasks and the metric each one is reported by, the runs of each method, the results file,
 mean ± std, paired differences and the verdict rule, and the report sections between markers (each script's own
 markers live here, so that one script keeps another's section without importing it).
@@ -11,11 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
 
 #: how the paper reports each task (Table 1)
 REPORTED = {"cola": "mcc", "mrpc": "f1", "stsb": "spearman", "sst2": "accuracy", "agnews": "accuracy"}

@@ -36,22 +36,13 @@ from typing import Any
 from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "clients"))
+sys.path[:0] = [str(REPO / "clients"), str(REPO / "benchmarks")]
 
 from browser import chromium, http_server  # noqa: E402
+from study_common import cpu_model  # noqa: E402
 
 #: an SST-2-like sentence of 20 tokens for the MiniLM (WordPiece) tokenizer (22 with [CLS] and [SEP]): 20 occlusions
 SENTENCE = "a gripping , funny and moving film that never lets up , with the best performances of the year ."
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _chromium_version() -> str:
@@ -126,7 +117,7 @@ def report(figures: dict[str, Any], export: Path, load_before: tuple[float, ...]
     lines = [
         f"kdkit web page of {export} ({figures['precision']}), headless {_chromium_version()}, "
         f"transformers.js {figures['transformers_js']}, onnxruntime-web {figures['onnxruntime_web']}",
-        f"machine: {_cpu()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
         f"date {datetime.now(timezone.utc).date()}; load average before {load_before[0]:.2f}, "
         f"after {load_after[0]:.2f}",
         f"downloaded by a visitor: {figures['download_bytes'] / 1e6:.1f} MB; "

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 import kdkit
 from kdkit.errors import ConfigError, KdkitError, StorageError, is_disk_full
+from kdkit.records.home import make_writable_dir
 from kdkit.records.locking import RunLock
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, RunStart, digest_paths, read_json, write_json
 
@@ -176,10 +177,7 @@ class RunDirectory:
     def _make_parent(self) -> None:
         parent = self.final.parent
         try:
-            parent.mkdir(parents=True, exist_ok=True)
-            probe = parent / f".kdkit-write-test-{uuid.uuid4().hex}"
-            probe.write_text("")
-            probe.unlink()
+            make_writable_dir(parent)
         except OSError as exc:
             raise ConfigError(
                 f"output location {parent} is not writable ({exc.strerror or exc})",
