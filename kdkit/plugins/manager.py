@@ -8,14 +8,14 @@ Discovery, in order:
 3. the names in ``KDKIT_PLUGINS`` (comma-separated entry-point names or importable modules), loaded even
    when autoloading is off; the CLI's ``--enable-plugin NAME`` does the same.
 
-``KDKIT_DISABLE_PLUGINS=a,b`` and the CLI's ``--disable-plugin NAME`` block plugins by name (like pytest's
-``-p no:NAME``). A plugin that fails to import (an exception, ``sys.exit()`` or a ``KeyboardInterrupt`` of its
-own at import: a real Ctrl-C still interrupts), implements an unknown hook or a hook with the wrong signature,
-raises from a hook, or returns something that is not a component class is recorded in
-:attr:`PluginManager.failures` and left out; the others keep working. A module named in ``KDKIT_PLUGINS`` that
-does not exist is reported as such, one that exists but fails to import with its error. (A plugin that calls
-``os._exit()`` ends the process: nothing in-process can stop that; the CLI imports plugins only in the
-commands that use them.)
+``KDKIT_DISABLE_PLUGINS=a,b`` and the CLI's ``--disable-plugin NAME`` block plugins by name (like pytest's ``-p
+no:NAME``). A plugin that fails to import (an exception, ``sys.exit()``, ``os._exit()`` or a ``KeyboardInterrupt``
+of its own at import: a real Ctrl-C still interrupts), implements an unknown hook or a hook with the wrong
+signature, raises from a hook, or returns something that is not a component class is recorded in
+:attr:`PluginManager.failures` and left out; the others keep working. A module named in ``KDKIT_PLUGINS`` that does
+not exist is reported as such, one that exists but fails to import with its error. (``os._exit`` raises
+:class:`~kdkit.plugins.isolation.PluginExit` while plugin code runs; the CLI imports plugins only in the commands
+that use them.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -193,6 +196,39 @@ def test_a_plugin_that_exits_on_import_is_reported_and_isolated(tmp_path: Path, 
     monkeypatch.setenv("KDKIT_PLUGINS", "exiting_plugin")
     result = runner.invoke(app, ["plugins"])
     assert result.exit_code == 0 and "failed: exiting_plugin" in result.stdout
+
+
+def test_a_plugin_that_calls_os_exit_is_reported_and_the_command_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """os._exit ends a process at once; while kdkit imports a plugin or calls its hooks it raises instead, so
+    ``kdkit plugins`` (a real process: nothing would catch a real os._exit) lists the failure and the rest."""
+    (tmp_path / "exit_on_import.py").write_text("import os\nos._exit(7)\n")
+    (tmp_path / "exit_in_hook.py").write_text(
+        textwrap.dedent("""
+            from os import _exit
+            from kdkit.plugin_api import hookimpl
+
+            @hookimpl
+            def kdkit_losses():
+                _exit(9)
+        """)
+    )
+    real_exit = os._exit
+    monkeypatch.syspath_prepend(str(tmp_path))
+    manager = PluginManager(autoload=False, enable=["exit_on_import", "exit_in_hook"])
+    assert os._exit is real_exit  # put back once the plugins' code has run
+    failures = {failure.name: failure.error for failure in manager.failures}
+    assert failures["exit_on_import"] == "module 'exit_on_import' failed to import: it called os._exit(7)"
+    assert set(manager.losses) == {"ce", "kd", "hidden", "attention"}
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "KDKIT_PLUGINS": "exit_on_import,exit_in_hook"}
+    done = subprocess.run(
+        [sys.executable, "-m", "kdkit.cli", "plugins"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "module 'exit_on_import' failed to import: it called os._exit(7)" in done.stdout
+    assert "kdkit_losses() failed: it called os._exit(9)" in done.stdout
+    assert "attention" in done.stdout  # the built-in losses are still listed
 
 
 # -- no model folder's code runs -------------------------------------------------------------------------------------
