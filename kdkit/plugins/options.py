@@ -16,7 +16,7 @@ from kdkit.attribution.base import AttributionProvider
 from kdkit.config import DistillConfig, build_config, check_finite
 from kdkit.data.tasks import TaskSpec
 from kdkit.errors import ConfigError, KdkitWarning
-from kdkit.losses.base import ProviderFactory
+from kdkit.losses.base import DistillationLoss, ProviderFactory
 from kdkit.losses.composite import build_loss, loss_parts
 from kdkit.plugins.manager import PluginManager
 
@@ -48,7 +48,8 @@ def check_options_used(
 ) -> None:
     """Every component given options (``--set NAME.X=V``, ``options.NAME``) must be part of the chosen loss (else
     an error: they would be stored and never used); options of an attribution provider the loss does not use get
-    a warning (a preset may set them for a loss whose attribution term is then turned off)."""
+    a warning, unless they are the ``--preset``'s own (it sets them for a loss whose attribution term may then be
+    turned off, e.g. ``adkd.ablation=no_attr``)."""
     loss_cls = plugins.loss(config.loss)
     parts = [part.name for part in loss_parts(loss_cls)]
     given = list(config.options)
@@ -59,7 +60,12 @@ def check_options_used(
             f"part of the chosen loss '{config.loss}'",
             f"drop them, or choose that loss (--plugin {losses[0]})",
         )
-    providers = [name for name in given if name in plugins.providers and name not in parts]
+    preset = _preset_options(loss_cls, config)
+    providers = [
+        name
+        for name in given
+        if name in plugins.providers and name not in parts and config.options[name] != preset.get(name)
+    ]
     if providers:
         used = build_loss(loss_cls, options, task).providers_used()
         unused = [name for name in providers if name not in used]
@@ -71,6 +77,14 @@ def check_options_used(
                 KdkitWarning,
                 stacklevel=2,
             )
+
+
+def _preset_options(loss_cls: type[DistillationLoss], config: DistillConfig) -> dict[str, Any]:
+    """The ``options`` the run's ``--preset`` sets for its task (empty without a preset)."""
+    presets = loss_parts(loss_cls)[0].presets
+    if not config.preset or config.preset not in presets or not config.data.task:
+        return {}
+    return dict(presets[config.preset](str(config.data.task)).get("options", {}))
 
 
 def build_provider(plugins: PluginManager, name: str, values: Mapping[str, Any] | None = None) -> AttributionProvider:

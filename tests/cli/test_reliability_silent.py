@@ -7,12 +7,15 @@ import json
 import re
 import shutil
 import textwrap
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from kdkit.api import resolve_distill_config
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, build_config
 from kdkit.data.checks import glue_name_warning
@@ -21,7 +24,8 @@ from kdkit.data.tasks import get_task
 from kdkit.errors import ConfigError, DataError, KdkitWarning, ModelError
 from kdkit.models.loading import load_classifier, load_tokenizer
 from kdkit.models.students import build_student
-from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.manager import PluginManager, get_plugin_manager
+from kdkit.plugins.options import check_options_used, resolve_options
 from kdkit.records.manifests import TASK_FILE
 from kdkit.testing import BINARY_TASK, save_tiny_classifier, write_tiny_csv
 from kdkit.training import teachers
@@ -120,6 +124,24 @@ def test_options_of_a_component_that_is_not_part_of_the_loss_are_an_error(tiny_t
     result = runner.invoke(app, [str(a) for a in [*args, "--set", "ig.steps=2", "--resume"]])
     message = " ".join(result.stderr.split())
     assert "warning: the options of the attribution provider 'ig' are not used: the loss 'kd'" in message
+
+
+def test_a_presets_own_provider_options_are_no_warning_when_the_attribution_term_is_off():
+    """--preset paper sets ig's options; with adkd.ablation=no_attr the loss uses no provider: the preset's own
+    values are not the user's and get no warning, values the user gave for ig still do."""
+    pytest.importorskip("kdkit_adkd", reason="the adkd loss comes from the adkd plugin")
+    plugins = get_plugin_manager()
+
+    def check(options: dict[str, Any]) -> None:
+        raw = {"loss": "adkd", "preset": "paper", "data": {"task": "cola"}, "options": options}
+        config = resolve_distill_config(raw, plugins)
+        check_options_used(plugins, config, resolve_options(plugins, config), get_task("cola"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check({"adkd": {"ablation": "no_attr"}})
+    with pytest.warns(KdkitWarning, match="the options of the attribution provider 'ig' are not used"):
+        check({"adkd": {"ablation": "no_attr"}, "ig": {"steps": 2}})
 
 
 @pytest.mark.parametrize("value", ["inf", "-.inf", ".nan"])
