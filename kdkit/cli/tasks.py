@@ -1,4 +1,4 @@
-"""``kdkit tasks``: the built-in GLUE tasks (:data:`kdkit.tasks.GLUE_TASKS`)."""
+"""``kdkit tasks``: the built-in GLUE tasks (:data:`kdkit.data.tasks.GLUE_TASKS`)."""
 
 import json
 from typing import Annotated

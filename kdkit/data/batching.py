@@ -216,12 +216,12 @@ class DistillationCollator:
     zero-padded to the same length; other teacher signals are stacked. Output: ``input_ids``/
     ``attention_mask``/``token_type_ids`` (B, L), ``labels`` (B,), ``teacher_*`` tensors.
 
-    Takes a list of examples (dicts, as ``datasets`` gives them) or a :class:`~kdkit.batching.RowBlock`
-    of a :class:`~kdkit.batching.ColumnarDataset` (the trainer's fast path: same batch, no per-example
+    Takes a list of examples (dicts, as ``datasets`` gives them) or a :class:`~kdkit.data.batching.RowBlock`
+    of a :class:`~kdkit.data.batching.ColumnarDataset` (the trainer's fast path: same batch, no per-example
     Python).
     """
 
-    #: the trainer may hand this collator :class:`~kdkit.batching.RowBlock` batches
+    #: the trainer may hand this collator :class:`~kdkit.data.batching.RowBlock` batches
     accepts_row_blocks = True
 
     def __init__(

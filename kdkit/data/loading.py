@@ -123,7 +123,7 @@ def custom_task(data: DataConfig, train: Dataset | None, validation: Dataset | N
 
     Labels given as names become classes (sorted, unless ``label_names`` fixes the order); integer labels
     are class ids 0..max; decimal labels make it a regression task; a mix of integers and decimals is an
-    error unless ``task_type`` says which (:mod:`kdkit.labels`).
+    error unless ``task_type`` says which (:mod:`kdkit.data.labels`).
     """
     reference = train if train is not None else validation
     assert reference is not None

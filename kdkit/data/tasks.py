@@ -20,7 +20,7 @@ class TaskSpec:
         name: task name (``sst2``, or the custom task's name).
         text_fields: one field (single sentence) or two (sentence pair).
         label_names: class names in label-id order; ``None`` for regression (one real-valued output).
-        metrics: metric names reported on evaluation (see :mod:`kdkit.metrics`).
+        metrics: metric names reported on evaluation (see :mod:`kdkit.data.metrics`).
         main_metric: the metric that selects the best checkpoint (higher is better).
         validation_splits: the evaluation splits (MNLI has matched and mismatched).
         hub_config: the GLUE configuration name when the data is GLUE, else ``None``.

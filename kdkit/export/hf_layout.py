@@ -10,7 +10,7 @@
       onnx/model_quantized.onnx  int8 (--quantize int8): transformers.js dtype "q8",
                                  optimum file_name="model_quantized.onnx"
       kdkit_export.json          kdkit's manifest; its models.*.file point into onnx/
-      README.md, training_curves.svg   the model card and its picture (kdkit.model_card)
+      README.md, training_curves.svg   the model card and its picture (kdkit.records.model_card)
 
 Each ONNX file is stored once, in the folder where transformers.js looks for it (``onnx/``); optimum-onnx
 finds ``model.onnx`` there by itself (it searches ``**/*.onnx`` for that name), and kdkit reads the paths from

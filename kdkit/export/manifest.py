@@ -86,7 +86,7 @@ class ExportRecord(ExportManifest):
     output_names: list[str] = Field(default_factory=lambda: ["logits"])
     exporter: ExporterInfo | None = None
     source: ExportSource | None = None
-    #: which client loads which file (:func:`kdkit.hf_layout.layout_manifest`)
+    #: which client loads which file (:func:`kdkit.export.hf_layout.layout_manifest`)
     layout: dict[str, Any] | None = None
     #: a few inputs of the validation data (the web page offers them, kdkit.web); absent in older exports
     examples: list[ExportExample] | None = None
@@ -96,7 +96,7 @@ class ExportRecord(ExportManifest):
     sizes: dict[str, int] | None = None
     #: things the user should know (int8 accuracy loss, a model card that could not be written)
     warnings: list[str] | None = None
-    #: the model card's files (:func:`kdkit.model_card.card_for_export`), None when none was written
+    #: the model card's files (:func:`kdkit.records.model_card.card_for_export`), None when none was written
     card: dict[str, Any] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 exporter named in :data:`EXPORTERS` (``dynamo``: ``torch.export`` + onnxscript; ``torchscript``: the legacy
 tracer). :func:`fuse_for_onnxruntime` and :func:`quantize_int8` rewrite a written graph. Each step's own prints
 and warnings are kept out of the CLI's output; a failure is one :class:`~kdkit.errors.ExportError` line.
-:mod:`kdkit.export` runs them and validates the result (:mod:`kdkit.export_validation`).
+:mod:`kdkit.export` runs them and validates the result (:mod:`kdkit.export.validation`).
 """
 
 from __future__ import annotations

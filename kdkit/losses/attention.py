@@ -1,6 +1,6 @@
 """The ``attention`` loss: KL divergence between teacher and student self-attention distributions.
 
-For the layer map (k, t(k)), k = 1..L_s (:mod:`kdkit.layer_map`; layer 0, the embeddings, has no attention),
+For the layer map (k, t(k)), k = 1..L_s (:mod:`kdkit.losses.layer_map`; layer 0, the embeddings, has no attention),
 attention probabilities A^s_k, A^t_{t(k)} of shape (B, H, L, L) (query i, key j, softmax over j), P = L_s
 pairs, H heads and N real query tokens in the batch::
 

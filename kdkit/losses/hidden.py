@@ -1,6 +1,6 @@
 """The ``hidden`` loss: distance between mapped student and teacher hidden states (TinyBERT, PKD).
 
-For the layer map (k, t(k)), k = 1..L_s (:mod:`kdkit.layer_map`), student states H^s_k (B, L, D_s), teacher
+For the layer map (k, t(k)), k = 1..L_s (:mod:`kdkit.losses.layer_map`), student states H^s_k (B, L, D_s), teacher
 states H^t_{t(k)} (B, L, D_t), P = L_s pairs, N real tokens in the batch, and W a learned linear map
 D_s → D_t when the widths differ (identity otherwise)::
 

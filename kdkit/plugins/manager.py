@@ -261,7 +261,7 @@ class PluginManager:
 
     def loss(self, name: str) -> type[DistillationLoss]:
         """The loss class ``name``, or a :class:`PluginError` naming the known ones. ``a+b`` names the
-        composite of the losses ``a`` and ``b`` (:mod:`kdkit.composite`)."""
+        composite of the losses ``a`` and ``b`` (:mod:`kdkit.losses.composite`)."""
         if LOSS_SEPARATOR in name:
             return composite_class(tuple(self.loss(part) for part in split_loss_names(name)))
         try:

@@ -1,4 +1,4 @@
-"""The body of a model card (:mod:`kdkit.model_card`): Markdown sections written from a run's ``run.json``
+"""The body of a model card (:mod:`kdkit.records.model_card`): Markdown sections written from a run's ``run.json``
 and, for an export, its ``kdkit_export.json``."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training curves as an SVG picture written by kdkit itself (no plotting library).
 
-    from kdkit.curves import write_training_curves
+    from kdkit.records.curves import write_training_curves
     write_training_curves(run_dir / "best" / "training_curves.svg", summary)   # summary = run.json
 
 Two panels: the loss terms the Trainer logged every ``logging_steps`` (``loss`` = their sum, ``loss_ce``,

@@ -8,7 +8,7 @@ hand-edited or foreign file gives one line naming the file instead of a tracebac
 - ``kdkit_checkpoint.json`` in every finished Trainer checkpoint (:class:`CheckpointManifest`), written last;
 - ``<key>.json`` next to every teacher-signal cache file (:class:`CacheManifest`);
 - ``start.json`` in a run directory (:class:`RunStart`): the configuration the run was started with;
-- ``run.json`` of a finished run (:class:`kdkit.run_summary.RunSummary`) and ``kdkit_export.json`` of an export
+- ``run.json`` of a finished run (:class:`kdkit.records.run_summary.RunSummary`) and ``kdkit_export.json`` of an export
   (:class:`ExportManifest`; what the exporter writes: :class:`kdkit.export.manifest.ExportRecord`);
 - ``kdkit_teacher.json`` of a cached default teacher (:class:`TeacherRecord`).
 
@@ -55,7 +55,7 @@ class FileEntry(BaseModel):
 
 
 class TaskFields(_Record):
-    """The task a model was trained for (:class:`kdkit.tasks.TaskSpec`)."""
+    """The task a model was trained for (:class:`kdkit.data.tasks.TaskSpec`)."""
 
     name: str = Field(min_length=1)
     text_fields: list[str] = Field(min_length=1, max_length=2)

@@ -1,11 +1,11 @@
 """Model cards: a README.md in the Hugging Face model-card format for every run's ``best/`` and every export.
 
-    from kdkit.model_card import write_run_card
+    from kdkit.records.model_card import write_run_card
     write_run_card(run_dir, summary)   # run_dir/best/README.md + run_dir/best/training_curves.svg
 
 A card is YAML front matter (``pipeline_tag``, ``library_name``, ``base_model`` when it is a hub id,
 ``datasets``, ``metrics``, ``tags`` and the dev metrics as ``model-index``), then: teacher, student, method and
-options, data, a metrics table, training (time, steps, hardware), the training curves (:mod:`kdkit.curves`)
+options, data, a metrics table, training (time, steps, hardware), the training curves (:mod:`kdkit.records.curves`)
 and how to load the model with transformers, optimum, transformers.js and ``kdkit predict``.
 Everything comes from ``run.json`` (and, for an export, ``kdkit_export.json``); a missing field is left out.
 """

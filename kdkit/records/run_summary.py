@@ -58,7 +58,7 @@ class RunSummary(_Record):
     command: str
     task: TaskFields
     loss: str | None = None
-    #: the parts of a composite loss (:mod:`kdkit.composite`), only for one
+    #: the parts of a composite loss (:mod:`kdkit.losses.composite`), only for one
     losses: list[str] | None = None
     #: each component's resolved options (``{"kd": {"temperature": 2.0, ...}}``)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)

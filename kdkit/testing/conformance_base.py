@@ -111,7 +111,7 @@ def model_inputs(model: nn.Module, lengths: Sequence[int], *, seed: int = 0) -> 
 
 
 def longest_length(model: nn.Module) -> int:
-    """The longest input ``model`` accepts (:func:`kdkit.hf_layout.position_limit`: its position embeddings, two
+    """The longest input ``model`` accepts (:func:`kdkit.export.hf_layout.position_limit`: its position embeddings, two
     fewer for RoBERTa-style models; for relative positions only, ``max_position_embeddings`` still)."""
     config: Any = model.config
     limit = position_limit(config)

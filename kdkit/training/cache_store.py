@@ -3,8 +3,9 @@
 An entry ``<key>`` of a cache folder is a ``datasets`` Arrow file ``<key>.arrow`` plus its manifest
 ``<key>.json`` (:class:`~kdkit.records.manifests.CacheManifest`: row count, columns, size and SHA-256 of the file).
 
-- **Build**: in a fresh folder ``<key>.build-<random>/`` locked by its builder (:class:`~kdkit.locking.RunLock`);
-  then the file and the manifest are renamed into place, the manifest last. A reader never sees half a file.
+- **Build**: in a fresh folder ``<key>.build-<random>/`` locked by its builder
+  (:class:`~kdkit.records.locking.RunLock`); then the file and the manifest are renamed into place, the manifest
+  last. A reader never sees half a file.
 - **Reuse**: only when the manifest is valid and the file has its size, checksum, rows and columns. Anything
   else (a truncated, emptied or garbage file, a missing or edited manifest) is reported in one line and the
   entry is rebuilt.

@@ -1,6 +1,6 @@
 """The default teacher's budget: how long it trains, and how long that should take, said before it starts.
 
-The default teacher (:mod:`kdkit.teachers`) trains on the run's training set for ``teacher_epochs`` epochs;
+The default teacher (:mod:`kdkit.training.teachers`) trains on the run's training set for ``teacher_epochs`` epochs;
 ``auto`` (the default) fits the size of the data: a small set is seen several times, a large one once,
 
     epochs = clamp(round(TARGET_EXAMPLES / n), 1, MAX_AUTO_EPOCHS)      (n = training examples)

@@ -7,7 +7,7 @@ and keeps the result on disk under ``KDKIT_HOME/teacher-signals/<key>.arrow``, w
 teacher's weights, the tokenised data, the loss's ``teacher_signal_key()`` and the ``cache_key()`` of
 each attribution provider the loss uses. Every later epoch and run
 with the same key reads the file instead of running the teacher. The file is verified before every reuse
-and rebuilt when it is damaged (:mod:`kdkit.cache_store`).
+and rebuilt when it is damaged (:mod:`kdkit.training.cache_store`).
 
 Examples are processed in order of length (so batches carry little padding) and put back in their order.
 Per-token signals are stored unpadded (trimmed to each example's length).

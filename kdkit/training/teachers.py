@@ -14,7 +14,7 @@ and which options differ.
 A cached teacher is reused only if its ``run.json`` is valid and its ``best/`` model matches the file list
 saved with it; otherwise it is fine-tuned again. Its folder is locked while it is being made or checked, so
 concurrent runs wait for one fine-tune instead of starting two. A teacher whose dev score is within a few
-points of the majority-class baseline gets a warning (:mod:`kdkit.baselines`).
+points of the majority-class baseline gets a warning (:mod:`kdkit.data.baselines`).
 """
 
 from __future__ import annotations

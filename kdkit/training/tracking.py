@@ -2,7 +2,7 @@
 
 ``--report-to tensorboard`` (``training.report_to``) hands every Trainer log to the tracker: the total
 ``loss``, kdkit's loss terms (``loss_ce``, ``loss_kd``, ``loss_attr``, ... as logged by
-:class:`kdkit.trainer.DistillationTrainer`), ``learning_rate``, ``grad_norm``, the per-term gradient norms of
+:class:`kdkit.training.trainer.DistillationTrainer`), ``learning_rate``, ``grad_norm``, the per-term gradient norms of
 the first steps, and the dev metrics of each evaluation (``eval_accuracy`` ...). transformers' own callbacks
 do the writing; kdkit only chooses where:
 

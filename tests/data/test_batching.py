@@ -1,4 +1,4 @@
-"""Column-wise batching (kdkit.batching): the same batches as the per-example collator, and the same training."""
+"""Column-wise batching (kdkit.data.batching): the same batches as the per-example collator, and the same training."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The typed records of the two stages: run.json (kdkit.run_summary) and kdkit_export.json (kdkit.export.manifest),
-and the partial-then-rename of a one-go output (runs.RunDirectory.start_fresh)."""
+"""The typed records of the two stages: run.json (kdkit.records.run_summary) and kdkit_export.json
+(kdkit.export.manifest), and the partial-then-rename of a one-go output (runs.RunDirectory.start_fresh)."""
 
 from __future__ import annotations
 
