@@ -5,7 +5,7 @@
         --max-train-samples 4000 --epochs 1 --output /tmp/exp/run --quiet
     python benchmarks/export_latency.py --model /tmp/exp/run --data-dir ../shared/data/glue
 
-The student is exported with kdkit's own path (``kdkit.export.export_onnx``, dynamo, int8), unless
+The student is exported with kdkit's own path (``kdkit.export.stage.export_onnx``, dynamo, int8), unless
 ``--export-dir`` names an existing export. Every engine runs on the same token ids (SST-2 dev sentences,
 tokenised once; tokenisation is not timed, except in the ``kdkit predict path`` row), with the same thread
 count. Repetitions are interleaved in rounds (each round runs every engine a few times, in turn), so background

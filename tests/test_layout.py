@@ -205,3 +205,30 @@ def test_modules_and_functions_are_of_a_readable_size(name: str):
         count = len(arguments.posonlyargs + arguments.args + arguments.kwonlyargs)
         count -= bool(arguments.args) and arguments.args[0].arg in ("self", "cls")
         assert count <= MAX_PARAMETERS, f"{name}.{node.name} takes {count} parameters (at most {MAX_PARAMETERS})"
+
+
+def _dangling_names(text: str) -> list[str]:
+    """``kdkit.a.b...`` names in ``text`` whose modules do not exist: each part is a package or a module below
+    ``kdkit/``, until a module (after which come its attributes) or a name its package's ``__init__`` mentions."""
+    dangling = []
+    for match in re.finditer(r"(?<![\w./-])kdkit((?:\.[A-Za-z_]\w*)+)", text):
+        parts, here = match.group(1).strip(".").split("."), KDKIT
+        for index, part in enumerate(parts):
+            if part.startswith("__") or (here / f"{part}.py").is_file():
+                break
+            if (here / part).is_dir():
+                here = here / part
+                continue
+            if not re.search(rf"\b{re.escape(part)}\b", (here / "__init__.py").read_text()):
+                dangling.append("kdkit." + ".".join(parts[: index + 1]))
+            break
+    return dangling
+
+
+def test_the_modules_that_docs_and_docstrings_name_exist():
+    """A module moved is a module renamed everywhere: kdkit's docstrings, the docs, the plugins and benchmarks
+    name the modules where they are (the CHANGELOG keeps the old names it recorded)."""
+    places = [*KDKIT.rglob("*.py"), *(REPO / "docs").glob("*.md"), REPO / "README.md", *REPO.glob("benchmarks/*.py")]
+    places += [*(REPO / "plugins").rglob("*.py"), *(REPO / "examples").rglob("*.py")]
+    dangling = {f"{path.relative_to(REPO)}: {name}" for path in places for name in _dangling_names(path.read_text())}
+    assert not dangling, "names of modules that do not exist: " + "; ".join(sorted(dangling))

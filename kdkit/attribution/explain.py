@@ -3,7 +3,7 @@
 A model's normalised token map for a class c is computed with an attribution provider (``ig`` from the
 adkd plugin by default) exactly as AD-KD computes the maps it distils:
 a_i = ‖A_{c,i,:}‖₂ over the hidden dimensions, normalised to unit L2 norm over the real tokens
-(:func:`kdkit.attribution.token_maps`). Rendered as a rich heatmap in the terminal or as an HTML page.
+(:func:`kdkit.attribution.base.token_maps`). Rendered as a rich heatmap in the terminal or as an HTML page.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""``kdkit explain``: a token heatmap of an attribution provider's map for one input (:mod:`kdkit.explain`)."""
+"""``kdkit explain``: a token heatmap of an attribution provider's map for one input
+(:mod:`kdkit.attribution.explain`)."""
 
 import json
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from kdkit.cli.base import command, handle_errors, plugin_manager
 from kdkit.cli.flags import options_of
 from kdkit.cli.output import err, out
 
-#: kdkit.explain.Views (kdkit.explain imports torch, so the CLI names it; a test compares)
+#: kdkit.attribution.explain.Views (that module imports torch, so the CLI names it; a test compares)
 Views = Literal["pred", "all"]
 
 

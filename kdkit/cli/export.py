@@ -1,4 +1,4 @@
-"""``kdkit export``: a student to ONNX, validated against PyTorch (:func:`kdkit.export.export_onnx`)."""
+"""``kdkit export``: a student to ONNX, validated against PyTorch (:func:`kdkit.export.stage.export_onnx`)."""
 
 import json
 from pathlib import Path
@@ -16,7 +16,7 @@ from kdkit.errors import ConfigError
 EXPORT_PANEL = "Export"
 VALIDATION_PANEL = "Validation data"
 
-#: the choices of kdkit.export.export_onnx (kdkit.export imports torch, so the CLI names them; a test compares)
+#: the choices of kdkit.export.stage.export_onnx (kdkit.export imports torch, so the CLI names them; a test compares)
 Exporter = Literal["dynamo", "torchscript"]
 Quantization = Literal["int8"]
 

@@ -1,4 +1,4 @@
-"""``kdkit plugins``: the installed plugins and their components (:func:`kdkit.plugins.component_rows`)."""
+"""``kdkit plugins``: the installed plugins and their components (:func:`kdkit.plugins.listing.component_rows`)."""
 
 import json
 from typing import TYPE_CHECKING, Annotated

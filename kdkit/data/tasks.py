@@ -1,7 +1,7 @@
 """Tasks: what a data set's text fields and labels are, and how predictions are scored.
 
 The nine GLUE tasks are built in (:data:`GLUE_TASKS`); a user's own CSV/TSV/JSON data becomes a
-:class:`TaskSpec` too (see :func:`kdkit.data.custom_task`).
+:class:`TaskSpec` too (see :func:`kdkit.data.loading.custom_task`).
 """
 
 from __future__ import annotations

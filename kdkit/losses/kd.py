@@ -41,7 +41,7 @@ class VanillaKD(DistillationLoss):
     """Hinton et al. (2015): (1-α)·CE(s, y) + α·T²·KL(softmax(t/T) ‖ softmax(s/T)).
 
     For regression: (1-α)·MSE(s, y) + α·MSE(s, t). With ``anneal``, T is the epoch's
-    :func:`~kdkit.losses.annealed_temperature`.
+    :func:`~kdkit.losses.formulas.annealed_temperature`.
     """
 
     name = "kd"

@@ -69,7 +69,7 @@ class TaskFields(_Record):
 
 
 class TaskFile(_Record):
-    """``kdkit_task.json``: written by :func:`kdkit.models.save_model` after the weights and tokenizer."""
+    """``kdkit_task.json``: written by :func:`kdkit.models.saving.save_model` after the weights and tokenizer."""
 
     task: TaskFields
     max_length: int = Field(128, ge=1)

@@ -131,5 +131,5 @@ def batch_features(task: TaskSpec, lengths: Sequence[int], vocab_size: int, pad:
 
 
 def as_batch(collated: Mapping[str, Tensor]) -> Batch:
-    """The :class:`~kdkit.losses.Batch` of a collated batch."""
+    """The :class:`~kdkit.losses.base.Batch` of a collated batch."""
     return Batch(inputs={k: collated[k] for k in MODEL_INPUTS if k in collated}, labels=collated["labels"])

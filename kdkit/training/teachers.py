@@ -321,7 +321,7 @@ def check_lengths(config: DistillConfig) -> None:
 
 
 def check_vocabulary(config: DistillConfig) -> None:
-    """A student model must have the teacher's vocabulary (:func:`kdkit.models.check_same_vocabulary`): checked
+    """A student model must have the teacher's vocabulary (:func:`kdkit.models.checks.check_same_vocabulary`): checked
     before any work, so before a default teacher is fine-tuned (a tokenizer that does not load is left to the
     model's own loading to report)."""
     if config.student.model is None:

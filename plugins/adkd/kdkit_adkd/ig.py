@@ -2,7 +2,7 @@
 (or, with ``layer`` N, at the output of transformer layer N: E below is then that layer's output).
 
 With E the embedding block's output (B, L, D), E' a baseline and F_c the score of class c
-(:func:`kdkit.attribution.class_scores`: log p_c, or the raw output for regression)::
+(:func:`kdkit.attribution.base.class_scores`: log p_c, or the raw output for regression)::
 
     IG_c(E)_{i,j} = (E_ij - E'_ij) · (1/m) Σ_{k=1..m} ∂F_c(E' + (k/m)(E - E')) / ∂E_ij
 

@@ -5,8 +5,8 @@
 - KD = KL(softmax(z^t/T) ‖ softmax(z^s/T)) (batch mean), times T² only with ``kd_t_squared``: the
   reference code uses the soft cross-entropy without T², which has the same gradient as this KL, and the
   paper's α and β were tuned with it. Regression: MSE(z^s/T, z^t/T) (× T² with ``kd_t_squared``).
-- L_attr compares normalised per-token attribution maps (:func:`kdkit.attribution.token_maps`) of teacher and student,
-  one map per view; the distance is summed over views and averaged over the batch's real tokens (the
+- L_attr compares normalised per-token attribution maps (:func:`kdkit.attribution.base.token_maps`) of teacher
+  and student, one map per view; the distance is summed over views and averaged over the batch's real tokens (the
   reference code's reduction, so the paper's β values mean what they meant there).
 
 The teacher is frozen and in eval mode, so its logits and maps per example are deterministic: they are
