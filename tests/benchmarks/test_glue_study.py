@@ -24,47 +24,53 @@ def study() -> ModuleType:
     return module
 
 
+@pytest.fixture(scope="module")
+def common(study: ModuleType) -> ModuleType:
+    """study_common, the home of the bookkeeping the GLUE scripts share (beside glue_study, on its path)."""
+    import study_common
+
+    return study_common
+
+
 def run(task: str, method: str, seed: int, value: float) -> dict:
     return {"task": task, "method": method, "seed": seed, "metrics": {"mcc": value}}
 
 
-def test_differences_are_paired_by_seed_and_skip_unpaired_seeds(study: ModuleType) -> None:
+def test_differences_are_paired_by_seed_and_skip_unpaired_seeds(common: ModuleType) -> None:
     runs = [run("cola", "adkd", 1, 0.30), run("cola", "kd", 1, 0.25), run("cola", "adkd", 2, 0.20)]
     runs += [run("cola", "kd", 2, 0.22), run("cola", "kd", 3, 0.5)]
-    assert study.paired_difference(runs, "cola", "adkd", "kd") == pytest.approx([5.0, -2.0])
+    assert common.paired_difference(runs, "cola", "adkd", "kd") == pytest.approx([5.0, -2.0])
 
 
-def test_verdict_needs_a_difference_beyond_the_spread_and_the_standard_error(study: ModuleType) -> None:
-    assert study.verdict([2.0, 2.1, 1.9], spread=0.5) == "AD-KD better"
-    assert study.verdict([-2.0, -2.1, -1.9], spread=0.5) == "AD-KD worse"
-    assert study.verdict([2.0, 2.1, 1.9], spread=3.0).startswith("no clear difference")
-    assert study.verdict([3.0, -2.0, 1.0], spread=0.1).startswith("no clear difference")
-    assert study.verdict([2.0], spread=0.0) == "too few seeds to say"
+def test_verdict_needs_a_difference_beyond_the_spread_and_the_standard_error(common: ModuleType) -> None:
+    assert common.verdict([2.0, 2.1, 1.9], spread=0.5) == "AD-KD better"
+    assert common.verdict([-2.0, -2.1, -1.9], spread=0.5) == "AD-KD worse"
+    assert common.verdict([2.0, 2.1, 1.9], spread=3.0).startswith("no clear difference")
+    assert common.verdict([3.0, -2.0, 1.0], spread=0.1).startswith("no clear difference")
+    assert common.verdict([2.0], spread=0.0) == "too few seeds to say"
 
 
-def test_metric_values_and_mean_std_format(study: ModuleType) -> None:
+def test_metric_values_and_mean_std_format(common: ModuleType) -> None:
     runs = [run("cola", "kd", 2, 0.2), run("cola", "kd", 1, 0.1), run("cola", "adkd", 1, 0.9)]
-    assert study.metric_values(runs, "cola", "kd") == [0.1, 0.2]
-    assert study.fmt([0.1, 0.2]) == "15.00 ± 7.07"
-    assert study.fmt([]) == "–"
+    assert common.metric_values(runs, "cola", "kd") == [0.1, 0.2]
+    assert common.fmt([0.1, 0.2]) == "15.00 ± 7.07"
+    assert common.fmt([]) == "–"
 
 
-def test_teacher_epochs_per_task(study: ModuleType) -> None:
+def test_teacher_epochs_per_task(common: ModuleType) -> None:
     args = argparse.Namespace(teacher_epochs=3, teacher_epochs_for="stsb=1,mrpc=2")
-    assert [study.teacher_epochs(args, t) for t in ("cola", "stsb", "mrpc")] == [3, 1, 2]
+    assert [common.teacher_epochs(args, t) for t in ("cola", "stsb", "mrpc")] == [3, 1, 2]
 
 
-def test_methods_share_everything_but_the_loss_options(study: ModuleType) -> None:
-    ce, kd, adkd = study.method_runs("cola", 2, ["ce", "kd", "adkd"])
+def test_methods_share_everything_but_the_loss_options(common: ModuleType) -> None:
+    ce, kd, adkd = common.method_runs("cola", 2, ["ce", "kd", "adkd"])
     assert (ce.loss, kd.loss, adkd.loss) == ("ce", "adkd", "adkd")
     assert kd.options == {"adkd": {"ablation": "no_attr"}} and adkd.options == {}
     assert {r.seed for r in (ce, kd, adkd)} == {2}
     assert kd.directory(Path("w")) == Path("w/cola/kd/seed-2")
 
 
-def test_intermediate_methods_are_the_study_baselines_plus_one_term(study: ModuleType) -> None:
-    import study_common as common  # beside glue_study, on the path the fixture set
-
+def test_intermediate_methods_are_the_study_baselines_plus_one_term(common: ModuleType) -> None:
     kd, adkd, kd_hidden, adkd_hidden, layer2 = common.method_runs("sst2", 1, list(common.INTERMEDIATE_METHODS))
     assert (kd.method, adkd.method) == ("kd", "adkd")
     assert kd_hidden.loss == adkd_hidden.loss == "adkd+hidden"
@@ -75,8 +81,8 @@ def test_intermediate_methods_are_the_study_baselines_plus_one_term(study: Modul
     assert kd_hidden.directory(Path("w")) == Path("w/sst2/kd+hidden/seed-1")
 
 
-def test_verdict_names_the_method(study: ModuleType) -> None:
-    assert study.verdict([2.0, 2.1, 1.9], spread=0.5, method="KD + hidden") == "KD + hidden better"
+def test_verdict_names_the_method(common: ModuleType) -> None:
+    assert common.verdict([2.0, 2.1, 1.9], spread=0.5, method="KD + hidden") == "KD + hidden better"
 
 
 def test_the_intermediate_section_replaces_only_itself(study: ModuleType, tmp_path: Path) -> None:
@@ -128,3 +134,13 @@ def test_the_intermediate_section_pairs_each_method_with_its_baseline(study: Mod
     assert "| AD-KD, maps at layer 2 (teacher 4) − AD-KD (maps at the embeddings) | COLA |" in text
     assert "AD-KD, maps at layer 2 (teacher 4) worse" in text
     assert "| COLA | 0.200 | 1.000 | 0.300 | 0.500 | 0.50 |" in text
+
+
+def test_the_plan_follows_the_parts_and_the_command_drops_parts_and_note(study: ModuleType) -> None:
+    args = argparse.Namespace(tasks="cola,mrpc", ablation_tasks="cola", lever_task="sst2")
+    plan = study.plan_runs(args, {"main", "ablations"}, [1, 2], [1])
+    assert [(r.task, r.method, r.seed) for r in plan[:3]] == [("cola", "ce", 1), ("cola", "kd", 1), ("cola", "adkd", 1)]
+    assert len(plan) == 2 * 2 * 3 + 2 and {r.method for r in plan[-2:]} == {"adkd-no-ce", "adkd-no-kd"}
+    assert [r.method for r in study.plan_runs(args, {"levers"}, [1, 2], [2])] == list(study.LEVERS)
+    argv = ["--tasks", "cola", "--parts", "report", "--note", "busy", "--epochs", "1"]
+    assert study.regenerating_command(argv) == "python benchmarks/glue_study.py --tasks cola --epochs 1"

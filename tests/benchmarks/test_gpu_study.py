@@ -1,4 +1,5 @@
-"""The GPU study's scheduler, plan and report (benchmarks/gpu_pool.py, gpu_study.py, gpu_report.py).
+"""The GPU study's scheduler, plan and report (benchmarks/gpu_pool.py, gpu_study.py, gpu_report.py and its
+gpu_report_summary.py, gpu_report_sections.py).
 
 The pool runs real processes (a few lines of Python that print kdkit's ``step N/M`` lines); the report is
 built from a results folder laid out as benchmarks/gpu_session.sh packs it. No GPU is needed.
@@ -32,10 +33,19 @@ def modules() -> dict[str, ModuleType]:
     sys.path.insert(0, str(BENCHMARKS))
     import gpu_pool
     import gpu_report
+    import gpu_report_sections
+    import gpu_report_summary
     import gpu_study
     import study_common
 
-    return {"pool": gpu_pool, "study": gpu_study, "report": gpu_report, "gs": study_common}
+    return {
+        "pool": gpu_pool,
+        "study": gpu_study,
+        "report": gpu_report,
+        "summary": gpu_report_summary,
+        "sections": gpu_report_sections,
+        "gs": study_common,
+    }
 
 
 def stepper(tmp_path: Path, modules, name: str, steps: int, delay: float, code: int = 0, **kw):
@@ -188,7 +198,7 @@ def test_the_report_reuses_the_cpu_studys_pairing_and_verdict(tmp_path, modules)
     data = report.load(results_folder(tmp_path, modules))
     diffs = gs.paired_difference(data["runs"], "mrpc", "adkd", "kd")
     assert diffs == pytest.approx([3.0, 3.5, 4.0])
-    section = "\n".join(report.results_section(data))
+    section = "\n".join(modules["sections"].results_section(data))
     assert section.startswith(gs.GPU_BEGIN) and section.endswith(gs.GPU_END)
     assert "| MRPC | +3.00, +3.50, +4.00 | +3.50 ± 0.50 | 0.50 | AD-KD better |" in section
     assert "| COLA | – | – | – | too few seeds to say |" in section
@@ -198,7 +208,7 @@ def test_the_report_reuses_the_cpu_studys_pairing_and_verdict(tmp_path, modules)
     assert "not started, not expected to finish in the time left: sst2-adkd-seed1; " in section
     assert "not started, waiting for one of those: sst2-kd-seed1." in section
     assert "busy 50.0% of the time" in section and "at most 3.0 GiB" in section
-    text = report.summary(data)
+    text = modules["summary"].summary(data)
     assert "TARGET vanilla KD >= 15,000 training ex/s (MRPC, batch 128, bf16): 16,000 -> met" in text
     assert "TARGET AD-KD step <= 1.3x the KD step (m = 1, cached): 1.33x -> NOT met" in text
 
@@ -217,8 +227,8 @@ def test_report_writes_both_sections_in_place_and_keeps_the_rest(tmp_path, modul
     bench = first[1]
     assert (
         bench.index("old text")
-        < bench.index(report.CHECK_BEGIN)
-        < bench.index(report.CHECK_END)
+        < bench.index(modules["sections"].CHECK_BEGIN)
+        < bench.index(modules["sections"].CHECK_END)
         < bench.index("## Next")
     )
     assert "| `kd` (batch 128) | 16,000 | 8.00 | 7.90 | 1.00x |" in bench
@@ -261,7 +271,7 @@ def test_a_tiny_study_runs_glue_studys_runs_in_parallel_and_reports_them(glue_di
     teacher = json.loads((out / "teachers" / "mrpc.json").read_text())
     assert teacher["train"]["examples"] == 16
     data = modules["report"].load(_as_results(tmp_path, out))
-    assert "too few seeds to say" in modules["report"].summary(data)
+    assert "too few seeds to say" in modules["summary"].summary(data)
 
 
 def _as_results(tmp_path: Path, study: Path) -> Path:
