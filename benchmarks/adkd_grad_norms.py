@@ -20,6 +20,7 @@ import json
 import math
 import os
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,19 @@ def norm(value: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
     return math.sqrt(sum(float(g.pow(2).sum()) for g in grads if g is not None))
 
 
-def main() -> None:
+@dataclass
+class Setup:
+    """The frozen teacher, the fresh student (train mode) and the AD-KD loss whose terms are measured."""
+
+    task: Any
+    teacher: Any
+    student: Any
+    parameters: list[torch.nn.Parameter]
+    loss: ADKDLoss
+    provider: IntegratedGradients
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--task", default="sst2")
@@ -58,22 +71,70 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-train-samples", type=int, default=8000)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser
+
+
+def _setup(teacher_dir: str, task: Any, alpha: float, temperature: float) -> Setup:
+    """The teacher of ``teacher_dir``, a ``copy:3`` student of it (seed 0) and the loss at the paper's α and T."""
+    teacher = freeze(load_classifier(teacher_dir, task))
+    torch.manual_seed(0)
+    student = build_student("copy:3", teacher, task, attn_implementation="eager").train()
+    parameters = [p for p in student.parameters() if p.requires_grad]
+    loss = ADKDLoss(ADKDOptions(alpha=alpha, beta=1.0, temperature=temperature), task)
+    return Setup(task, teacher, student, parameters, loss, IntegratedGradients())
+
+
+def _record(setup: Setup, batch: Batch) -> dict[str, float]:
+    """The gradient norms of each term on one batch, under both reductions of L_attr."""
+    teacher, student, parameters = setup.teacher, setup.student, setup.parameters
+    loss, provider = setup.loss, setup.provider
+    ctx = LossContext(task=setup.task, student=student, teacher=teacher, provider_factory=lambda _name: provider)
+    with torch.no_grad():
+        signals = loss.teacher_signals(teacher, batch, ctx)
+    with capture_embedding_output(student) as captured:
+        logits = student(**batch.inputs).logits
+    assert captured.tensor is not None
+    ctx.student_forward = EmbeddingForward(captured.tensor, logits)
+    terms = loss(batch, logits, signals, ctx)
+    targets, weights = loss.views(logits, batch.labels, signals["logits"], provider)
+    student_maps = token_maps(
+        provider.attribute(student, batch.inputs, targets, create_graph=True, forward=ctx.student_forward),
+        batch.attention_mask,
+    )
+    summed = map_distance(
+        signals["attr_map"],
+        student_maps,
+        batch.attention_mask,
+        view_weights=weights,
+        token_count=torch.tensor(float(batch.size)),
+    )
+    tokens_per_example = float(batch.attention_mask.sum()) / batch.size
+    attr = norm(terms["attr"], parameters)
+    summed_norm = norm(summed, parameters)
+    return {
+        "ce": norm(terms["ce"], parameters),
+        "kd": norm(terms["kd"], parameters),
+        "attr_per_token_beta1": attr,
+        "attr_per_token_beta10": 10 * attr,
+        "attr_summed_beta1": summed_norm,
+        "attr_summed_beta10": 10 * summed_norm,
+        "attr_value_per_token": float(terms["attr"].detach()),
+        "attr_value_summed": float(summed.detach()),
+        "tokens_per_example": tokens_per_example,
+    }
+
+
+def main() -> None:
+    args = _parser().parse_args()
     torch.set_num_threads(2)
     teacher_dir = str(resolve_model_dir(Path(args.teacher)))
     tokenizer = load_tokenizer(teacher_dir)
     data = load_task_data(
         DataConfig(task=args.task, data_dir=args.data_dir, max_train_samples=args.max_train_samples), tokenizer
     )
-    task = data.task
     assert data.train is not None
-    teacher = freeze(load_classifier(teacher_dir, task))
-    torch.manual_seed(0)
-    student = build_student("copy:3", teacher, task, attn_implementation="eager").train()
-    parameters = [p for p in student.parameters() if p.requires_grad]
     _, _, _, alpha, _, temperature, _ = PAPER_TABLE[args.task]
-    loss = ADKDLoss(ADKDOptions(alpha=alpha, beta=1.0, temperature=temperature), task)
-    provider = IntegratedGradients()
+    setup = _setup(teacher_dir, data.task, alpha, temperature)
     collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0)).tolist()
     records: list[dict[str, float]] = []
@@ -81,40 +142,7 @@ def main() -> None:
         rows = [data.train[i] for i in order[index * args.batch_size : (index + 1) * args.batch_size]]
         collated = collator(rows)
         batch = Batch({k: collated[k] for k in MODEL_INPUTS if k in collated}, collated["labels"])
-        ctx = LossContext(task=task, student=student, teacher=teacher, provider_factory=lambda _name: provider)
-        with torch.no_grad():
-            signals = loss.teacher_signals(teacher, batch, ctx)
-        with capture_embedding_output(student) as captured:
-            logits = student(**batch.inputs).logits
-        assert captured.tensor is not None
-        ctx.student_forward = EmbeddingForward(captured.tensor, logits)
-        terms = loss(batch, logits, signals, ctx)
-        targets, weights = loss.views(logits, batch.labels, signals["logits"], provider)
-        student_maps = token_maps(
-            provider.attribute(student, batch.inputs, targets, create_graph=True, forward=ctx.student_forward),
-            batch.attention_mask,
-        )
-        summed = map_distance(
-            signals["attr_map"],
-            student_maps,
-            batch.attention_mask,
-            view_weights=weights,
-            token_count=torch.tensor(float(batch.size)),
-        )
-        tokens_per_example = float(batch.attention_mask.sum()) / batch.size
-        attr = norm(terms["attr"], parameters)
-        summed_norm = norm(summed, parameters)
-        record = {
-            "ce": norm(terms["ce"], parameters),
-            "kd": norm(terms["kd"], parameters),
-            "attr_per_token_beta1": attr,
-            "attr_per_token_beta10": 10 * attr,
-            "attr_summed_beta1": summed_norm,
-            "attr_summed_beta10": 10 * summed_norm,
-            "attr_value_per_token": float(terms["attr"].detach()),
-            "attr_value_summed": float(summed.detach()),
-            "tokens_per_example": tokens_per_example,
-        }
+        record = _record(setup, batch)
         records.append(record)
         print(json.dumps({k: round(v, 4) for k, v in record.items()}), flush=True)
     summary: dict[str, Any] = {

@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -50,6 +49,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import onnxruntime as ort
 import torch
+from export_latency_report import (
+    FP32_NAME,
+    INT8_NAME,
+    PREDICT_NAME,
+    TORCH_NAME,
+    Graphs,
+    Measured,
+    Student,
+    print_report,
+    results,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _main(argv: list[str] | None, work: Path) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a distilled run directory (or its best/ model)")
     parser.add_argument(
@@ -150,17 +160,46 @@ def _main(argv: list[str] | None, work: Path) -> int:
     parser.add_argument(
         "--output", type=Path, help="JSON results [default: benchmarks/results/export_latency-<time>.json]"
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _main(argv: list[str] | None, work: Path) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
+    from kdkit.export.inference import OnnxClassifier
+
+    student = _student(args, parser)
+    graphs = _graphs(args, student, work)
+    engines = _engines(args, student, graphs)
+    classifier = OnnxClassifier(graphs.export_dir, precision="int8", threads=args.threads)
+    classifier.session = _session(
+        graphs.int8, args.threads, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, args.ort_spinning
+    )
+    accuracy = _accuracy(student, engines, classifier)
+    load_before = os.getloadavg()
+    latency = _latency(args, student, engines, classifier)
+    load_after = os.getloadavg()
+    sizes = {
+        name: (path.stat().st_size if path is not None and path.is_file() else None)
+        for name, (_, path) in engines.items()
+    }
+    sizes[PREDICT_NAME] = graphs.int8.stat().st_size
+    measured = Measured(accuracy, latency, sizes, load_before, load_after)
+    targets = print_report(measured, graphs, args.batch_size)
+    record = results(args, student, graphs, measured, targets)
+    output = args.output or RESULTS / f"export_latency-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nresults written to {output}", file=sys.stderr)
+    return 0
+
+
+def _student(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Student:
+    """The SST-2 model of ``--model`` (else a parser error), its tokenizer and the dev sentences."""
     from kdkit.config import DataConfig
     from kdkit.data.batching import MODEL_INPUTS
     from kdkit.data.loading import load_raw
-    from kdkit.data.metrics import compute_metrics
-    from kdkit.export.hf_layout import FP32_FILE, INT8_FILE
-    from kdkit.export.inference import OnnxClassifier
-    from kdkit.export.onnx import fuse_for_onnxruntime, quantize_int8
-    from kdkit.export.stage import INT8_WARN_DROP, ExportOptions, export_onnx
     from kdkit.models.loading import load_classifier, load_tokenizer, quiet_libraries
     from kdkit.models.saving import read_task_file
     from kdkit.records.provenance import find_model_dir
@@ -172,7 +211,6 @@ def _main(argv: list[str] | None, work: Path) -> int:
     saved = read_task_file(model_dir)
     if saved is None or saved[0].name != "sst2":
         parser.error(f"{model_dir} is not an SST-2 model saved by kdkit")
-    max_length = saved[1]
     tokenizer = load_tokenizer(str(model_dir))
     model = load_classifier(str(model_dir)).eval()
     names = [n for n in MODEL_INPUTS if n in tokenizer.model_input_names]
@@ -181,186 +219,126 @@ def _main(argv: list[str] | None, work: Path) -> int:
     if args.max_eval_samples:
         dev = dev.select(range(min(args.max_eval_samples, len(dev))))
     sentences, labels = list(dev["sentence"]), np.asarray(dev["label"])
+    return Student(model_dir, saved[1], tokenizer, model, names, task, sentences, labels)
+
+
+def _graphs(args: argparse.Namespace, student: Student, work: Path) -> Graphs:
+    """kdkit's export (unless ``--export-dir``) and the variants made from its fp32 graph, under ``work``."""
+    from kdkit.config import DataConfig
+    from kdkit.export.hf_layout import FP32_FILE, INT8_FILE
+    from kdkit.export.onnx import fuse_for_onnxruntime, quantize_int8
+    from kdkit.export.stage import ExportOptions, export_onnx
 
     export_dir = args.export_dir
     if export_dir is None:
-        print(f"exporting {model_dir} (dynamo, int8) ...", file=sys.stderr)
+        print(f"exporting {student.directory} (dynamo, int8) ...", file=sys.stderr)
         export_dir = export_onnx(
-            model_dir,
+            student.directory,
             ExportOptions(output=work / "onnx", data=DataConfig(task="sst2", data_dir=args.data_dir), quantize="int8"),
         ).directory
     fp32, int8 = export_dir / FP32_FILE, export_dir / INT8_FILE
     int8_channel = work / "model.int8.per-channel.onnx"
     quantize_int8(fp32, int8_channel, per_channel=True)
-    fused_path = work / "model.bert-fusions.onnx"
-    fusions = _transformer_optimised(fp32, fused_path, model.config)
+    bert_fused = work / "model.bert-fusions.onnx"
+    fusions = _transformer_optimised(fp32, bert_fused, student.model.config)
     ort_fused = work / "model.ort-fusions.onnx"
     ort_fusions = fuse_for_onnxruntime(fp32, ort_fused)
     ort_fused_int8 = work / "model.ort-fusions.int8.onnx"
     quantize_int8(ort_fused, ort_fused_int8)
+    return Graphs(export_dir, fp32, int8, int8_channel, bert_fused, ort_fused, ort_fused_int8, fusions, ort_fusions)
 
+
+def _engines(args: argparse.Namespace, student: Student, graphs: Graphs) -> dict[str, tuple[Runner, Path | None]]:
+    """Every engine but the predict path: a runner and the file it loads, in the table's order."""
     level = ort.GraphOptimizationLevel
+    onnx = [
+        ("ORT fp32, basic graph opts", graphs.fp32, level.ORT_ENABLE_BASIC),
+        (FP32_NAME, graphs.fp32, level.ORT_ENABLE_ALL),
+        ("ORT fp32 + transformers BERT fusions", graphs.bert_fused, level.ORT_ENABLE_ALL),
+        ("ORT fp32 + onnxscript ORT fusions", graphs.ort_fused, level.ORT_ENABLE_ALL),
+        (INT8_NAME, graphs.int8, level.ORT_ENABLE_ALL),
+        ("ORT int8 per-channel", graphs.int8_channel, level.ORT_ENABLE_ALL),
+        ("ORT int8 of the onnxscript-fused graph", graphs.ort_fused_int8, level.ORT_ENABLE_ALL),
+    ]
     engines: dict[str, tuple[Runner, Path | None]] = {
-        "PyTorch eager fp32": (_torch_runner(model), model_dir / "model.safetensors"),
-        "ORT fp32, basic graph opts": (
-            _ort_runner(_session(fp32, args.threads, level.ORT_ENABLE_BASIC, args.ort_spinning)),
-            fp32,
-        ),
-        "ORT fp32 (all graph opts, kdkit default)": (
-            _ort_runner(_session(fp32, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
-            fp32,
-        ),
-        "ORT fp32 + transformers BERT fusions": (
-            _ort_runner(_session(fused_path, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
-            fused_path,
-        ),
-        "ORT fp32 + onnxscript ORT fusions": (
-            _ort_runner(_session(ort_fused, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
-            ort_fused,
-        ),
-        "ORT int8 (kdkit default, per-tensor)": (
-            _ort_runner(_session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
-            int8,
-        ),
-        "ORT int8 per-channel": (
-            _ort_runner(_session(int8_channel, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
-            int8_channel,
-        ),
+        TORCH_NAME: (_torch_runner(student.model), student.directory / "model.safetensors")
     }
-    engines["ORT int8 of the onnxscript-fused graph"] = (
-        _ort_runner(_session(ort_fused_int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)),
-        ort_fused_int8,
-    )
-    classifier = OnnxClassifier(export_dir, precision="int8", threads=args.threads)
-    classifier.session = _session(int8, args.threads, level.ORT_ENABLE_ALL, args.ort_spinning)
+    for name, path, optimisation in onnx:
+        engines[name] = (_ort_runner(_session(path, args.threads, optimisation, args.ort_spinning)), path)
+    return engines
 
-    # accuracy on the whole dev set (same ids for every engine)
-    eval_batches = _batches(tokenizer, sentences + [sentences[-1]] * (-len(sentences) % 32), 32, max_length, names)
+
+def _accuracy(student: Student, engines: dict[str, tuple[Runner, Path | None]], classifier: Any) -> dict[str, float]:
+    """Accuracy on the whole dev set (the same ids for every engine), and the predict path's on the texts."""
+    from kdkit.data.metrics import compute_metrics
+
+    sentences = student.sentences
+    padded = sentences + [sentences[-1]] * (-len(sentences) % 32)
+    eval_batches = _batches(student.tokenizer, padded, 32, student.max_length, student.names)
     accuracy: dict[str, float] = {}
     for name, (run, _) in engines.items():
         logits = np.concatenate([run(b) for b in eval_batches])[: len(sentences)]
-        accuracy[name] = compute_metrics(task, logits, labels)["accuracy"]
+        accuracy[name] = compute_metrics(student.task, logits, student.labels)["accuracy"]
     predicted = classifier.predict(sentences, batch_size=32)
-    label_ids = {n: i for i, n in enumerate(task.label_names or ())}
-    accuracy["kdkit predict path (tokenizers + ORT int8)"] = float(
-        np.mean([label_ids[p["label"]] == g for p, g in zip(predicted, labels, strict=True)])
+    label_ids = {n: i for i, n in enumerate(student.task.label_names or ())}
+    accuracy[PREDICT_NAME] = float(
+        np.mean([label_ids[p["label"]] == g for p, g in zip(predicted, student.labels, strict=True)])
     )
+    return accuracy
 
-    # latency: interleaved repetitions; batch 1 walks through dev sentences, batch 32 through dev batches
-    latency: dict[str, dict[int, float]] = {
-        name: {} for name in [*engines, "kdkit predict path (tokenizers + ORT int8)"]
-    }
-    load_before = os.getloadavg()
+
+def _caller(
+    engines: dict[str, tuple[Runner, Path | None]],
+    classifier: Any,
+    batches: list[dict[str, np.ndarray]],
+    texts: list[list[str]],
+) -> Callable[[str, int], None]:
+    """One call of an engine on batch ``index`` (the predict path tokenises the texts itself)."""
+
+    def call(name: str, index: int) -> None:
+        if name in engines:
+            engines[name][0](batches[index])
+        else:
+            classifier.logits(texts[index], batch_size=len(texts[index]), warn=False)
+
+    return call
+
+
+def _latency(
+    args: argparse.Namespace, student: Student, engines: dict[str, tuple[Runner, Path | None]], classifier: Any
+) -> dict[str, dict[int, float]]:
+    """Median ms per call: batch 1 walks through dev sentences, batch ``--batch-size`` through dev batches."""
+    latency: dict[str, dict[int, float]] = {name: {} for name in [*engines, PREDICT_NAME]}
+    sentences = student.sentences
     for size, repeats in ((1, args.repeats), (args.batch_size, args.repeats_batch)):
-        batches = _batches(tokenizer, sentences, size, max_length, names)
+        batches = _batches(student.tokenizer, sentences, size, student.max_length, student.names)
         texts = [sentences[i * size : (i + 1) * size] for i in range(len(batches))]
-
-        def _call(
-            name: str,
-            index: int,
-            batches: list[dict[str, np.ndarray]] = batches,
-            texts: list[list[str]] = texts,
-        ) -> None:
-            if name in engines:
-                engines[name][0](batches[index])
-            else:
-                classifier.logits(texts[index], batch_size=len(texts[index]), warn=False)
-
-        times: dict[str, list[float]] = {name: [] for name in latency}
-        for name in latency:  # warm-up
-            for index in range(args.warmup):
-                _call(name, index % len(batches))
-        # rounds of blocks: each engine runs `block` timed calls in turn (after one untimed call, so that
-        # another engine's spinning threads have calmed down), round after round
-        for round_start in range(0, repeats, args.block):
-            for name in latency:
-                indices = [(round_start + i) % len(batches) for i in range(min(args.block, repeats - round_start))]
-                _call(name, indices[0])
-                for index in indices:
-                    start = time.perf_counter()
-                    _call(name, index)
-                    times[name].append(time.perf_counter() - start)
+        times = _interleaved(args, _caller(engines, classifier, batches, texts), list(latency), len(batches), repeats)
         for name in latency:
             latency[name][size] = 1000 * statistics.median(times[name])
         print(f"batch {size}: done", file=sys.stderr)
-    load_after = os.getloadavg()
+    return latency
 
-    sizes = {
-        name: (path.stat().st_size if path is not None and path.is_file() else None)
-        for name, (_, path) in engines.items()
-    }
-    sizes["kdkit predict path (tokenizers + ORT int8)"] = int8.stat().st_size
-    torch_name, fp32_name, int8_name = (
-        "PyTorch eager fp32",
-        "ORT fp32 (all graph opts, kdkit default)",
-        "ORT int8 (kdkit default, per-tensor)",
-    )
-    b = args.batch_size
-    header = ["engine", "file size", "SST-2 dev accuracy (%)", "batch 1 (ms)", f"batch {b} (ms)"]
-    header += ["vs PyTorch, batch 1", f"vs PyTorch, batch {b}"]
-    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for name in latency:
-        cells = [
-            name,
-            f"{sizes[name] / 1e6:.1f} MB" if sizes.get(name) else "-",
-            f"{100 * accuracy[name]:.2f}",
-            f"{latency[name][1]:.2f}",
-            f"{latency[name][b]:.1f}",
-            f"{latency[name][1] / latency[torch_name][1]:.2f}x",
-            f"{latency[name][b] / latency[torch_name][b]:.2f}x",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    targets = {
-        "ORT fp32 <= 0.4x PyTorch at batch 1": latency[fp32_name][1] / latency[torch_name][1],
-        f"ORT fp32 <= 0.8x PyTorch at batch {b}": latency[fp32_name][b] / latency[torch_name][b],
-        f"ORT int8 <= 0.5x ORT fp32 at batch {b}": latency[int8_name][b] / latency[fp32_name][b],
-    }
-    limits = [0.4, 0.8, 0.5]
-    drop = accuracy[torch_name] - accuracy[int8_name]
-    print("\n".join(lines))
-    print()
-    for (text, ratio), limit in zip(targets.items(), limits, strict=True):
-        print(f"- {text}: {ratio:.2f}x ({'met' if ratio <= limit else 'NOT met'})")
-    verdict = "met" if drop <= INT8_WARN_DROP else "NOT met"
-    print(f"- int8 accuracy loss <= 1 point: {100 * drop:+.2f} points ({verdict})")
-    print(f"- onnxruntime.transformers BERT fusions applied: {fusions}")
-    print(f"- onnxscript ORT fusions applied: {ort_fusions}")
-    print(f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
 
-    results = {
-        "date": datetime.now().isoformat(timespec="seconds"),
-        "model": str(model_dir),
-        "export_dir": str(export_dir),
-        "threads": args.threads,
-        "ort_spinning": args.ort_spinning,
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-        "block": args.block,
-        "repeats": {"1": args.repeats, str(b): args.repeats_batch},
-        "dev_examples": len(sentences),
-        "latency_ms_median": latency,
-        "accuracy": accuracy,
-        "sizes_bytes": sizes,
-        "ratios": targets,
-        "int8_accuracy_drop": drop,
-        "bert_fusions": fusions,
-        "onnxscript_ort_fusions": ort_fusions,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-        },
-        "versions": {
-            "torch": torch.__version__,
-            "onnxruntime": ort.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    output = args.output or RESULTS / f"export_latency-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {output}", file=sys.stderr)
-    return 0
+def _interleaved(
+    args: argparse.Namespace, call: Callable[[str, int], None], names: list[str], count: int, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` timed calls per engine, after ``--warmup`` untimed ones, in rounds of blocks: each
+    engine runs ``--block`` timed calls in turn (after one untimed call, so that another engine's spinning threads
+    have calmed down), round after round."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up
+        for index in range(args.warmup):
+            call(name, index % count)
+    for round_start in range(0, repeats, args.block):
+        for name in names:
+            indices = [(round_start + i) % count for i in range(min(args.block, repeats - round_start))]
+            call(name, indices[0])
+            for index in indices:
+                start = time.perf_counter()
+                call(name, index)
+                times[name].append(time.perf_counter() - start)
+    return times
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from study_common import (
     INTERMEDIATE_BEGIN,
     INTERMEDIATE_END,
     LEVERS,
+    NAMES,
     PAPER_BEGIN,
     PAPER_END,
     REPORTED,
@@ -26,9 +27,8 @@ from study_common import (
     paired_difference,
     teacher_epochs,
     verdict,
+    wall_time_table,
 )
-
-NAMES = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
 
 
 def hyper_parameter_table(tasks: list[str]) -> list[str]:
@@ -63,7 +63,7 @@ def write_report(study: Study, runs: list[dict[str, Any]], gaps: dict[str, Any],
     """docs/results.md: every table computed from the study's JSON (nothing typed in by hand)."""
     args = study.args
     tasks = [t for t in args.tasks.split(",") if any(r["task"] == t for r in runs)]
-    lines = [*introduction(study, runs, tasks), *student_table(study, runs, tasks), *wall_time_table(runs, tasks)]
+    lines = [*introduction(study, runs, tasks), *student_table(study, runs, tasks), *wall_time_lines(runs, tasks)]
     lines += verdict_table(runs, tasks)
     if args.reading is not None and args.reading.is_file():
         lines += ["", "### Reading", "", args.reading.read_text().strip()]
@@ -151,22 +151,14 @@ def student_table(study: Study, runs: list[dict[str, Any]], tasks: list[str]) ->
     return lines
 
 
-def wall_time_table(runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+def wall_time_lines(runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     """One student's training wall time per method and task."""
-    lines = [
+    return [
         "",
         "Wall time of one student's training (mean over seeds, seconds; teacher-cache building excluded):",
         "",
+        *wall_time_table(runs, tasks),
     ]
-    lines.append("| method | " + " | ".join(t.upper() for t in tasks) + " |")
-    lines.append("|---|" + "---:|" * len(tasks))
-    for method in ("ce", "kd", "adkd"):
-        cells = []
-        for task in tasks:
-            times = [r["wall_time_s"] for r in runs if r["task"] == task and r["method"] == method]
-            cells.append(f"{statistics.fmean(times):.0f}" if times else "–")
-        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def verdict_table(runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:

@@ -97,6 +97,20 @@ class Job:
         }
 
 
+@dataclass(frozen=True)
+class Timing:
+    """The pool's pace and margins: seconds from launch to the first step line until one has been seen
+    (``startup_s``) and from the last step to the process's end (``finish_s``); the factor on a queued job's
+    estimate (``safety``) and the speed-up granted to a running job before it is dropped (``tolerance``); the
+    seconds between two looks at the jobs (``poll_s``)."""
+
+    startup_s: float = 25.0
+    finish_s: float = 8.0
+    safety: float = 1.1
+    tolerance: float = 1.3
+    poll_s: float = 1.0
+
+
 class Pool:
     """Runs ``jobs`` (in priority order) ``slots`` at a time until they end or ``deadline`` (time.time())."""
 
@@ -109,11 +123,7 @@ class Pool:
         say: Callable[[str], None] = print,
         on_end: Callable[[Job], None] | None = None,
         prior: dict[str, float] | None = None,
-        startup_s: float = 25.0,
-        finish_s: float = 8.0,
-        safety: float = 1.1,
-        tolerance: float = 1.3,
-        poll_s: float = 1.0,
+        timing: Timing = Timing(),
     ) -> None:
         self.jobs = jobs
         self.by_name = {job.name: job for job in jobs}
@@ -122,11 +132,7 @@ class Pool:
         self.say = say
         self.on_end = on_end
         self.prior = {**PRIOR, **(prior or {})}
-        self.startup_s = startup_s
-        self.finish_s = finish_s
-        self.safety = safety
-        self.tolerance = tolerance
-        self.poll_s = poll_s
+        self.timing = timing
         self.origin = time.time()
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -145,7 +151,7 @@ class Pool:
                 self.launch_ready(now)
                 if not self.running():
                     break
-                time.sleep(self.poll_s)
+                time.sleep(self.timing.poll_s)
         except BaseException:  # interrupted (an outer timeout's SIGTERM, ^C): end everything, say so
             for job in self.jobs:
                 if job.state == "queued":
@@ -275,7 +281,7 @@ class Pool:
     def startup(self) -> float:
         """Seconds from launch to the first step line: the median seen so far, else ``startup_s``."""
         seen = [j.first_step_at - j.started for j in self.jobs if j.first_step_at is not None and j.started]
-        return statistics.median(seen) if seen else self.startup_s
+        return statistics.median(seen) if seen else self.timing.startup_s
 
     def estimate(self, job: Job, now: float) -> float:
         """Seconds ``job`` still needs (all of it when queued)."""
@@ -283,14 +289,14 @@ class Pool:
         if job.state == "running" and job.training:
             own = job.own_rate(now)
             rate = own if own is not None and job.step - job.first_step >= 0.1 * total else self.rate(job.kind, now)
-            return (total - job.step) / rate + self.finish_s
+            return (total - job.step) / rate + self.timing.finish_s
         startup = self.startup()
         if job.state == "running" and job.started is not None:
             startup = max(startup - (now - job.started), 5.0)
-        return startup + total / self.rate(job.kind, now) + self.finish_s
+        return startup + total / self.rate(job.kind, now) + self.timing.finish_s
 
     def fits(self, job: Job, now: float) -> bool:
-        return now + self.safety * self.estimate(job, now) <= self.deadline
+        return now + self.timing.safety * self.estimate(job, now) <= self.deadline
 
     def drop_late(self, now: float) -> None:
         """Kill running jobs that cannot finish before the deadline even when they speed up by ``tolerance``."""
@@ -298,5 +304,5 @@ class Pool:
             if not job.training or job.step - job.first_step < 0.1 * (job.max_steps or job.steps):
                 continue
             needs = self.estimate(job, now)
-            if now + needs / self.tolerance > self.deadline:
+            if now + needs / self.timing.tolerance > self.deadline:
                 self.stop([job], "dropped", f"would not finish by the deadline (needs ~{needs:.0f} s)")

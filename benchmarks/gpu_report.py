@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import study_common as common
-from gpu_report_sections import CHECK_BEGIN, CHECK_END, check_section, replace_block, results_section
+from gpu_report_sections import CHECK_BEGIN, CHECK_END, check_section, results_section
 from gpu_report_summary import summary
 
 
@@ -158,8 +158,10 @@ def main(args: argparse.Namespace) -> None:
         return
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(data, indent=1) + "\n")
-    replace_block(args.results_md, common.GPU_BEGIN, common.GPU_END, results_section(data))
-    replace_block(args.benchmarks_md, CHECK_BEGIN, CHECK_END, check_section(data), after="## Training-step throughput")
+    common.replace_section(args.results_md, common.GPU_BEGIN, common.GPU_END, results_section(data))
+    common.replace_section(
+        args.benchmarks_md, CHECK_BEGIN, CHECK_END, check_section(data), after="## Training-step throughput"
+    )
     print(f"wrote {args.results_md}, {args.benchmarks_md} and {args.json}")
     print(summary(data))
 

@@ -1,11 +1,9 @@
 """The docs sections made from a GPU session (benchmarks/gpu_report.py ``report``): the GPU section of
-docs/results.md, the GPU figures of docs/benchmarks.md's issue-9 section, and how a block between two markers is
-put in place. Torch-free."""
+docs/results.md and the GPU figures of docs/benchmarks.md's issue-9 section (study_common.replace_section puts
+them in place). Torch-free."""
 
 from __future__ import annotations
 
-import statistics
-from pathlib import Path
 from typing import Any
 
 import study_common as common
@@ -132,14 +130,8 @@ def verdict_table(data: dict[str, Any], tasks: list[str]) -> list[str]:
 
 
 def cost_lines(data: dict[str, Any], tasks: list[str]) -> list[str]:
-    runs, status = data["runs"], data["status"]
-    lines = ["| method | " + " | ".join(t.upper() for t in tasks) + " |", "|---|" + "---:|" * len(tasks)]
-    for method in ("ce", "kd", "adkd"):
-        cells = []
-        for task in tasks:
-            walls = [r["wall_time_s"] for r in runs if r["task"] == task and r["method"] == method]
-            cells.append(f"{statistics.fmean(walls):.0f}" if walls else "–")
-        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
+    status = data["status"]
+    lines = common.wall_time_table(data["runs"], tasks)
     jobs = status["jobs"]
     util = data["utilization"]
     lines += [
@@ -251,21 +243,3 @@ def check_section(data: dict[str, Any]) -> list[str]:
             "(teachers, start-up, evaluation and checkpoints included).",
         ]
     return [*lines, CHECK_END]
-
-
-def replace_block(path: Path, begin: str, end: str, lines: list[str], after: str | None = None) -> None:
-    """Put ``lines`` (markers included) in place of the block between ``begin`` and ``end`` of ``path``; when
-    there is none, at the end of the ``## `` section whose heading starts with ``after`` (else the file's end)."""
-    text = path.read_text() if path.is_file() else ""
-    block = "\n".join(lines)
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    elif after and after in text:
-        at = text.index(after)
-        following = text.find("\n## ", at + len(after))
-        cut = following + 1 if following >= 0 else len(text)
-        text = text[:cut].rstrip("\n") + "\n\n" + block + "\n" + ("\n" + text[cut:] if following >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)

@@ -9,7 +9,7 @@ from typing import Any
 
 import study_common as common
 
-NAMES = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
+NAMES = common.NAMES
 DISPLAY = {"cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "sst2": "SST-2"}
 #: the issue's figures before the throughput work (H200, kdkit distill wall time, MRPC-like pairs)
 BEFORE = {"kd": {32: 897, 128: 1563}, "adkd": {32: 591, 128: 1311}}

@@ -11,11 +11,10 @@ from typing import Any
 import paper_plan as plan
 import paper_records as records
 from paper_plan import Settings
+from study_common import NAMES, REPORTED, fmt, mean_std, replace_section, verdict
 from study_common import PAPER_BEGIN as BEGIN
 from study_common import PAPER_END as END
-from study_common import REPORTED, fmt, mean_std, replace_section, verdict
 
-NAMES = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
 READING = Path("docs/results/paper-reading.md")
 
 
@@ -219,8 +218,9 @@ def cost_lines(all_runs: list[dict[str, Any]], teachers: list[dict[str, Any]]) -
     return [*lines, "", f"Total: {hours:.1f} h of student training and {teacher_hours:.1f} h of teachers (wall).", ""]
 
 
-def section(settings: Settings) -> list[str]:
-    lines = [
+def introduction(settings: Settings) -> list[str]:
+    """The section's first lines: the begin marker, the heading, what the study is, how to run it, its progress."""
+    return [
         BEGIN,
         "## Paper budget (CPU): converged teachers, 6-10 epochs",
         "",
@@ -242,22 +242,11 @@ def section(settings: Settings) -> list[str]:
         "### Teachers",
         "",
     ]
-    verdicts, all_runs, teachers, tables = [], [], [], []
-    for task in settings.tasks:
-        lines += teacher_lines(settings, task)
-        teachers += grid(settings, task)
-        teacher = chosen(settings, task)
-        if teacher is None:
-            continue
-        runs = students(settings, task, teacher["fingerprint"])
-        all_runs += runs
-        table = by_method(runs)
-        if table:
-            tables += score_rows(task, table, teacher)
-            verdicts += verdict_rows(task, table)
-        tables += lever_lines(settings, runs) if task == settings.lever_task else []
-        tables += rebuilt_lines(settings, task)
-    lines += ["### Students on the dev sets (mean ± std over seeds)", "", *tables]
+
+
+def closing(verdicts: list[str], all_runs: list[dict[str, Any]], teachers: list[dict[str, Any]]) -> list[str]:
+    """The verdict table (when there are verdicts), the cost, the machine and the reading, then the end marker."""
+    lines: list[str] = []
     if verdicts:
         lines += [
             "### Verdict (paired by seed)",
@@ -281,6 +270,27 @@ def section(settings: Settings) -> list[str]:
     if READING.is_file():
         lines += ["### Reading", "", READING.read_text().strip(), ""]
     return [*lines, END]
+
+
+def section(settings: Settings) -> list[str]:
+    lines = introduction(settings)
+    verdicts, all_runs, teachers, tables = [], [], [], []
+    for task in settings.tasks:
+        lines += teacher_lines(settings, task)
+        teachers += grid(settings, task)
+        teacher = chosen(settings, task)
+        if teacher is None:
+            continue
+        runs = students(settings, task, teacher["fingerprint"])
+        all_runs += runs
+        table = by_method(runs)
+        if table:
+            tables += score_rows(task, table, teacher)
+            verdicts += verdict_rows(task, table)
+        tables += lever_lines(settings, runs) if task == settings.lever_task else []
+        tables += rebuilt_lines(settings, task)
+    lines += ["### Students on the dev sets (mean ± std over seeds)", "", *tables]
+    return [*lines, *closing(verdicts, all_runs, teachers)]
 
 
 def write_section(settings: Settings) -> None:

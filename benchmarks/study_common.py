@@ -1,8 +1,9 @@
 """What the benchmark scripts share: the CPU's name (:func:`cpu_model`, for every script's record of its machine);
 and what the GLUE studies share (benchmarks/glue_study.py, glue_study_intermediate.py, gpu_study.py, gpu_report.py,
-paper_study.py): the tasks and the metric each one is reported by, the runs of each method, the results file,
-mean ± std, paired differences and the verdict rule, and the report sections between markers (each script's own
-markers live here, so that one script keeps another's section without importing it).
+paper_study.py): the tasks and the metric each one is reported by, the methods' names, the runs of each method,
+the results file, mean ± std, paired differences and the verdict rule, the wall-time table, and the report sections
+between markers (each script's own markers live here, so that one script keeps another's section without importing
+it).
 
 The scripts share code through this module alone: none imports another script's module for its helpers.
 Torch-free: the report steps import nothing heavy (``paper_training``/``method_runs`` read the AD-KD presets).
@@ -40,6 +41,9 @@ PAPER_END = "<!-- end of the paper-budget section -->"
 INTERMEDIATE_BEGIN = "<!-- intermediate layers (issue 13): written by benchmarks/glue_study.py --parts intermediate -->"
 INTERMEDIATE_END = "<!-- end of the intermediate-layer section -->"
 
+#: how the reports name the three methods of the GLUE studies
+NAMES = {"ce": "student alone (CE)", "kd": "vanilla KD", "adkd": "AD-KD"}
+
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     """(mean, sample standard deviation); NaN for no values, std 0 for one."""
@@ -70,10 +74,25 @@ def verdict(diffs: list[float], spread: float, method: str = "AD-KD") -> str:
     return f"{method} better" if mean > 0 else f"{method} worse"
 
 
-def replace_section(report: Path, begin: str, end: str, lines: list[str], *, after_title: bool = False) -> None:
+def wall_time_table(runs: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """One student's training wall time (``wall_time_s``, mean over seeds, s) per method and task."""
+    lines = ["| method | " + " | ".join(t.upper() for t in tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for method in ("ce", "kd", "adkd"):
+        cells = []
+        for task in tasks:
+            times = [r["wall_time_s"] for r in runs if r["task"] == task and r["method"] == method]
+            cells.append(f"{statistics.fmean(times):.0f}" if times else "–")
+        lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def replace_section(
+    report: Path, begin: str, end: str, lines: list[str], *, after_title: bool = False, after: str | None = None
+) -> None:
     """Put ``lines`` (which start with ``begin`` and end with ``end``) in place of the block between those markers
     of ``report``; without markers, append it (or, with ``after_title``, insert it after the first heading's
-    paragraph). The rest of the file stays as it is."""
+    line; with ``after``, at the end of the ``## `` section whose heading starts with ``after``, when there is
+    one). The rest of the file stays as it is."""
     text = report.read_text() if report.is_file() else ""
     block = "\n".join(lines)
     if begin in text and end in text:
@@ -82,6 +101,11 @@ def replace_section(report: Path, begin: str, end: str, lines: list[str], *, aft
     elif after_title and text.startswith("# "):
         title, _, rest = text.partition("\n")
         text = f"{title}\n\n{block}\n{rest}"
+    elif after and after in text:
+        at = text.index(after)
+        following = text.find("\n## ", at + len(after))
+        cut = following + 1 if following >= 0 else len(text)
+        text = text[:cut].rstrip("\n") + "\n\n" + block + "\n" + ("\n" + text[cut:] if following >= 0 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -55,9 +55,9 @@ def stepper(tmp_path: Path, modules, name: str, steps: int, delay: float, code: 
     return modules["pool"].Job(name, command, tmp_path / f"{name}.log", kw.pop("kind", "kd"), steps, **kw)
 
 
-def pool(modules, jobs, slots: int, seconds: float, **kw):
-    options = {"say": lambda line: None, "poll_s": 0.05, "startup_s": 0.5, "finish_s": 0.1, **kw}
-    return modules["pool"].Pool(jobs, slots, time.time() + seconds, **options)
+def pool(modules, jobs, slots: int, seconds: float, tolerance: float = 1.3, **kw):
+    timing = modules["pool"].Timing(startup_s=0.5, finish_s=0.1, tolerance=tolerance, poll_s=0.05)
+    return modules["pool"].Pool(jobs, slots, time.time() + seconds, say=lambda line: None, timing=timing, **kw)
 
 
 def test_jobs_run_in_priority_order_within_the_slots(tmp_path, modules) -> None:
@@ -115,7 +115,7 @@ def test_rates_come_from_the_logs_and_unseen_kinds_are_scaled_by_the_prior(tmp_p
     p.jobs.append(job)
     assert p.rate("kd", now=110.0) == pytest.approx(4.0)  # 40 steps in 10 s
     assert p.rate("adkd", now=110.0) == pytest.approx(2.0)  # twice the prior time per step
-    assert p.estimate(job, now=110.0) == pytest.approx(59 / 4.0 + p.finish_s)
+    assert p.estimate(job, now=110.0) == pytest.approx(59 / 4.0 + p.timing.finish_s)
 
 
 def test_the_plan_orders_tasks_seeds_and_methods_and_gates_the_cache(tmp_path, modules) -> None:
