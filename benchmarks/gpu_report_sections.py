@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import study_common as common
-from gpu_report_summary import BEFORE, DISPLAY, NAMES, card, pair, targets, tasks_of, unfinished
+from gpu_report_summary import BEFORE, DISPLAY, card, pair, targets, tasks_of, unfinished
+from study_common import NAMES
 
 CHECK_BEGIN = "<!-- gpu check: written by benchmarks/gpu_study.py report; edit the script, not this part -->"
 CHECK_END = "<!-- end of the gpu check part -->"

@@ -9,7 +9,6 @@ from typing import Any
 
 import study_common as common
 
-NAMES = common.NAMES
 DISPLAY = {"cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "sst2": "SST-2"}
 #: the issue's figures before the throughput work (H200, kdkit distill wall time, MRPC-like pairs)
 BEFORE = {"kd": {32: 897, 128: 1563}, "adkd": {32: 591, 128: 1311}}
@@ -81,7 +80,8 @@ def targets(check: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def unfinished(data: dict[str, Any]) -> list[str]:
     """Each job that did not finish, in a few words; the never-started ones grouped by why."""
-    out, skipped = [], {"no time": [], "waited": []}
+    out: list[str] = []
+    skipped: dict[str, list[str]] = {"no time": [], "waited": []}
     for job in data["status"]["jobs"]:
         if job["state"] == "skipped":
             skipped["waited" if job["note"].startswith("never started") else "no time"].append(job["name"])
@@ -103,7 +103,8 @@ def student_lines(data: dict[str, Any], task: str) -> list[str]:
         seeds = " ".join(f"{100 * v:.2f}" for v in values) or "-"
         walls = [r["wall_time_s"] for r in runs if r["task"] == task and r["method"] == method]
         wall = f" | training {statistics.fmean(walls):.0f} s" if walls else ""
-        lines.append(f"  {task.upper():5s} {metric:9s} {NAMES[method]:19s} {seeds} -> {common.fmt(values)}{wall}")
+        name = common.NAMES[method]
+        lines.append(f"  {task.upper():5s} {metric:9s} {name:19s} {seeds} -> {common.fmt(values)}{wall}")
     diffs, spread, verdict = pair(data, task)
     if diffs:
         mean, std = common.mean_std(diffs)

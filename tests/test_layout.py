@@ -135,8 +135,8 @@ def test_every_package_imports_only_downward():
     assert not wrong, "imports that run up or sideways (see FLOORS): " + "; ".join(sorted(wrong))
 
 
-def test_there_is_no_import_cycle():
-    graph = _graph()
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """An import cycle of ``graph`` (module -> the modules it imports), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -152,9 +152,35 @@ def test_there_is_no_import_cycle():
         state[module] = 2
         return None
 
-    for module in sorted(graph):
-        if module not in state and (cycle := visit(module)) is not None:
-            pytest.fail("import cycle: " + " -> ".join(cycle))
+    return next((cycle for module in sorted(graph) if module not in state and (cycle := visit(module))), None)
+
+
+def test_there_is_no_import_cycle():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def _benchmark_graph() -> dict[str, set[str]]:
+    """benchmarks/*.py as modules (they import each other by bare name: the scripts' folder is on the path)."""
+    scripts = {path.stem: path for path in (REPO / "benchmarks").glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in scripts.items():
+        named = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                named.add(node.module)
+        graph[name] = {module for module in named if module in scripts} - {name}
+    return graph
+
+
+def test_benchmarks_have_no_import_cycle_and_share_code_through_study_common():
+    graph = _benchmark_graph()
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle in benchmarks/: " + " -> ".join(cycle or [])
+    assert "study_common" in graph and not graph["study_common"], "study_common imports no other script"
+    assert _cycle({**graph, "a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # the finder finds one
 
 
 def test_the_torch_free_modules_import_without_torch():
