@@ -59,7 +59,7 @@ def measure(mode: str, args: argparse.Namespace, teacher_path: str, workdir: Pat
         task="sst2",
         data_dir=args.data_dir,
         max_length=128,
-        padding=padding,  # type: ignore[arg-type]
+        padding=padding,
         group_by_length=mode == "dynamic+grouped",
         max_train_samples=args.samples,
         max_eval_samples=64,
@@ -86,7 +86,7 @@ def measure(mode: str, args: argparse.Namespace, teacher_path: str, workdir: Pat
     targs = training_arguments(
         training, task, str(workdir / mode), has_eval=False, group_by_length=data_config.group_by_length
     )
-    targs.save_strategy = "no"  # type: ignore[assignment]
+    targs.save_strategy = "no"
     timer = StepTimer()
     trainer = DistillationTrainer(
         model=student,

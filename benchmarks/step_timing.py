@@ -166,6 +166,7 @@ def train_step(trainer: DistillationTrainer, inputs: dict[str, Any]) -> float:
     loss = trainer.compute_loss(model, dict(inputs))
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+    assert trainer.lr_scheduler is not None, "create_optimizer_and_scheduler() runs before the steps"
     trainer.optimizer.step()
     trainer.lr_scheduler.step()
     model.zero_grad(set_to_none=True)

@@ -78,7 +78,7 @@ def compare(export: Path, texts: list[str], pairs: list[str] | None) -> dict[str
         with http_server(page) as url, chromium() as browser:
             for precision in ("fp32", "int8"):
                 predicted = check.kdkit_predict(export, texts, pairs, precision)["predictions"]
-                classifier = OnnxClassifier(export, precision=precision)  # type: ignore[arg-type]
+                classifier = OnnxClassifier(export, precision=precision)
                 other = _unoptimised(export, precision)
                 browser.open(f"{url}?precision={precision}", timeout=300)
                 agree, top, probability_diff = 0, 0, 0.0

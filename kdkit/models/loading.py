@@ -9,7 +9,7 @@ A model kdkit saved lists its weight files (size, SHA-256) in ``kdkit_task.json`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from kdkit.models.checks import (
     load_failure,
 )
 from kdkit.models.saving import _task_record, verify_saved_model
+
+#: any torch module (what :func:`freeze` is given, it returns)
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def load_tokenizer(name_or_path: str, *, role: str = "model") -> PreTrainedTokenizerBase:
@@ -170,7 +173,7 @@ def set_attention(model: PreTrainedModel, implementation: str) -> None:
         model.set_attn_implementation(implementation)
 
 
-def freeze(model: nn.Module) -> nn.Module:
+def freeze(model: ModuleT) -> ModuleT:
     """Eval mode and no parameter gradients (the teacher)."""
     model.eval()
     for parameter in model.parameters():
