@@ -97,28 +97,33 @@ def teacher_lines(settings: Settings, task: str) -> list[str]:
     best = chosen(settings, task)
     metric = teachers[0]["metric"]
     epochs = max(len(t["curve"]) for t in teachers)
+    header = " | ".join(str(e) for e in range(1, epochs + 1))
     lines = [
         f"**{task.upper()} teachers** (dev {metric} per epoch, %; the chosen one in bold; "
         f"{teachers[0]['spec']['epochs']} epochs, warm-up 10%, linear decay, seed {teachers[0]['spec']['seed']}):",
         "",
-        "| lr | batch | " + " | ".join(str(e) for e in range(1, epochs + 1)) + " | best (epoch) | wall (min) |",
-        "|---|---:|" + "---:|" * epochs + "---:|---:|",
+        f"| lr | batch | {header} | best (epoch) | wall (min) | CPU (min) |",
+        "|---|---:|" + "---:|" * epochs + "---:|---:|---:|",
     ]
     for t in teachers:
-        cells = [f"{100 * p[metric]:.1f}" for p in t["curve"]] + [""] * (epochs - len(t["curve"]))
-        mark = "**" if best is not None and t["fingerprint"] == best["fingerprint"] else ""
-        lines.append(
-            f"| {mark}{t['spec']['learning_rate']:g}{mark} | {t['spec']['batch_size']} | "
-            + " | ".join(cells)
-            + f" | {mark}{100 * t['dev_score']:.2f}{mark} ({t['best_epoch']:g}) | {t['cost']['wall_time_s'] / 60:.0f} |"
-        )
+        chosen_one = best is not None and t["fingerprint"] == best["fingerprint"]
+        lines.append(_teacher_row(t, metric, epochs, "**" if chosen_one else ""))
     for rebuilt in records.summaries(settings.results, f"{task}/teacher/rebuilt-*.json"):
-        lines.append(
-            f"| rebuilt elsewhere ({rebuilt['fingerprint']}) | | "
-            + " | ".join([""] * epochs)
-            + f" | {100 * rebuilt['dev_score']:.2f} | |"
-        )
-    return [*lines, ""]
+        cells, score = " | ".join([""] * epochs), 100 * rebuilt["dev_score"]
+        lines.append(f"| rebuilt elsewhere ({rebuilt['fingerprint']}) | | {cells} | {score:.2f} | | |")
+    note = "Wall time includes any pause of the study (it is stopped while tests run on the same cores); CPU time"
+    return [*lines, "", note + " does not.", ""]
+
+
+def _teacher_row(t: dict[str, Any], metric: str, epochs: int, mark: str) -> str:
+    """One teacher of the grid: its dev curve, best score and epoch, wall and CPU minutes (``mark``: bold)."""
+    cells = [f"{100 * p[metric]:.1f}" for p in t["curve"]] + [""] * (epochs - len(t["curve"]))
+    cpu = t["cost"].get("cpu_time_s")
+    return (
+        f"| {mark}{t['spec']['learning_rate']:g}{mark} | {t['spec']['batch_size']} | {' | '.join(cells)} | "
+        f"{mark}{100 * t['dev_score']:.2f}{mark} ({t['best_epoch']:g}) | {t['cost']['wall_time_s'] / 60:.0f} | "
+        + (f"{cpu / 60:.0f} |" if cpu is not None else "not recorded |")
+    )
 
 
 def score_rows(task: str, table: dict[str, dict[int, dict[str, Any]]], teacher: dict[str, Any]) -> list[str]:
