@@ -19,6 +19,8 @@ TASKS = ("cola", "mrpc", "stsb", "sst2")
 #: SST-2 at this budget: its first 20,000 training sentences (teacher and students)
 SST2_TRAIN = 20000
 MAIN_METHODS = ("ce", "kd", "adkd")
+#: the folder of the held-out (lever) runs beside the dev-set rows: results/<task>/t-<fp>/holdout/<lever>/seed-<n>
+HOLDOUT_DIR = "holdout"
 
 #: the levers (issue 18), tried on a held-out share of the lever task's training set, one seed each. ``kd`` is the
 #: ``adkd`` loss without L_attr (the same code path), so every row is the paper preset plus these options.

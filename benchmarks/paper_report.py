@@ -50,6 +50,7 @@ def chosen(settings: Settings, task: str) -> dict[str, Any] | None:
 def students(settings: Settings, task: str, fingerprint: str) -> list[dict[str, Any]]:
     """Summaries of ``task``'s students of the teacher ``fingerprint`` whose settings are this study's."""
     found = records.summaries(settings.results, f"{task}/t-{fingerprint}/*/seed-*.json")
+    found += records.summaries(settings.results, f"{task}/t-{fingerprint}/{plan.HOLDOUT_DIR}/*/seed-*.json")
     spec_fields = ("epochs", "student", "data")
     return [
         s

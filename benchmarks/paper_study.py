@@ -28,7 +28,7 @@ from typing import Any
 
 import paper_plan as plan
 import paper_records as records
-from paper_plan import Settings, Student
+from paper_plan import HOLDOUT_DIR, Settings, Student
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -150,7 +150,10 @@ class Study:
     # -- students -------------------------------------------------------------------------------------------------
 
     def student_paths(self, run: Student, fingerprint: str) -> tuple[Path, Path]:
-        where = Path(run.task) / f"t-{fingerprint}" / run.method / f"seed-{run.seed}"
+        """The run folder and the summary of ``run``; held-out (lever) runs live under ``holdout/``, apart from the
+        dev-set rows of the same method and seed."""
+        split = [HOLDOUT_DIR] if run.holdout is not None else []
+        where = Path(run.task, f"t-{fingerprint}", *split, run.method, f"seed-{run.seed}")
         return self.settings.work / where, self.settings.results / where.with_suffix(".json")
 
     def student(self, run: Student) -> dict[str, Any]:
@@ -164,7 +167,7 @@ class Study:
             return summary
         if directory.exists():  # a finished run without a matching summary: not ours to trust, train again
             shutil.rmtree(directory)
-        pattern = f"{run.task}/t-*/{run.method}/seed-*.json"
+        pattern = f"{run.task}/t-*/{HOLDOUT_DIR + '/' if run.holdout is not None else ''}{run.method}/seed-*.json"
         self.check_budget(f"{run.task} {run.method} seed {run.seed}", self.estimate(pattern))
         return self._train_student(spec, teacher_dir, directory, path)
 

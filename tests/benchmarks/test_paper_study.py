@@ -157,3 +157,18 @@ def test_grid_names_and_parsing() -> None:
         "lr-5e-5-b16",
         "lr-2e-4",
     ]
+
+
+def test_a_lever_run_never_shares_a_path_with_the_dev_row_of_its_method_and_seed(tmp_path: Path) -> None:
+    """The levers ``kd`` and ``adkd`` (the preset, on the held-out split) and the dev rows ``kd``/``adkd`` of the
+    same seed are different runs: their folders and summaries must differ, or one overwrites the other."""
+    settings = plan.Settings(work=tmp_path / "runs", results=tmp_path / "results")
+    study = paper_study.Study(settings)
+    levers = {run.method: run for run in plan.lever_students(settings)}
+    for run in plan.main_students(settings.lever_task, 1):
+        if run.method in levers:
+            lever = levers[run.method]
+            assert (lever.seed, lever.method) == (run.seed, run.method)
+            dev_paths, lever_paths = study.student_paths(run, "fp"), study.student_paths(lever, "fp")
+            assert not set(dev_paths) & set(lever_paths)
+            assert plan.HOLDOUT_DIR in lever_paths[1].parts and plan.HOLDOUT_DIR not in dev_paths[1].parts
