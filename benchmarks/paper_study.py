@@ -2,6 +2,7 @@
 2-core machine finishes in pieces.
 
     python benchmarks/paper_study.py run --tasks cola --budget-minutes 240   # continue for at most 4 hours
+    python benchmarks/paper_study.py teachers --tasks mrpc,stsb              # only the teacher grids, lr by lr
     python benchmarks/paper_study.py status --tasks cola,mrpc,stsb           # what is done, what is left
     python benchmarks/paper_study.py report --tasks cola,mrpc,stsb           # docs/results.md's section
     python benchmarks/paper_study.py rerun benchmarks/results/paper/cola/t-<fp>/adkd/seed-1.json
@@ -204,6 +205,14 @@ class Study:
                 scores[run.method] = summary["metrics"][summary["main_metric"]]
             yield from plan.tuned_students(task, seeds, scores)
 
+    def teachers(self) -> None:
+        """Every task's teacher grid, learning rate by learning rate across the tasks (so that each task has a
+        teacher early), and no student: the long pole of a new task, started ahead of the other runs."""
+        for lr, batch in self.settings.teacher_grid:
+            for task in self.settings.tasks:
+                self.teacher(task, lr, batch)
+                write_report(self.settings)
+
     def run(self) -> None:
         for task in self.settings.tasks:
             for step in self.steps(task):
@@ -287,7 +296,7 @@ def rerun(path: Path, settings: Settings) -> int:
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "status", "report", "rerun"))
+    parser.add_argument("command", choices=("run", "teachers", "status", "report", "rerun"))
     parser.add_argument("summary", nargs="?", type=Path, help="rerun: a student summary")
     parser.add_argument("--tasks", default="cola", help="in order: any of cola, mrpc, stsb, sst2")
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop between runs after this long")
@@ -311,7 +320,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     settings = Settings.from_args(args)
-    if args.command in ("run", "rerun"):
+    if args.command in ("run", "teachers", "rerun"):
         import torch
 
         torch.set_num_threads(int(os.environ.get("KDKIT_THREADS", "2")))
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     study = Study(settings)
     try:
-        study.run()
+        study.teachers() if args.command == "teachers" else study.run()
     except BudgetReached as stop:
         print(f"[study] {stop}; {study.trained} run(s) trained in this call. Run the same command to continue.")
     write_report(settings)

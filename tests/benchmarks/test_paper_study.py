@@ -172,3 +172,21 @@ def test_a_lever_run_never_shares_a_path_with_the_dev_row_of_its_method_and_seed
             dev_paths, lever_paths = study.student_paths(run, "fp"), study.student_paths(lever, "fp")
             assert not set(dev_paths) & set(lever_paths)
             assert plan.HOLDOUT_DIR in lever_paths[1].parts and plan.HOLDOUT_DIR not in dev_paths[1].parts
+
+
+def test_teachers_trains_every_grid_lr_by_lr_across_tasks_and_no_student(
+    tmp_path: Path, glue_dir: Path, tiny_base: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = study_args(tmp_path, glue_dir, tiny_base)
+    args[args.index("--tasks") + 1] = "cola,mrpc"
+    forbid_training(monkeypatch, "distill")
+    assert paper_study.main(["teachers", *args]) == 0
+    started = [line.split("the ")[1] for line in capsys.readouterr().out.splitlines() if "fine-tuning" in line]
+    assert started == [
+        "cola teacher lr-1e-3", "mrpc teacher lr-1e-3", "cola teacher lr-3e-4", "mrpc teacher lr-3e-4"
+    ]  # fmt: skip
+    found = sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*.json"))
+    assert found == [f"{t}/teacher/lr-{lr}.json" for t in ("cola", "mrpc") for lr in ("1e-3", "3e-4")]
+    assert "MRPC" in (tmp_path / "results.md").read_text()
+    forbid_training(monkeypatch, "finetune")
+    assert paper_study.main(["teachers", *args]) == 0  # all present: nothing trained again
