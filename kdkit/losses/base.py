@@ -196,6 +196,11 @@ class DistillationLoss(abc.ABC, Generic[OptionsT]):
         """Names of the attribution providers this loss will ask ``ctx.provider`` for."""
         return []
 
+    def token_signals_used(self) -> AbstractSet[str]:
+        """The token signals (of ``needs.token_signals``) that ``teacher_signals`` returns with these options;
+        the teacher-signal cache expects exactly their columns. Default: all of ``needs.token_signals``."""
+        return self.needs.token_signals
+
     def teacher_signals(self, teacher: nn.Module, batch: Batch, ctx: LossContext) -> dict[str, Tensor]:
         """What the frozen teacher contributes per example; each tensor's first dimension is B.
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from enum import Enum
 from typing import Any, ClassVar
 
@@ -59,6 +60,9 @@ class CompositeLoss(DistillationLoss):
 
     def providers_used(self) -> list[str]:
         return list(dict.fromkeys(name for part in self.parts for name in part.providers_used()))
+
+    def token_signals_used(self) -> AbstractSet[str]:
+        return frozenset(name for part in self._signal_parts() for name in part.token_signals_used())
 
     def _signal_parts(self) -> list[DistillationLoss]:
         """The parts whose cacheable signals are computed: with a teacher, each key once."""

@@ -149,7 +149,7 @@ def _collator(job: TrainingJob) -> DistillationCollator:
     return DistillationCollator(
         int(job.tokenizer.pad_token_id or 0),
         pad_to=data.max_length if data.padding == "max_length" else None,
-        token_signals=sorted(job.loss.needs.token_signals),
+        token_signals=sorted(job.loss.token_signals_used()),
         pad_to_multiple_of=data.pad_to_multiple_of,
     )
 

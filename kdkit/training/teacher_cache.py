@@ -100,7 +100,7 @@ def compute_signals(
     out: dict[str, list[np.ndarray]] = {}
     for name, tensor in signals.items():
         values = tensor.detach().float().cpu().numpy()
-        if name in loss.needs.token_signals:
+        if name in loss.token_signals_used():
             out[TEACHER_PREFIX + name] = [values[i, ..., : lengths[i]] for i in range(len(features))]
         else:
             out[TEACHER_PREFIX + name] = [values[i] for i in range(len(features))]
@@ -154,7 +154,7 @@ def add_teacher_signals(
                 if bars_were_enabled:
                     enable_progress_bar()
 
-    columns = [*ordered.column_names, *(TEACHER_PREFIX + name for name in sorted(loss.needs.token_signals))]
+    columns = [*ordered.column_names, *(TEACHER_PREFIX + name for name in sorted(loss.token_signals_used()))]
     with_signals = load_verified(cache_dir(), key, rows=len(ordered), columns=columns, say=say)
     if with_signals is None:
         with_signals = build_entry(cache_dir(), key, build)

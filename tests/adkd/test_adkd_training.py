@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from kdkit import api
 from kdkit.cli import app
 from kdkit.config import DataConfig, DistillConfig, TrainingConfig
 from kdkit.data.batching import MODEL_INPUTS, DistillationCollator
+from kdkit.errors import CacheWarning
 from kdkit.losses.base import Batch, LossContext
 from kdkit.training.job import RunResult, TrainingJob
 from kdkit.training.teacher_cache import add_teacher_signals
@@ -85,11 +87,9 @@ def test_teacher_signals_are_computed_once_then_reused(tiny_csv, tiny_teacher, t
     assert calls == [16, 16]  # on the fly: inside each training step
 
 
-def test_cached_and_on_the_fly_losses_agree() -> None:
-    teacher = frozen(make_model("bert", eager=False))
-    student = make_model("bert", seed=1, num_layers=1)
-    rows = [[2, *range(10, 10 + n), 3] for n in (5, 1, 8, 3, 12, 2, 7, 4, 9, 6)]
-    dataset = Dataset.from_dict(
+def _tokenised(lengths: tuple[int, ...] = (5, 1, 8, 3, 12, 2, 7, 4, 9, 6)) -> Dataset:
+    rows = [[2, *range(10, 10 + n), 3] for n in lengths]
+    return Dataset.from_dict(
         {
             "input_ids": rows,
             "attention_mask": [[1] * len(r) for r in rows],
@@ -98,6 +98,32 @@ def test_cached_and_on_the_fly_losses_agree() -> None:
             "length": [len(r) for r in rows],
         }
     )
+
+
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_the_teacher_signal_cache_is_reused_with_and_without_the_attribution_term(beta: float) -> None:
+    """β = 0 (vanilla KD through adkd) caches logits only: the entry is reused, not reported damaged and rebuilt
+    in every run (it was, while the cache expected an ``attr_map`` column the loss never returns)."""
+    teacher = frozen(make_model("bert", eager=False))
+    loss = ADKDLoss(ADKDOptions(beta=beta), THREE_CLASSES)
+    ctx = LossContext(THREE_CLASSES, teacher, teacher, provider_factory=provider_factory(steps=1))
+    assert loss.token_signals_used() == ({"attr_map"} if beta else set())
+
+    def cached() -> Dataset:
+        return add_teacher_signals(_tokenised(), loss, ctx, device=torch.device("cpu"), pad_token_id=0)
+
+    first = cached()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        again = cached()  # no "damaged ... rebuilding it"
+    assert again["teacher_logits"] == first["teacher_logits"]
+    assert ("teacher_attr_map" in again.column_names) == bool(beta)
+
+
+def test_cached_and_on_the_fly_losses_agree() -> None:
+    teacher = frozen(make_model("bert", eager=False))
+    student = make_model("bert", seed=1, num_layers=1)
+    dataset = _tokenised()
     loss = ADKDLoss(ADKDOptions(top_k=20, distance="smooth_l1"), THREE_CLASSES)
     ctx = LossContext(THREE_CLASSES, student, teacher, provider_factory=provider_factory(steps=2, baseline="pad"))
     # cached: computed in length-sorted batches of 4 (other padding than the training batch)

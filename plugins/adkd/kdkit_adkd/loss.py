@@ -18,6 +18,7 @@ eager attention and captures its embedding output in the step's forward, which t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from types import MappingProxyType
 from typing import ClassVar, Literal
 
@@ -183,6 +184,10 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         if not self.uses_attribution:
             return []
         return list(dict.fromkeys([self.options.provider, self.teacher_provider_name]))
+
+    def token_signals_used(self) -> AbstractSet[str]:
+        """``{"attr_map"}``, or none when the attribution term is off (vanilla KD: logits only)."""
+        return self.needs.token_signals if self.uses_attribution else frozenset()
 
     def teacher_signal_key(self) -> str:
         if not self.uses_attribution:
