@@ -205,19 +205,36 @@ def lever_lines(settings: Settings, runs: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def cost_group(spec: dict[str, Any]) -> str:
+    """The cost table's row of a run: the task's teachers, a method's dev-set students, or a family's levers."""
+    task = spec["task"].upper()
+    if spec["kind"] == "teacher":
+        return f"{task} teachers (grid)"
+    if spec["data"].get("holdout_fraction") is not None:
+        family = "AD-KD" if spec["method"].startswith("adkd") else "KD"
+        return f"{task} {family} levers (held-out)"
+    return f"{task} {spec['method']}"
+
+
 def cost_lines(all_runs: list[dict[str, Any]], teachers: list[dict[str, Any]]) -> list[str]:
-    if not all_runs:
+    if not all_runs and not teachers:
         return []
     lines = ["| runs | count | wall per run (min) | CPU per run (min) | load mean (max) |", "|---|---:|---:|---:|---:|"]
     groups: dict[str, list[dict[str, Any]]] = {}
-    for run in all_runs:
-        groups.setdefault(f"{run['spec']['task'].upper()} {run['spec']['method']}", []).append(run)
+    for run in [*teachers, *all_runs]:
+        groups.setdefault(cost_group(run["spec"]), []).append(run)
     for name, runs in sorted(groups.items()):
         costs = [r["cost"] for r in runs]
+        cpu = [c["cpu_time_s"] for c in costs if c.get("cpu_time_s") is not None]
+        loads = [c for c in costs if "load_mean" in c]
+        load = (
+            f"{statistics.fmean(c['load_mean'] for c in loads):.1f} ({max(c['load_max'] for c in loads):.1f})"
+            if loads
+            else "not recorded"
+        )
         lines.append(
             f"| {name} | {len(runs)} | {statistics.fmean(c['wall_time_s'] for c in costs) / 60:.1f} | "
-            f"{statistics.fmean(c['cpu_time_s'] for c in costs) / 60:.1f} | "
-            f"{statistics.fmean(c['load_mean'] for c in costs):.1f} ({max(c['load_max'] for c in costs):.1f}) |"
+            f"{f'{statistics.fmean(cpu) / 60:.1f}' if cpu else 'not recorded'} | {load} |"
         )
     hours = sum(r["cost"]["wall_time_s"] for r in all_runs) / 3600
     teacher_hours = sum(t["cost"]["wall_time_s"] for t in teachers) / 3600

@@ -187,6 +187,7 @@ def test_teachers_trains_every_grid_lr_by_lr_across_tasks_and_no_student(
     ]  # fmt: skip
     found = sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*.json"))
     assert found == [f"{t}/teacher/lr-{lr}.json" for t in ("cola", "mrpc") for lr in ("1e-3", "3e-4")]
-    assert "MRPC" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "**MRPC teachers**" in report and "| MRPC teachers (grid) | 2 |" in report  # curves and cost, no student
     forbid_training(monkeypatch, "finetune")
     assert paper_study.main(["teachers", *args]) == 0  # all present: nothing trained again
