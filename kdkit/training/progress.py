@@ -191,7 +191,9 @@ class PlainLogCallback(TrainerCallback):
             self._say(f"{self.description}: {steps} of {args.train_batch_size} examples")
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if state.is_world_process_zero and self._due():
+        # a logging step (``control.should_log``, set by Trainer's flow callback) gets its line from ``on_log``,
+        # with this step's loss: no second line for the same step with the last step's loss
+        if state.is_world_process_zero and self._due() and not control.should_log:
             self._say(self._step_line(args, state))
 
     def on_prediction_step(

@@ -72,6 +72,22 @@ def test_plain_lines_come_at_logging_steps_and_every_interval(tmp_path: Path, mo
     assert all(re.search(r"ETA \d:\d\d:\d\d", line) for line in step_lines)
 
 
+def test_a_logging_step_has_one_plain_line_with_its_own_loss(tmp_path: Path, monkeypatch):
+    console, buffer = _log_console()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    callback = PlainLogCallback(console, "finetune mrpc", interval=10.0)
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    callback.on_train_begin(args, _state(0, 100), TrainerControl())
+    callback.on_log(args, _state(50, 100), TrainerControl(), logs={"loss": 0.57})
+    now[0] += 60.0  # a line is due when step 100, a logging step, ends
+    control = TrainerControl(should_log=True)  # as Trainer's flow callback sets it before ours runs
+    callback.on_step_end(args, _state(100, 100), control)
+    callback.on_log(args, _state(100, 100), control, logs={"loss": 0.46})
+    at_100 = [line for line in buffer.getvalue().splitlines() if "step 100/100" in line]
+    assert len(at_100) == 1 and at_100[0].endswith("loss=0.4600"), at_100
+
+
 def test_plain_lines_while_evaluating_and_eval_metrics_as_a_line(tmp_path: Path, monkeypatch):
     console, buffer = _log_console()
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
