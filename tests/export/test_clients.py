@@ -23,14 +23,12 @@ import pytest
 from typer.testing import CliRunner
 
 from kdkit.cli import app
-from kdkit.config import DataConfig, default_base_model
+from kdkit.config import DataConfig
 from kdkit.data.tasks import TaskSpec
 from kdkit.errors import ModelError, TruncationWarning
 from kdkit.export.inference import OnnxClassifier
 from kdkit.export.stage import ExportOptions, export_onnx
-from kdkit.models.loading import load_base_for_task, load_tokenizer
 from kdkit.models.saving import save_model
-from kdkit.models.students import copy_student
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE
 from kdkit.testing.models import BINARY_TASK, TINY_WORDS, perturb_parameters, tiny_classifier, tiny_tokenizer
 
@@ -264,29 +262,15 @@ def test_the_model_cards_loading_instructions_run(kind: str, request: pytest.Fix
 def test_a_minilm_student_on_sst2_gives_kdkit_predict_labels_in_both_clients(glue_dir: Path, tmp_path: Path):
     """The issue's check at a small scale: a 2-layer copy of the embedded MiniLM (its real tokenizer and
     vocabulary; the head perturbed so the labels vary), exported with int8, 20 SST-2 dev sentences."""
-    import pandas as pd
-    import torch
-
-    from kdkit.data.tasks import get_task
+    from minilm_student import save_minilm_sst2_student
 
     spec = importlib.util.spec_from_file_location("client_check", REPO / "benchmarks" / "client_check.py")
     assert spec is not None and spec.loader is not None
     check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(check)
 
-    task = get_task("sst2")
-    base = default_base_model()
-    tokenizer = load_tokenizer(base)
-    student = copy_student(load_base_for_task(base, task), 2).eval()
-    perturb_parameters(student.classifier, seed=0, scale=0.5)
-    # an untrained head gives every sentence one label; centre it on these sentences so that labels vary
-    raw = pd.read_parquet(glue_dir / "sst2" / "validation-00000-of-00001.parquet")["sentence"][:20].tolist()
-    with torch.no_grad():
-        logits = student(**tokenizer(raw, padding=True, return_tensors="pt")).logits
-        student.classifier.bias[1] += (logits[:, 0] - logits[:, 1]).median()
-    save_model(student, tokenizer, task, tmp_path / "model", max_length=128)
     export = export_onnx(
-        tmp_path / "model",
+        save_minilm_sst2_student(tmp_path, glue_dir, layers=2),
         ExportOptions(
             output=tmp_path / "export", data=DataConfig(data_dir=glue_dir, max_eval_samples=32), quantize="int8"
         ),

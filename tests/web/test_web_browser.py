@@ -308,31 +308,16 @@ def minilm_page(tmp_path_factory: pytest.TempPathFactory, glue_dir: Path, browse
     """README's student setting: a 3-layer copy of the embedded MiniLM on SST-2 (max length 128, int8), its head
     perturbed and centred on the dev sentences so that labels vary (no training: only the labels' agreement is
     checked). KDKIT_WEB_E2E_EXPORT names a trained student's export to use instead."""
-    import pandas as pd
-    import torch
-
-    from kdkit.config import default_base_model
-    from kdkit.data.tasks import get_task
-    from kdkit.models.loading import load_base_for_task, load_tokenizer
-    from kdkit.models.students import copy_student
+    from minilm_student import save_minilm_sst2_student
 
     folder = tmp_path_factory.mktemp("web-minilm")
     if os.environ.get("KDKIT_WEB_E2E_EXPORT"):
         export = folder / "onnx"
         shutil.copytree(os.environ["KDKIT_WEB_E2E_EXPORT"], export, ignore=shutil.ignore_patterns("web"))
         return make_page(export).directory
-    task = get_task("sst2")
-    base = default_base_model()
-    tokenizer = load_tokenizer(base)
-    student = copy_student(load_base_for_task(base, task), 3).eval()
-    perturb_parameters(student.classifier, seed=0, scale=0.5)
-    raw = pd.read_parquet(glue_dir / "sst2" / "validation-00000-of-00001.parquet")["sentence"][:20].tolist()
-    with torch.no_grad():
-        logits = student(**tokenizer(raw, padding=True, return_tensors="pt")).logits
-        student.classifier.bias[1] += (logits[:, 0] - logits[:, 1]).median()
-    save_model(student, tokenizer, task, folder / "model", max_length=128)
+    model = save_minilm_sst2_student(folder, glue_dir, layers=3)
     data = DataConfig(data_dir=glue_dir, max_eval_samples=32)
-    export = export_onnx(folder / "model", ExportOptions(output=folder / "onnx", data=data, quantize="int8")).directory
+    export = export_onnx(model, ExportOptions(output=folder / "onnx", data=data, quantize="int8")).directory
     return make_page(export).directory
 
 
