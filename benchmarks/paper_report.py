@@ -159,6 +159,17 @@ def rebuilt_lines(settings: Settings, task: str) -> list[str]:
     return lines
 
 
+def map_lines(settings: Settings, task: str, fingerprint: str) -> list[str]:
+    """The students' agreement with the teacher's attribution maps, when benchmarks/paper_maps.py measured it."""
+    from paper_maps import SUMMARY_NAME, table
+
+    summary = records.read_summary(settings.results / task / f"t-{fingerprint}" / SUMMARY_NAME)
+    if summary is None:
+        return []
+    made = f"`python benchmarks/paper_maps.py --task {task}`, {summary['wall_time_s'] / 60:.1f} min"
+    return [*table(summary), "", f"({made}; cosine 1 = the teacher's map, L_attr = what AD-KD minimises.)", ""]
+
+
 def verdict_rows(task: str, table: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
     """Paired by seed: AD-KD − KD, CE baselines, and the tuned rows against their untuned rivals."""
     pairs = [("adkd", "kd"), ("kd", "ce"), ("adkd", "ce")]
@@ -310,6 +321,7 @@ def section(settings: Settings) -> list[str]:
         if table:
             tables += score_rows(task, table, teacher)
             verdicts += verdict_rows(task, table)
+        tables += map_lines(settings, task, teacher["fingerprint"])
         tables += lever_lines(settings, runs) if task == settings.lever_task else []
         tables += rebuilt_lines(settings, task)
     lines += ["### Students on the dev sets (mean ± std over seeds)", "", *tables]
