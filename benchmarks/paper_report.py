@@ -112,8 +112,15 @@ def teacher_lines(settings: Settings, task: str) -> list[str]:
     for rebuilt in records.summaries(settings.results, f"{task}/teacher/rebuilt-*.json"):
         cells, score = " | ".join([""] * epochs), 100 * rebuilt["dev_score"]
         lines.append(f"| rebuilt elsewhere ({rebuilt['fingerprint']}) | | {cells} | {score:.2f} | | |")
+    missing = [plan.grid_name(lr, b) for lr, b in settings.teacher_grid if not any(_is(t, lr, b) for t in teachers)]
+    if missing:
+        lines.append(f"| (not yet trained: {', '.join(missing)}; the teacher is chosen when the grid is complete) |")
     note = "Wall time includes any pause of the study (it is stopped while tests run on the same cores); CPU time"
     return [*lines, "", note + " does not.", ""]
+
+
+def _is(teacher: dict[str, Any], lr: float, batch: int) -> bool:
+    return bool(teacher["spec"]["learning_rate"] == lr and teacher["spec"]["batch_size"] == batch)
 
 
 def _teacher_row(t: dict[str, Any], metric: str, epochs: int, mark: str) -> str:
@@ -266,6 +273,7 @@ def introduction(settings: Settings) -> list[str]:
         "from them alone:",
         "",
         "```bash",
+        "python benchmarks/paper_study.py teachers --tasks mrpc,stsb                        # only the teacher grids",
         "python benchmarks/paper_study.py run --tasks cola,mrpc,stsb --budget-minutes 240   # continues the study",
         "python benchmarks/paper_study.py report --tasks cola,mrpc,stsb                     # rewrites this section",
         "python benchmarks/paper_study.py rerun benchmarks/results/paper/cola/t-<fp>/adkd/seed-1.json  # one run again",

@@ -174,12 +174,29 @@ def test_a_lever_run_never_shares_a_path_with_the_dev_row_of_its_method_and_seed
             assert plan.HOLDOUT_DIR in lever_paths[1].parts and plan.HOLDOUT_DIR not in dev_paths[1].parts
 
 
+def budget_for_one_run() -> Any:
+    """A ``Study.check_budget`` that lets the first run start and stops before the next."""
+    checks: list[str] = []
+
+    def check(study: Any, what: str, estimate: float | None) -> None:
+        checks.append(what)
+        if len(checks) > 1:
+            raise paper_study.BudgetReached(f"budget reached before {what}")
+
+    return check
+
+
 def test_teachers_trains_every_grid_lr_by_lr_across_tasks_and_no_student(
     tmp_path: Path, glue_dir: Path, tiny_base: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     args = study_args(tmp_path, glue_dir, tiny_base)
     args[args.index("--tasks") + 1] = "cola,mrpc"
     forbid_training(monkeypatch, "distill")
+    with monkeypatch.context() as budget:  # the budget runs out after the first teacher
+        budget.setattr(paper_study.Study, "check_budget", budget_for_one_run())
+        assert paper_study.main(["teachers", *args]) == 0
+    partial = (tmp_path / "results.md").read_text()
+    assert "(not yet trained: lr-3e-4; the teacher is chosen when the grid is complete)" in partial
     assert paper_study.main(["teachers", *args]) == 0
     started = [line.split("the ")[1] for line in capsys.readouterr().out.splitlines() if "fine-tuning" in line]
     assert started == [
