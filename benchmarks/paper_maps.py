@@ -118,22 +118,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ig = dict(preset.options.get("ig", {}))  # the provider's options in the paper preset (its defaults otherwise)
     provider = build_provider(manager, "ig", ig)
     texts, pairs = dev_texts(args.task, args.data_dir, args.max_sentences)
-    started = time.monotonic()
-    reference = token_maps_of(teacher_dir, texts, pairs, provider)
-    rows = {
-        method: [
-            {"seed": p.parent.name, **agreement(reference, token_maps_of(p, texts, pairs, provider))} for p in paths
-        ]
-        for method, paths in runs.items()
-    }
+    with records.measured() as cost:
+        reference = token_maps_of(teacher_dir, texts, pairs, provider)
+        rows = {
+            method: [
+                {"seed": p.parent.name, **agreement(reference, token_maps_of(p, texts, pairs, provider))} for p in paths
+            ]
+            for method, paths in runs.items()
+        }
     return {
         "task": args.task,
         "teacher": {"fingerprint": fingerprint},
         "sentences": len(texts),
         "provider": {"name": "ig", **provider.options.model_dump(), "views": "all"},
         "students": rows,
-        "wall_time_s": round(time.monotonic() - started, 1),
+        "cost": cost.to_json(),
         "machine": records.machine(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
     }
 
 
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or args.results / args.task / f"t-{summary['teacher']['fingerprint']}" / SUMMARY_NAME
     records.write_summary(output, summary)
     print("\n".join(table(summary)))
-    print(f"\n[maps] {summary['wall_time_s']:.0f} s; summary written to {output}", flush=True)
+    print(f"\n[maps] {summary['cost']['wall_time_s']:.0f} s; summary written to {output}", flush=True)
     return 0
 
 

@@ -173,7 +173,11 @@ def map_lines(settings: Settings, task: str, fingerprint: str) -> list[str]:
     summary = records.read_summary(settings.results / task / f"t-{fingerprint}" / SUMMARY_NAME)
     if summary is None:
         return []
-    made = f"`python benchmarks/paper_maps.py --task {task}`, {summary['wall_time_s'] / 60:.1f} min"
+    cost = summary["cost"]
+    made = (
+        f"`python benchmarks/paper_maps.py --task {task}`, {summary['finished_at'][:16].replace('T', ' ')} UTC, "
+        f"{cost['wall_time_s'] / 60:.1f} min wall, {cost['cpu_time_s'] / 60:.1f} min CPU, load {cost['load_mean']:.1f}"
+    )
     return [*table(summary), "", f"({made}; cosine 1 = the teacher's map, L_attr = what AD-KD minimises.)", ""]
 
 
