@@ -44,77 +44,33 @@ ABLATION_TASKS = ("cola", "sst2")
 # -- attribution pictures and the attribution gap ---------------------------------------------------------
 
 
-def dev_texts(study: Study, task: str, limit: int) -> tuple[list[str], list[str] | None]:
-    """The first ``limit`` dev examples' texts (and second texts for pairs)."""
-    from kdkit.config import DataConfig
-    from kdkit.data.loading import load_raw
-
-    spec, _, evaluation = load_raw(DataConfig.model_validate(study.data(task)), need_train=False)
-    split = next(iter(evaluation.values()))
-    split = split.select(range(min(limit, len(split))))
-    fields = spec.text_fields
-    first = [str(t) for t in split[fields[0]]]
-    second = [str(t) for t in split[fields[1]]] if len(fields) == 2 else None
-    return first, second
-
-
 def attribution_gap(study: Study, task: str, students: dict[str, list[Path]], limit: int) -> dict[str, list[float]]:
-    """The paper's Eq. 11 gap between the teacher's and each student's maps on the first ``limit`` dev examples.
+    """The paper's Eq. 11 gap between the teacher's and each student's maps on the first ``limit`` dev examples
+    (benchmarks/attribution_gap.py: IG as the preset trains, the teacher's top-K). Returns method -> one mean gap
+    per seed."""
+    from attribution_gap import agreement, dev_texts, ig_provider, preset_maps, token_maps_of
 
-    For each example: (1/V) Σ_v ‖â^t_v − â^s_v‖₂ over the V = all class views (one for regression), the
-    teacher's maps keeping the preset's top-K dimensions as in training, the student's all of them; IG
-    with m = 1 and the zero baseline, as trained. Returns method -> one mean gap per seed.
-    """
-    import torch
-    from kdkit_adkd.maps import resolve_top_k
-
-    from kdkit.attribution.base import token_maps
-    from kdkit.attribution.explain import load_for_explain
-    from kdkit.plugins.manager import get_plugin_manager
-    from kdkit.plugins.options import build_provider
-
-    teacher, tokenizer, spec, max_length = load_for_explain(study.teacher(task) / "best")
-    provider = build_provider(get_plugin_manager(), "ig")
-    fraction = paper_top_k_fraction(task)
-    top_k = resolve_top_k(teacher.config.hidden_size, None, fraction)
-    first, second = dev_texts(study, task, limit)
-    loaded = {m: [load_for_explain(d / "best")[0] for d in dirs] for m, dirs in students.items()}
-    sums = {m: [0.0] * len(dirs) for m, dirs in students.items()}
-    for start in range(0, len(first), 32):
-        texts = first[start : start + 32]
-        pairs = second[start : start + 32] if second is not None else None
-        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        inputs = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        views = 1 if spec.is_regression else (spec.num_labels if spec.num_labels > 2 else 1)
-        targets = torch.arange(views).expand(len(texts), -1)
-        mask = inputs["attention_mask"]
-        teacher_maps = token_maps(provider.attribute(teacher, inputs, targets).detach(), mask, top_k=top_k)
-        for method, models_ in loaded.items():
-            for i, student in enumerate(models_):
-                student_maps = token_maps(provider.attribute(student, inputs, targets).detach(), mask)
-                per_example = torch.linalg.vector_norm(teacher_maps - student_maps, dim=-1).mean(-1)
-                sums[method][i] += float(per_example.sum())
-    return {m: [v / len(first) for v in values] for m, values in sums.items()}
-
-
-def paper_top_k_fraction(task: str) -> float | None:
-    from kdkit_adkd.presets import paper_preset
-
-    if task == "agnews":
-        return None
-    value = paper_preset(task)["options"]["adkd"]["top_k_fraction"]
-    return float(value) if value is not None else None
+    options, fraction = preset_maps(task)
+    provider = ig_provider(options)
+    first, second = dev_texts(study.data(task), limit)
+    teacher = token_maps_of(study.teacher(task) / "best", first, second, provider, fraction)
+    return {
+        method: [agreement(teacher, token_maps_of(d / "best", first, second, provider))["gap"] for d in dirs]
+        for method, dirs in students.items()
+    }
 
 
 def pictures(study: Study, task: str, count: int, out: Path) -> Path:
     """Heatmaps of a few dev examples: teacher vs vanilla-KD vs AD-KD student (seed 1), one SVG per task."""
+    from attribution_gap import dev_texts
+
     from kdkit.attribution.explain import Explanation, explain_batch, load_for_explain
     from kdkit.attribution.heatmaps import write_svg
     from kdkit.plugins.manager import get_plugin_manager
     from kdkit.plugins.options import build_provider
 
     provider = build_provider(get_plugin_manager(), "ig")
-    first, second = dev_texts(study, task, count)
+    first, second = dev_texts(study.data(task), count)
     seed = int(study.args.seeds.split(",")[0])
     models_ = {
         "teacher": study.teacher(task) / "best",

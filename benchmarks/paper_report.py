@@ -166,19 +166,25 @@ def rebuilt_lines(settings: Settings, task: str) -> list[str]:
     return lines
 
 
+#: the map comparison's summary (benchmarks/paper_maps.py), in the teacher's results folder ``<task>/t-<fp>/``
+MAPS_SUMMARY = "map-agreement.json"
+
+
 def map_lines(settings: Settings, task: str, fingerprint: str) -> list[str]:
     """The students' agreement with the teacher's attribution maps, when benchmarks/paper_maps.py measured it."""
-    from paper_maps import SUMMARY_NAME, table
-
-    summary = records.read_summary(settings.results / task / f"t-{fingerprint}" / SUMMARY_NAME)
+    summary = records.read_summary(settings.results / task / f"t-{fingerprint}" / MAPS_SUMMARY)
     if summary is None:
         return []
+    from attribution_gap import table
+
     cost = summary["cost"]
     made = (
         f"`python benchmarks/paper_maps.py --task {task}`, {summary['finished_at'][:16].replace('T', ' ')} UTC, "
         f"{cost['wall_time_s'] / 60:.1f} min wall, {cost['cpu_time_s'] / 60:.1f} min CPU, load {cost['load_mean']:.1f}"
     )
-    return [*table(summary), "", f"({made}; cosine 1 = the teacher's map, L_attr = what AD-KD minimises.)", ""]
+    note = "gap and L_attr: 0 = the teacher's map; L_attr is what AD-KD minimises; cosine 1 = the teacher's map"
+    title = f"Agreement with the teacher's attribution maps ({task.upper()} dev, {summary['sentences']} sentences):"
+    return [title, "", *table(summary["students"]), "", f"({made}; {note}.)", ""]
 
 
 def verdict_rows(task: str, table: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
