@@ -72,13 +72,22 @@ def test_plain_lines_come_at_logging_steps_and_every_interval(tmp_path: Path, mo
     assert all(re.search(r"ETA \d:\d\d:\d\d", line) for line in step_lines)
 
 
-def test_a_logging_step_has_one_plain_line_with_its_own_loss(tmp_path: Path, monkeypatch):
+def _plain_run(
+    tmp_path: Path, monkeypatch, steps: int
+) -> tuple[PlainLogCallback, TrainingArguments, io.StringIO, list[float]]:
+    """A plain-line display (10 s interval) on a log, its run begun at step 0 of ``steps``; the clock (``now[0]``)
+    moves only when the test moves it."""
     console, buffer = _log_console()
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
-    callback = PlainLogCallback(console, "finetune mrpc", interval=10.0)
+    callback = PlainLogCallback(console, "finetune sst2", interval=10.0)
     now = [0.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
-    callback.on_train_begin(args, _state(0, 100), TrainerControl())
+    callback.on_train_begin(args, _state(0, steps), TrainerControl())
+    return callback, args, buffer, now
+
+
+def test_a_logging_step_has_one_plain_line_with_its_own_loss(tmp_path: Path, monkeypatch):
+    callback, args, buffer, now = _plain_run(tmp_path, monkeypatch, 100)
     callback.on_log(args, _state(50, 100), TrainerControl(), logs={"loss": 0.57})
     now[0] += 60.0  # a line is due when step 100, a logging step, ends
     control = TrainerControl(should_log=True)  # as Trainer's flow callback sets it before ours runs
@@ -89,12 +98,7 @@ def test_a_logging_step_has_one_plain_line_with_its_own_loss(tmp_path: Path, mon
 
 
 def test_plain_lines_while_evaluating_and_eval_metrics_as_a_line(tmp_path: Path, monkeypatch):
-    console, buffer = _log_console()
-    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
-    callback = PlainLogCallback(console, "finetune sst2", interval=10.0)
-    now = [0.0]
-    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
-    callback.on_train_begin(args, _state(0, 10), TrainerControl())
+    callback, args, buffer, now = _plain_run(tmp_path, monkeypatch, 10)
     for _ in range(5):  # a long evaluation: 5 batches of 6 s
         now[0] += 6.0
         callback.on_prediction_step(args, _state(10, 10), TrainerControl())
