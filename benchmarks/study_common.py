@@ -5,7 +5,9 @@ the results file, mean ± std, paired differences and the verdict rule, the wall
 between markers (each script's own markers live here, so that one script keeps another's section without importing
 it).
 
-The scripts share code through this module alone: none imports another script's module for its helpers.
+The scripts share code through this module (and the attribution gap's maps and measures through
+attribution_gap.py, which imports torch inside its functions): none imports another script's module for its
+helpers.
 Torch-free: the report steps import nothing heavy (``paper_training``/``method_runs`` read the AD-KD presets).
 """
 
