@@ -272,7 +272,15 @@ def test_serve_serves_the_page_and_refuses_other_folders(page: Path, tmp_path: P
 def test_the_command_serves_the_page_until_ctrl_c(page: Path):
     """``kdkit web EXPORT --serve`` serves the page it finds as it is; Ctrl-C stops it, exit status 0."""
     command = [sys.executable, "-m", "kdkit.cli", "web", str(page.parent), "--serve", "--port", "0"]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    server = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        # Ctrl-C as in a terminal, even when the tests run in the background (``cmd &`` ignores SIGINT, and the
+        # server would inherit that and never stop)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         assert server.stderr is not None
         line = server.stderr.readline()
