@@ -21,6 +21,8 @@ SST2_TRAIN = 20000
 MAIN_METHODS = ("ce", "kd", "adkd")
 #: the folder of the held-out (lever) runs beside the dev-set rows: results/<task>/t-<fp>/holdout/<lever>/seed-<n>
 HOLDOUT_DIR = "holdout"
+#: the folder of the bf16 check's runs (``paper_study.py bf16-check``): results/<task>/t-<fp>/bf16/<method>/seed-<n>
+BF16_DIR = "bf16"
 
 #: the levers (issue 18), tried on a held-out share of the lever task's training set, one seed each. ``kd`` is the
 #: ``adkd`` loss without L_attr (the same code path), so every row is the paper preset plus these options.
@@ -155,6 +157,7 @@ def teacher_config(settings: Settings, spec: dict[str, Any], output: Path, resum
                 "batch_size": spec["batch_size"],
                 "seed": spec["seed"],
                 "warmup_ratio": spec["warmup_ratio"],
+                "precision": "fp32",  # explicit: auto would pick bf16 on AMX CPUs
             },
             "output": str(output),
             "resume": resume,
@@ -203,6 +206,7 @@ class Student:
     seed: int
     adkd: tuple[tuple[str, Any], ...] = ()  # adkd options on top of the paper preset (none for ce)
     holdout: float | None = None
+    precision: str = "fp32"  # every row of the study; bf16 only for the bf16 check
 
     @property
     def loss(self) -> str:
@@ -241,7 +245,24 @@ def tuned_students(task: str, seeds: int, lever_scores: dict[str, float]) -> lis
     return runs
 
 
+def bf16_check_students(settings: Settings) -> list[Student]:
+    """CE, KD and AD-KD on the lever task's dev set, seed 1, in bf16: whether bf16 lands within the fp32 rows'
+    seed spread (issue 30: the study's remaining runs may use bf16 only then)."""
+    return [
+        Student(settings.lever_task, method, 1, tuple(sorted(LEVERS[method].items())) if method != "ce" else (),
+                precision="bf16")
+        for method in MAIN_METHODS
+    ]
+
+
 def student_spec(settings: Settings, run: Student, teacher: dict[str, Any]) -> dict[str, Any]:
+    spec = _student_spec(settings, run, teacher)
+    if run.precision != "fp32":  # fp32 specs stay those of the summaries committed before precision was a choice
+        spec["precision"] = run.precision
+    return spec
+
+
+def _student_spec(settings: Settings, run: Student, teacher: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": "student",
         "task": run.task,
@@ -263,6 +284,7 @@ def student_config(spec: dict[str, Any], teacher_dir: Path, output: Path, resume
 
     training = dict(paper_preset(spec["task"])["training"])  # every method: the paper's lr and batch size
     training.update({"epochs": spec["epochs"], "seed": spec["seed"], "logging_steps": 100})
+    training["precision"] = spec.get("precision", "fp32")  # explicit: auto would pick bf16 on AMX CPUs
     raw: dict[str, Any] = {
         "loss": spec["loss"],
         "teacher": str(teacher_dir),

@@ -11,6 +11,7 @@ from typing import Any
 import paper_plan as plan
 import paper_records as records
 from paper_plan import Settings
+from paper_precision import bf16_runs, check_lines
 from study_common import NAMES, REPORTED, fmt, mean_std, replace_section, verdict
 from study_common import PAPER_BEGIN as BEGIN
 from study_common import PAPER_END as END
@@ -64,7 +65,8 @@ def students(settings: Settings, task: str, fingerprint: str) -> list[dict[str, 
 def _student_of(summary: dict[str, Any]) -> plan.Student:
     spec = summary["spec"]
     holdout = spec["data"].get("holdout_fraction")
-    return plan.Student(spec["task"], spec["method"], spec["seed"], tuple(sorted(spec["adkd"].items())), holdout)
+    options = tuple(sorted(spec["adkd"].items()))
+    return plan.Student(spec["task"], spec["method"], spec["seed"], options, holdout, spec.get("precision", "fp32"))
 
 
 def score(summary: dict[str, Any], final: bool = False) -> float:
@@ -341,6 +343,7 @@ def section(settings: Settings) -> list[str]:
             verdicts += verdict_rows(task, table)
         tables += map_lines(settings, task, teacher["fingerprint"])
         tables += lever_lines(settings, runs) if task == settings.lever_task else []
+        tables += check_lines(bf16_runs(settings, task, teacher["fingerprint"]), table, task)
         tables += rebuilt_lines(settings, task)
     lines += ["### Students on the dev sets (mean ± std over seeds)", "", *tables]
     return [*lines, *closing(verdicts, all_runs, teachers)]

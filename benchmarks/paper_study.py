@@ -29,7 +29,7 @@ from typing import Any
 
 import paper_plan as plan
 import paper_records as records
-from paper_plan import HOLDOUT_DIR, Settings, Student
+from paper_plan import BF16_DIR, HOLDOUT_DIR, Settings, Student
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -154,6 +154,7 @@ class Study:
         """The run folder and the summary of ``run``; held-out (lever) runs live under ``holdout/``, apart from the
         dev-set rows of the same method and seed."""
         split = [HOLDOUT_DIR] if run.holdout is not None else []
+        split += [BF16_DIR] if run.precision != "fp32" else []
         where = Path(run.task, f"t-{fingerprint}", *split, run.method, f"seed-{run.seed}")
         return self.settings.work / where, self.settings.results / where.with_suffix(".json")
 
@@ -168,7 +169,8 @@ class Study:
             return summary
         if directory.exists():  # a finished run without a matching summary: not ours to trust, train again
             shutil.rmtree(directory)
-        pattern = f"{run.task}/t-*/{HOLDOUT_DIR + '/' if run.holdout is not None else ''}{run.method}/seed-*.json"
+        folder = "".join(f"{name}/" for name in self.student_paths(run, "*")[1].parent.parts[2:-1])
+        pattern = f"{run.task}/t-*/{folder}{run.method}/seed-*.json"
         self.check_budget(f"{run.task} {run.method} seed {run.seed}", self.estimate(pattern))
         return self._train_student(spec, teacher_dir, directory, path)
 
@@ -212,6 +214,12 @@ class Study:
             for task in self.settings.tasks:
                 self.teacher(task, lr, batch)
                 write_report(self.settings)
+
+    def bf16_check(self) -> None:
+        """The lever task's seed 1 of CE, KD and AD-KD in bf16 (compared with the fp32 rows in the report)."""
+        for run in plan.bf16_check_students(self.settings):
+            self.student(run)
+            write_report(self.settings)
 
     def run(self) -> None:
         for task in self.settings.tasks:
@@ -296,7 +304,7 @@ def rerun(path: Path, settings: Settings) -> int:
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("run", "teachers", "status", "report", "rerun"))
+    parser.add_argument("command", choices=("run", "teachers", "bf16-check", "status", "report", "rerun"))
     parser.add_argument("summary", nargs="?", type=Path, help="rerun: a student summary")
     parser.add_argument("--tasks", default="cola", help="in order: any of cola, mrpc, stsb, sst2")
     parser.add_argument("--budget-minutes", type=float, default=None, help="stop between runs after this long")
@@ -320,7 +328,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     settings = Settings.from_args(args)
-    if args.command in ("run", "teachers", "rerun"):
+    if args.command in ("run", "teachers", "bf16-check", "rerun"):
         import torch
 
         torch.set_num_threads(int(os.environ.get("KDKIT_THREADS", "2")))
@@ -342,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     study = Study(settings)
     try:
-        study.teachers() if args.command == "teachers" else study.run()
+        {"teachers": study.teachers, "bf16-check": study.bf16_check}.get(args.command, study.run)()
     except BudgetReached as stop:
         print(f"[study] {stop}; {study.trained} run(s) trained in this call. Run the same command to continue.")
     write_report(settings)

@@ -66,6 +66,7 @@ from kdkit.training import teachers, tracking
 from kdkit.training.arguments import check_compile, resolve_device
 from kdkit.training.evaluation import evaluate_splits
 from kdkit.training.job import RunResult, TrainingJob
+from kdkit.training.precision import autocast, resolve_precision
 from kdkit.training.stage import train
 
 
@@ -317,10 +318,12 @@ def evaluate(
     data: DataConfig | None = None,
     *,
     device: str = "auto",
+    precision: str = "auto",
     batch_size: int = 64,
 ) -> tuple[TaskSpec, dict[str, float]]:
-    """Evaluate a saved model (or a run directory's best model) on a task's validation split(s); the data
-    options not given come from what the run recorded (:mod:`kdkit.records.provenance`)."""
+    """Evaluate a saved model (or a run directory's best model) on a task's validation split(s), in ``precision``
+    (``auto`` resolves as a run's does: bf16 on CPUs with bf16 units); the data options not given come from what
+    the run recorded (:mod:`kdkit.records.provenance`)."""
     quiet_libraries()
     given = data or DataConfig()
     saved = of_model(model, hub_id_ok=given.task is not None or given.is_custom)
@@ -333,4 +336,5 @@ def evaluate(
     check_token_types(classifier.config, tokenizer, task_data.task, name=str(saved.model))
     target = resolve_device(TrainingConfig(device=device))
     collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
-    return task_data.task, evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))
+    with autocast(resolve_precision(precision, target).name, target):
+        return task_data.task, evaluate_splits(classifier, task_data, collator, batch_size, torch.device(target))

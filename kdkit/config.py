@@ -116,7 +116,7 @@ class TrainingConfig(_Strict):
     gradient_accumulation_steps: int = Field(1, ge=1, description="accumulate gradients over N batches")
     seed: int = Field(42, description="random seed (data order and initialisation)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp32"
+        "auto", description="auto: bf16 on GPUs that support it and on CPUs with AMX-BF16 or AVX512-BF16, else fp32"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
     logging_steps: int | None = Field(

@@ -18,7 +18,7 @@ EVALUATE_DATA_FIELDS = (*VALIDATION_DATA_FIELDS, "max_length")
 @handle_errors
 @config_flags(
     FlagSet(DataConfig, "data", fields=EVALUATE_DATA_FIELDS, panel=DATA_PANEL),
-    FlagSet(TrainingConfig, "training", fields=("device",), panel=TRAINING_PANEL),
+    FlagSet(TrainingConfig, "training", fields=("device", "precision"), panel=TRAINING_PANEL),
 )
 def evaluate(
     model: Annotated[str, typer.Argument(help="Run directory (uses its best/ model), model directory or hub id.")],
@@ -31,8 +31,14 @@ def evaluate(
     from kdkit import api
 
     data = build_config(DataConfig, flags.get("data", {}))
-    device = flags.get("training", {}).get("device", "auto")
-    task_spec, metrics = api.evaluate(model, data, device=device, batch_size=batch_size)
+    training = flags.get("training", {})
+    task_spec, metrics = api.evaluate(
+        model,
+        data,
+        device=training.get("device", "auto"),
+        precision=training.get("precision", "auto"),
+        batch_size=batch_size,
+    )
     if as_json:
         out.print_json(json.dumps({"task": task_spec.name, "metrics": metrics}))
     else:

@@ -175,7 +175,7 @@ def training_section(facts: Facts) -> str:
         ],
         ["batch size, learning rate", f"{training.get('batch_size', '?')}, {training.get('learning_rate', '?')}"],
         ["throughput", f"{train.get('examples_per_second', '?')} examples/s"],
-        ["hardware", f"{env.get('device', '?')}, {env.get('precision', '?')}, {env.get('world_size', 1)} process(es)"],
+        ["hardware", _hardware(env)],
         [
             "software",
             f"kdkit {s.get('kdkit_version', '?')}, torch {env.get('torch', '?')}, "
@@ -335,3 +335,11 @@ def export_sections(name: str, facts: Facts, manifest: dict[str, Any], curves: s
         ]
     sections += [curves_section(curves), "## How to use\n\n" + use_onnx(facts, facts.location)]
     return sections
+
+
+def _hardware(env: dict[str, Any]) -> str:
+    """``cpu, bf16 (auto: the CPU has amx_bf16), 1 process(es)``: the device, the precision and why, processes."""
+    precision = str(env.get("precision", "?"))
+    if env.get("precision_reason"):
+        precision += f" ({env['precision_reason']})"
+    return f"{env.get('device', '?')}, {precision}, {env.get('world_size', 1)} process(es)"

@@ -44,6 +44,10 @@ class Environment(_Record):
 
     device: str | None = None
     precision: str | None = None
+    #: why this precision (``auto: the CPU has amx_bf16 and avx512_bf16``, ``asked for``)
+    precision_reason: str | None = None
+    #: the CPU's bf16 matrix units (``amx_bf16``, ``avx512_bf16``) that ``--precision auto`` looks for
+    cpu_bf16_features: list[str] | None = None
     world_size: int | None = Field(None, ge=1)
     torch: str | None = None
     transformers: str | None = None

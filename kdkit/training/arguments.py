@@ -12,16 +12,8 @@ from kdkit.data.metrics import LOWER_IS_BETTER
 from kdkit.data.tasks import TaskSpec
 from kdkit.errors import ConfigError, TrainingError
 from kdkit.losses.base import DistillationLoss
+from kdkit.training.precision import resolve_precision
 from kdkit.training.tracking import PROJECT, integrations
-
-
-def resolve_precision(training: TrainingConfig, device: str) -> str:
-    """auto -> bf16 on CUDA devices that support it, else fp32; fp16/bf16 need CUDA."""
-    if training.precision == "auto":
-        if device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
-    return training.precision
 
 
 def resolve_device(training: TrainingConfig) -> str:
@@ -49,7 +41,7 @@ def training_arguments(
     non-finite loss instead); on CUDA, batches are pinned and copied asynchronously. ``compile`` runs the
     student through ``torch.compile``."""
     device = resolve_device(training)
-    precision = resolve_precision(training, device)
+    precision = resolve_precision(training.precision, device).name
     workers = training.dataloader_workers
     strategy = "steps" if training.eval_steps else "epoch"
     metric = task.main_metric if eval_splits == 1 else f"{first_split}_{task.main_metric}"

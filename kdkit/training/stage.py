@@ -42,6 +42,7 @@ from kdkit.training.arguments import training_arguments
 from kdkit.training.checkpoints import CompleteCheckpointCallback, last_complete_checkpoint, train_from
 from kdkit.training.evaluation import by_length, evaluate_splits
 from kdkit.training.job import RunResult, TrainingJob
+from kdkit.training.precision import autocast, cpu_bf16_features, resolve_precision
 from kdkit.training.progress import training_display
 from kdkit.training.teacher_cache import add_teacher_signals
 from kdkit.training.trainer import DistillationTrainer
@@ -137,6 +138,7 @@ def _cache_teacher_signals(job: TrainingJob, ctx: LossContext, args: TrainingArg
             device=args.device,
             pad_token_id=int(job.tokenizer.pad_token_id or 0),
             batch_size=max(args.per_device_eval_batch_size, 1),
+            precision=run_precision(args),
             say=lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
             console=console,
         )
@@ -189,7 +191,8 @@ def _finish(
         return RunResult(run_dir=run_dir.final, metrics={})
     best = _save_models(trainer, job)
     model: Any = trainer.model
-    metrics = evaluate_splits(model, job.data, collator, config.training.eval_batch_size, trainer.args.device)
+    with autocast(run_precision(trainer.args), trainer.args.device):  # the precision the run was evaluated in
+        metrics = evaluate_splits(model, job.data, collator, config.training.eval_batch_size, trainer.args.device)
     record = _summary(trainer, job, best, metrics, timing)
     summary = record.to_json_dict()
     run_dir.write_json(RUN_FILE, summary)
@@ -220,7 +223,9 @@ def _summary(
         train=train_stats(trainer, job.config.training, len(job.data.train or ()), timing),
         teacher_cache=TeacherCacheUse(used=timing.cached, seconds=round(timing.cache_seconds, 2)),
         student_parameters=count_parameters(trainer.model),  # type: ignore[arg-type]
-        environment=environment(trainer.args),
+        environment=environment(
+            trainer.args, resolve_precision(job.config.training.precision, trainer.args.device.type).reason
+        ),
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **job.record,
     )
@@ -267,11 +272,18 @@ def train_stats(trainer: DistillationTrainer, training: TrainingConfig, examples
     )
 
 
-def environment(args: TrainingArguments) -> Environment:
-    """``environment`` of run.json: device, precision, world size and versions."""
+def run_precision(args: TrainingArguments) -> str:
+    """The precision the Trainer's arguments train in: ``bf16``, ``fp16`` or ``fp32``."""
+    return "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+
+
+def environment(args: TrainingArguments, precision_reason: str | None = None) -> Environment:
+    """``environment`` of run.json: device, precision (and why), the CPU's bf16 units, world size and versions."""
     return Environment(
         device=str(args.device),
-        precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+        precision=run_precision(args),
+        precision_reason=precision_reason,
+        cpu_bf16_features=cpu_bf16_features(),
         world_size=args.world_size,
         torch=torch.__version__,
         transformers=transformers.__version__,

@@ -36,6 +36,7 @@ from kdkit.losses.base import Batch, DistillationLoss, LossContext
 from kdkit.models.saving import model_fingerprint
 from kdkit.records.home import kdkit_home
 from kdkit.training.cache_store import build_entry, load_verified
+from kdkit.training.precision import autocast
 from kdkit.training.progress import LoopProgress
 
 #: bump when the cache layout changes (2: a manifest per entry)
@@ -60,12 +61,21 @@ def data_fingerprint(dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(teacher: nn.Module, dataset: Dataset, loss: DistillationLoss, ctx: LossContext | None = None) -> str:
-    """Identity of a cache file: teacher weights, data content, the loss's signal options and, with
-    ``ctx``, the options of the attribution providers the loss uses (``loss.providers_used()``)."""
+def cache_key(
+    teacher: nn.Module,
+    dataset: Dataset,
+    loss: DistillationLoss,
+    ctx: LossContext | None = None,
+    precision: str = "fp32",
+) -> str:
+    """Identity of a cache file: teacher weights, data content, the loss's signal options, with ``ctx`` the
+    options of the attribution providers the loss uses (``loss.providers_used()``), and the precision the
+    signals are computed in (fp32 keys are those of earlier kdkits)."""
     parts = [CACHE_VERSION, model_fingerprint(teacher), data_fingerprint(dataset), loss.teacher_signal_key()]
     if ctx is not None and ctx.provider_factory is not None:
         parts += [ctx.provider(name).cache_key() for name in loss.providers_used()]
+    if precision != "fp32":
+        parts.append(f"precision={precision}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
@@ -115,17 +125,19 @@ def add_teacher_signals(
     device: torch.device,
     pad_token_id: int,
     batch_size: int = 64,
+    precision: str = "fp32",
     say: Callable[[str], None] | None = None,
     console: Console | None = None,
 ) -> Dataset:
     """``dataset`` plus ``teacher_<name>`` columns of ``ctx.teacher``, read from the verified cache or computed (and
-    cached); ``say`` reports a damaged cache entry (default: a :class:`CacheWarning`); the pass over the data shows
-    its progress on ``console`` (a bar on a terminal, plain lines in a log; default: stderr)."""
+    cached) in ``precision`` (the run's: autocast in bf16); ``say`` reports a damaged cache entry (default: a
+    :class:`CacheWarning`); the pass over the data shows its progress on ``console`` (a bar on a terminal, plain
+    lines in a log; default: stderr)."""
     teacher = ctx.teacher
     if teacher is None:
         raise ValueError("add_teacher_signals needs the teacher in ctx.teacher")
     collator = DistillationCollator(pad_token_id)
-    key = cache_key(teacher, dataset, loss, ctx)
+    key = cache_key(teacher, dataset, loss, ctx, precision)
     say = say or (lambda line: warnings.warn(line, CacheWarning, stacklevel=3))
     ordered = _sorted_by(dataset.add_column(_ROW, list(range(len(dataset)))), "length")
 
@@ -137,7 +149,9 @@ def add_teacher_signals(
             def fn(examples: dict[str, list[Any]]) -> dict[str, Any]:
                 count = len(examples["input_ids"])
                 features = [{k: examples[k][i] for k in examples} for i in range(count)]
-                signals = compute_signals(loss, teacher, features, ctx, device, collator)
+                signals = compute_signals(
+                    loss, teacher, features, ctx, device, collator, lambda: autocast(precision, device)
+                )
                 progress.advance(count)
                 return signals
 

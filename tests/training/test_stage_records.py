@@ -15,6 +15,7 @@ from kdkit.export.manifest import ExportRecord
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, read_json
 from kdkit.records.run_summary import RunSummary
 from kdkit.records.runs import RUN_FILE, RunDirectory
+from kdkit.training.precision import cpu_bf16_features, resolve_precision
 
 
 def test_run_json_is_exactly_what_its_model_writes(tiny_run: Path) -> None:
@@ -23,7 +24,10 @@ def test_run_json_is_exactly_what_its_model_writes(tiny_run: Path) -> None:
     assert record.to_json_dict() == written  # nothing lost or added by the model
     assert record.train is not None and record.train.steps == 2 * -(-record.train.examples // 16)  # 2 epochs, batch 16
     assert record.teacher_cache is not None and record.teacher_cache.used is True
-    assert record.environment is not None and record.environment.precision == "fp32"
+    env = record.environment
+    assert env is not None and env.precision == resolve_precision("auto", "cpu").name  # the tiny run's default
+    assert env.precision_reason is not None and env.precision_reason.startswith("auto: ")
+    assert env.cpu_bf16_features == cpu_bf16_features()
     assert record.command == "distill" and record.student == "copy:1" and "base_model" not in written
     assert "losses" not in written  # only a composite loss records its parts
 
