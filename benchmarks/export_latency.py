@@ -12,7 +12,7 @@ count. Repetitions are interleaved in rounds (each round runs every engine a few
 load on a shared machine hits every engine alike: compare the engines as ratios within one run. The figures are
 medians.
 
-Engines: PyTorch eager (fp32); onnxruntime fp32 at graph optimisation level basic and all (kdkit's default);
+Engines: PyTorch eager (fp32, and under bf16 autocast); onnxruntime fp32 at graph optimisation level basic and all (kdkit's default);
 fp32 after onnxruntime.transformers' BERT fusions; fp32 after onnxscript's onnxruntime fusions (Attention,
 SkipLayerNormalization, BiasGelu) and its int8; int8 (kdkit's dynamic quantisation, per-tensor) and int8
 per-channel; and kdkit.export.inference.OnnxClassifier with int8 including tokenisation.
@@ -82,10 +82,12 @@ def _ort_runner(session: ort.InferenceSession) -> Runner:
     return lambda batch: session.run(None, {n: batch[n] for n in names})[0]
 
 
-def _torch_runner(model: Any) -> Runner:
+def _torch_runner(model: Any, bf16: bool = False) -> Runner:
+    """PyTorch eager in fp32, or under bf16 autocast (what ``--precision auto`` evaluates in on AMX CPUs)."""
+
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.numpy()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).logits.float().numpy()
 
     return run
 
@@ -260,8 +262,10 @@ def _engines(args: argparse.Namespace, student: Student, graphs: Graphs) -> dict
         ("ORT int8 per-channel", graphs.int8_channel, level.ORT_ENABLE_ALL),
         ("ORT int8 of the onnxscript-fused graph", graphs.ort_fused_int8, level.ORT_ENABLE_ALL),
     ]
+    weights = student.directory / "model.safetensors"
     engines: dict[str, tuple[Runner, Path | None]] = {
-        TORCH_NAME: (_torch_runner(student.model), student.directory / "model.safetensors")
+        TORCH_NAME: (_torch_runner(student.model), weights),
+        "PyTorch eager, bf16 autocast": (_torch_runner(student.model, bf16=True), weights),
     }
     for name, path, optimisation in onnx:
         engines[name] = (_ort_runner(_session(path, args.threads, optimisation, args.ort_spinning)), path)

@@ -3,6 +3,11 @@
     python benchmarks/first_command.py                      # README's command, fresh KDKIT_HOME, prints a report
     python benchmarks/first_command.py --json out.json      # also the figures as JSON
     python benchmarks/first_command.py --seeds 42,42,1,2    # four runs, each from a fresh KDKIT_HOME: the range
+    python benchmarks/first_command.py --precision fp32 --loss adkd --seeds 42,1,2 --home /tmp/h  # variants
+
+``--precision`` and ``--loss`` change README's command (``--precision``/``--plugin``); ``--home`` shares one
+KDKIT_HOME between the runs (the default teacher is fine-tuned by the first run of each precision, then reused:
+the runs then differ only in the student).
 
 Runs the ``kdkit distill ...`` part of README's first command (after the install) from a temporary folder laid
 out like the repository (``../shared`` is the real shared data), with a fresh ``KDKIT_HOME`` (so the default
@@ -68,12 +73,12 @@ def phases(home: Path, run_dir: Path | None) -> dict[str, float | None]:
     }
 
 
-def run(command: list[str], folder: Path) -> dict[str, Any]:
-    """Run ``command`` in ``folder/repo`` with a fresh KDKIT_HOME; the figures of the run."""
+def run(command: list[str], folder: Path, home: Path | None = None) -> dict[str, Any]:
+    """Run ``command`` in ``folder/repo`` with ``home`` as KDKIT_HOME (default: a fresh one); the run's figures."""
     work = folder / "repo"
     work.mkdir()
     (folder / "shared").symlink_to((REPO.parent / "shared").resolve(), target_is_directory=True)
-    home = folder / "kdkit-home"
+    home = home or folder / "kdkit-home"
     env = os.environ | {"KDKIT_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     log = folder / "first-command.log"
     load_before = os.getloadavg()
@@ -125,6 +130,14 @@ def with_seed(command: list[str], seed: int | None) -> list[str]:
     return command if seed is None else [*command, "--seed", str(seed)]
 
 
+def variant(command: list[str], loss: str | None, precision: str | None) -> list[str]:
+    """README's command with its ``--plugin`` replaced by ``loss`` and ``--precision`` added, when given."""
+    if loss is not None:
+        at = command.index("--plugin")
+        command = [*command[: at + 1], loss, *command[at + 2 :]]
+    return command if precision is None else [*command, "--precision", precision]
+
+
 def summary(runs: list[dict[str, Any]]) -> str:
     """The range over the runs: student accuracy and wall time, and whether repeated commands agreed exactly."""
     accuracies = [100 * r["student_accuracy"] for r in runs if r["student_accuracy"] is not None]
@@ -150,18 +163,21 @@ def main() -> None:
     parser.add_argument(
         "--seeds", default="", help="run once per seed (42 is README's command as written; repeats allowed)"
     )
+    parser.add_argument("--loss", help="the --plugin of README's command instead (e.g. adkd)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="add --precision to the command")
+    parser.add_argument("--home", type=Path, help="one KDKIT_HOME for every run (default: a fresh one per run)")
     args = parser.parse_args()
     seeds: list[int | None] = [None if s == "42" else int(s) for s in args.seeds.split(",") if s] or [None]
     runs = []
     for i, seed in enumerate(seeds):
-        command = with_seed(first_command(), seed)
+        command = with_seed(variant(first_command(), args.loss, args.precision), seed)
         if args.keep:
             folder = args.keep if len(seeds) == 1 else args.keep / f"run-{i}"
             folder.mkdir(parents=True)
-            figures = run(command, folder.absolute())
+            figures = run(command, folder.absolute(), args.home)
         else:
             with tempfile.TemporaryDirectory(prefix="kdkit-first-command-") as folder_name:
-                figures = run(command, Path(folder_name))
+                figures = run(command, Path(folder_name), args.home)
         print(report(figures), flush=True)
         runs.append(figures)
     if len(runs) > 1:
