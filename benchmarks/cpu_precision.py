@@ -9,10 +9,10 @@ Times are CPU seconds of this process on one thread (``time.process_time``), not
 loaded machine they move far less than wall time. Variants run interleaved, one call each per round, and the
 figures are medians, so compare the precisions as ratios within one run. A step is what the trainer does per
 batch (``kdkit.training.step``: the student's forward with what the loss needs, the loss's terms, backward,
-AdamW on fp32 master weights), on a fixed batch of random token ids with every position real; the teacher's
-signals are computed once (as the teacher-signal cache does). FLOPs are counted from the shapes (matrix products
-only): an encoder layer's forward is ``2·B·L·(4H² + 2HI) + 4·B·L²·H``; a training step is 3 forwards (backward
-= 2x); an adkd step (m = 1) is 6 (the forward, the input gradient, and the backward through both); a teacher
+AdamW (fused, as the Trainer builds it) on fp32 master weights), on a fixed batch of random token ids with every
+position real; the teacher's signals are computed once (as the teacher-signal cache does). FLOPs are counted from
+the shapes (matrix products only): an encoder layer's forward is ``2·B·L·(4H² + 2HI) + 4·B·L²·H``; a training
+step is 3 forwards (backward = 2x); an adkd step (m = 1) is 6 (the forward, the input gradient, and the backward through both); a teacher
 signal pass is 1 teacher forward for kd and 3 for adkd (forward and input gradient, no weight gradients).
 """
 
@@ -93,7 +93,7 @@ class Setup:
         self.loss.prepare(self.ctx)
         ids = torch.randint(1000, 20000, (batch, length))
         self.batch = Batch({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, torch.randint(0, 2, (batch,)))
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=1e-5)
+        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=1e-5, fused=True)  # as the Trainer builds it
         self.signals: dict[str, dict[str, torch.Tensor]] = {}
 
     def teacher_signals(self, precision: str) -> dict[str, torch.Tensor]:
