@@ -1,19 +1,20 @@
-"""bf16 against fp32 on the CPU (issue 30), in one process: the machine's matmul peaks, and the kd and adkd
-training steps, the teacher-signal pass and evaluation of the embedded MiniLM (``copy:3`` student, a 6-layer
-teacher) in each precision, with the FLOP/s each achieves as a fraction of the peak.
+"""bf16 against fp32 on the CPU (issue 30), in one process: the machine's matmul peaks, and the kd and adkd training
+steps, the teacher-signal pass and evaluation of the embedded MiniLM (``copy:3`` student, a 6-layer teacher) in each
+precision, with the FLOP/s each achieves as a fraction of the peak.
 
     python benchmarks/cpu_precision.py                       # batch 32 x length 128, 1 thread
     python benchmarks/cpu_precision.py --rounds 2 --length 32  # a smoke run
 
-Times are CPU seconds of this process on one thread (``time.process_time``), not wall time: on a shared,
-loaded machine they move far less than wall time. Variants run interleaved, one call each per round, and the
-figures are medians, so compare the precisions as ratios within one run. A step is what the trainer does per
-batch (``kdkit.training.step``: the student's forward with what the loss needs, the loss's terms, backward,
-AdamW (fused, as the Trainer builds it) on fp32 master weights), on a fixed batch of random token ids with every
-position real; the teacher's signals are computed once (as the teacher-signal cache does). FLOPs are counted from
-the shapes (matrix products only): an encoder layer's forward is ``2·B·L·(4H² + 2HI) + 4·B·L²·H``; a training
-step is 3 forwards (backward = 2x); an adkd step (m = 1) is 6 (the forward, the input gradient, and the backward through both); a teacher
-signal pass is 1 teacher forward for kd and 3 for adkd (forward and input gradient, no weight gradients).
+Times are CPU seconds of this process on one thread (``time.process_time``), not wall time: on a shared, loaded
+machine they move far less than wall time. Variants run interleaved, one call each per round, and the figures are
+medians, so compare the precisions as ratios within one run. A step is what the trainer does per batch
+(``kdkit.training.step``: the student's forward with what the loss needs, the loss's terms, backward, AdamW (fused,
+as the Trainer builds it) on fp32 master weights), on a fixed batch of random token ids with every position real;
+the teacher's signals are computed once (as the teacher-signal cache does). FLOPs are counted from the shapes
+(matrix products only): an encoder layer's forward is ``2·B·L·(4H² + 2HI) + 4·B·L²·H``; a training step is 3
+forwards (backward = 2x); an adkd step (m = 1) is 6 (the forward, the input gradient, and the backward through
+both); a teacher signal pass is 1 teacher forward for kd and 3 for adkd (forward and input gradient, no weight
+gradients).
 """
 
 from __future__ import annotations
