@@ -43,7 +43,7 @@ from kdkit.models.loading import freeze, load_base_for_task, quiet_libraries, se
 from kdkit.models.students import build_student
 from kdkit.plugins.manager import get_plugin_manager
 from kdkit.plugins.options import provider_factory
-from kdkit.training.precision import autocast, cpu_bf16_features
+from kdkit.training.precision import autocast, cpu_bf16_features, teacher_precision
 from kdkit.training.step import student_step_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,7 +98,8 @@ class Setup:
         self.signals: dict[str, dict[str, torch.Tensor]] = {}
 
     def teacher_signals(self, precision: str) -> dict[str, torch.Tensor]:
-        with torch.no_grad(), autocast(precision, "cpu"):
+        differentiated = bool(self.loss.providers_used())  # as the teacher-signal cache runs it
+        with torch.no_grad(), teacher_precision(self.teacher, precision, "cpu", differentiated=differentiated):
             return dict(self.loss.teacher_signals(self.teacher, self.batch, self.ctx))
 
     def step(self, precision: str) -> None:

@@ -9,12 +9,18 @@ run in bf16, reductions, norms and the loss in fp32, and the master weights and 
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+#: the attention kernel of a teacher whose signals are differentiated in bf16 on the CPU (:func:`teacher_precision`)
+FP32_SDPA = "kdkit_sdpa_fp32"
 #: the CPU features that make bf16 matrix products faster than fp32 ones (without them bf16 is emulated: slower)
 BF16_CPU_FEATURES = ("amx_bf16", "avx512_bf16")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -63,3 +69,43 @@ def autocast(precision: str, device: str | torch.device) -> AbstractContextManag
     if precision == "fp16":
         return torch.autocast(device_type, dtype=torch.float16)
     return nullcontext()
+
+
+def _sdpa_in_fp32(
+    module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, **kwargs: Any
+) -> Any:
+    """transformers' SDPA attention with autocast off and its inputs in fp32 (the rest of the model stays bf16)."""
+    with torch.autocast(query.device.type, enabled=False):
+        if mask is not None and mask.is_floating_point():
+            mask = mask.float()
+        return sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
+
+
+AttentionInterface.register(FP32_SDPA, _sdpa_in_fp32)
+
+
+@contextmanager
+def teacher_precision(
+    teacher: nn.Module | None, precision: str, device: str | torch.device, *, differentiated: bool
+) -> Iterator[None]:
+    """:func:`autocast` for the teacher's signals. When they are ``differentiated`` (attribution maps: gradients
+    through the frozen teacher) in bf16 on the CPU and the teacher runs SDPA attention, its attention runs in fp32
+    meanwhile: torch's CPU flash-attention backward is about 5x slower in bf16 than in fp32, which made AD-KD's
+    teacher maps barely faster in bf16 (1.11x; 1.86x with this, docs/benchmarks.md)."""
+    swap = (
+        differentiated
+        and precision == "bf16"
+        and torch.device(device).type == "cpu"
+        and teacher is not None
+        and getattr(getattr(teacher, "config", None), "_attn_implementation", None) == "sdpa"
+    )
+    with autocast(precision, device):
+        if not swap:
+            yield
+            return
+        assert teacher is not None
+        teacher.set_attn_implementation(FP32_SDPA)  # type: ignore[operator]
+        try:
+            yield
+        finally:
+            teacher.set_attn_implementation("sdpa")  # type: ignore[operator]

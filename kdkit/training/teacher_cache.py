@@ -36,7 +36,7 @@ from kdkit.losses.base import Batch, DistillationLoss, LossContext
 from kdkit.models.saving import model_fingerprint
 from kdkit.records.home import kdkit_home
 from kdkit.training.cache_store import build_entry, load_verified
-from kdkit.training.precision import autocast
+from kdkit.training.precision import teacher_precision
 from kdkit.training.progress import LoopProgress
 
 #: bump when the cache layout changes (2: a manifest per entry)
@@ -150,7 +150,13 @@ def add_teacher_signals(
                 count = len(examples["input_ids"])
                 features = [{k: examples[k][i] for k in examples} for i in range(count)]
                 signals = compute_signals(
-                    loss, teacher, features, ctx, device, collator, lambda: autocast(precision, device)
+                    loss,
+                    teacher,
+                    features,
+                    ctx,
+                    device,
+                    collator,
+                    lambda: teacher_precision(teacher, precision, device, differentiated=bool(loss.providers_used())),
                 )
                 progress.advance(count)
                 return signals

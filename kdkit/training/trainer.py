@@ -34,6 +34,7 @@ from kdkit.errors import TrainingError
 from kdkit.losses.base import Batch, DistillationLoss, LossContext
 from kdkit.losses.formulas import task_loss
 from kdkit.training.loss_modules import LossModulesMixin
+from kdkit.training.precision import teacher_precision
 from kdkit.training.step import step_teacher_signals, student_step_forward
 
 
@@ -127,8 +128,12 @@ class DistillationTrainer(LossModulesMixin, Trainer):
         )
 
     def teacher_autocast(self) -> AbstractContextManager[Any]:
-        """Mixed precision for the teacher's forward (the student's is handled by accelerate)."""
-        return self.accelerator.autocast()
+        """Mixed precision for the teacher's live signals (the student's is handled by accelerate), with the
+        teacher's attention in fp32 when they differentiate it in bf16 on the CPU
+        (:func:`kdkit.training.precision.teacher_precision`)."""
+        precision = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "fp32"
+        differentiated = bool(self.distillation_loss.providers_used())
+        return teacher_precision(self.context.teacher, precision, self.args.device, differentiated=differentiated)
 
     def compute_loss(
         self,
