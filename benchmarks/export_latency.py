@@ -14,8 +14,8 @@ medians.
 
 Engines: PyTorch eager (fp32, and under bf16 autocast); onnxruntime fp32 at graph optimisation level basic and
 all (kdkit's default); fp32 after onnxruntime.transformers' BERT fusions; fp32 after onnxscript's onnxruntime
-fusions (Attention, SkipLayerNormalization, BiasGelu) and its int8; int8 (kdkit's dynamic quantisation, per-tensor) and int8
-per-channel; and kdkit.export.inference.OnnxClassifier with int8 including tokenisation.
+fusions (Attention, SkipLayerNormalization, BiasGelu) and its int8; int8 (kdkit's dynamic quantisation,
+per-tensor) and int8 per-channel; and kdkit.export.inference.OnnxClassifier with int8 including tokenisation.
 
 Prints a markdown table and writes JSON to benchmarks/results/ (gitignored).
 """
