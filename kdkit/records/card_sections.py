@@ -325,10 +325,12 @@ def fidelity_section(report: FidelityReport | None) -> str:
         return ""
     headers, rows = engine_rows(report)
     lines = ["## Fidelity", "", _table(headers, rows), "", " ".join(summary_lines(report))]
-    lines.append(
-        "ECE: 15 equal-width bins of the top probability; after temperature scaling: cross-fitted on two halves of "
-        "the dev set. All figures: `kdkit_fidelity.json`."
-    )
+    if report.calibration:
+        lines[-1] += (
+            " ECE: 15 equal-width bins of the top probability; temperature-scaled: each half of the dev set scaled by"
+            " the temperature fitted on the other half."
+        )
+    lines[-1] += " All figures: `kdkit_fidelity.json`."
     headers, rows = class_rows(report)
     if rows:
         lines += ["", "Per class, ONNX fp32 → int8 (%, Δ in points):", "", _table(headers, rows)]
