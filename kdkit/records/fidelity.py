@@ -77,7 +77,7 @@ class TeacherFidelity(_Record):
 class FidelityReport(_Record):
     """``kdkit_fidelity.json``: dev scores of every engine, agreement, per-class changes, calibration.
 
-    ``latency`` is left for :mod:`kdkit.export.latency` (``kdkit compress``): ``{engine: {"p50_ms": ...,
+    ``latency`` is left for the latency measurement of ``kdkit compress``: ``{engine: {"p50_ms": ...,
     "p95_ms": ..., ...}}`` at batch 1; None when not measured."""
 
     format: int = FIDELITY_FORMAT
@@ -104,7 +104,7 @@ class FidelityReport(_Record):
     teacher: TeacherFidelity | None = None
     per_class: list[ClassScores] | None = None
     calibration: dict[str, Calibration] | None = None
-    #: filled by kdkit.export.latency: {engine: {"p50_ms", "p95_ms", ...}} at batch 1; None when not measured
+    #: set by kdkit compress (p50/p95 at batch 1): {engine: {"p50_ms", "p95_ms", ...}}; None when not measured
     latency: dict[str, dict[str, Any]] | None = None
     #: things a reader should know (a recorded teacher that could not be loaded)
     notes: list[str] = Field(default_factory=list)
