@@ -44,7 +44,7 @@ from kdkit.data.batching import DistillationCollator
 from kdkit.data.metrics import compute_metrics, predictions_from_logits
 from kdkit.data.tasks import TaskSpec
 from kdkit.data.tokenizing import tokenize
-from kdkit.errors import ConfigError, ExportError, KdkitError
+from kdkit.errors import ConfigError, ExportError, KdkitError, ModelError
 from kdkit.export.inference import softmax
 from kdkit.export.source import ExportInput
 from kdkit.export.validation import EngineComparison, metrics_with_prefix, torch_logits
@@ -89,7 +89,10 @@ class FidelityOptions:
         if not math.isfinite(self.max_int8_drop):
             raise ConfigError(f"--max-int8-drop must be a number, got {self.max_int8_drop}", "pass e.g. 1.0")
         if self.teacher is not None:
-            find_model_dir(Path(self.teacher))  # a one-line ModelError for a teacher that is not a model
+            try:
+                find_model_dir(Path(self.teacher))
+            except ModelError as exc:
+                raise ModelError(f"--teacher {exc.problem}", exc.fix) from None
 
 
 @dataclass

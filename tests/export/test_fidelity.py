@@ -182,6 +182,9 @@ def test_a_distilled_runs_teacher_is_compared_and_a_missing_one_is_a_note(
     # the student itself as --teacher agrees with itself everywhere PyTorch's fp32 does
     itself = _export(tiny_run, tmp_path / "self", validation, teacher=tiny_run).fidelity  # type: ignore[attr-defined]
     assert itself.teacher.agreement["pytorch"] == 1.0 and itself.teacher.metrics == itself.metrics["pytorch"]
+    with pytest.raises(ModelError, match=r"^--teacher .*missing does not exist"):  # before any work
+        _export(tiny_run, tmp_path / "none", validation, teacher=tmp_path / "missing")
+    assert not (tmp_path / "none").exists()
     # a run whose recorded teacher is gone still exports, and says so
     moved = tmp_path / "run"
     shutil.copytree(tiny_run, moved, ignore=shutil.ignore_patterns("onnx"))
