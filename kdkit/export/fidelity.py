@@ -171,8 +171,9 @@ def per_class(
     """F1 and accuracy (recall) of each class per engine; the change fp32 -> int8 in points."""
     classes = list(range(len(label_names)))
     f1 = {e: skm.f1_score(labels, p, labels=classes, average=None, zero_division=0) for e, p in predictions.items()}
-    recall = {e: skm.recall_score(labels, p, labels=classes, average=None, zero_division=0)
-              for e, p in predictions.items()}  # fmt: skip
+    recall = {
+        e: skm.recall_score(labels, p, labels=classes, average=None, zero_division=0) for e, p in predictions.items()
+    }
     int8 = "onnx_int8" in predictions
     return [
         ClassScores(
@@ -204,9 +205,13 @@ def _agreement(task: TaskSpec, outputs: dict[str, np.ndarray], reference: np.nda
 
 
 def teacher_outputs(
-    options: FidelityOptions, source_path: Path, task: TaskSpec, raw_splits: dict[str, Any], data: DataConfig,
+    options: FidelityOptions,
+    source_path: Path,
+    task: TaskSpec,
+    raw_splits: dict[str, Any],
+    data: DataConfig,
     batch_size: int,
-) -> TeacherOutputs:  # fmt: skip
+) -> TeacherOutputs:
     """The teacher's dev logits: ``options.teacher``, else the teacher the run recorded. A recorded teacher
     that is gone or cannot be loaded gives a note, not an error (the export itself is sound)."""
     given = options.teacher is not None
@@ -221,8 +226,10 @@ def teacher_outputs(
         model = load_classifier(str(model_dir), task, role="teacher").eval()
         check_length_fits(model.config, data.max_length)
         collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
-        logits = {split: torch_logits(model, tokenize(raw, task, tokenizer, data), collator, batch_size)[0]
-                  for split, raw in raw_splits.items()}  # fmt: skip
+        logits = {
+            split: torch_logits(model, tokenize(raw, task, tokenizer, data), collator, batch_size)[0]
+            for split, raw in raw_splits.items()
+        }
     except KdkitError as exc:
         if given:
             raise
