@@ -12,6 +12,7 @@ from kdkit.cli.flags import VALIDATION_DATA_FIELDS, FlagSet, config_flags
 from kdkit.cli.output import err, format_metric, is_percent, out
 from kdkit.config import DataConfig, build_config
 from kdkit.errors import ConfigError
+from kdkit.records.fidelity import FidelityReport, class_rows, engine_rows, summary_lines
 
 EXPORT_PANEL = "Export"
 VALIDATION_PANEL = "Validation data"
@@ -38,6 +39,17 @@ MaxLengthOpt = Annotated[
 ]
 ToleranceOpt = Annotated[float, _export_option(help="Largest |Δlogit| accepted between ONNX fp32 and PyTorch.")]
 OverwriteOpt = Annotated[bool, _export_option("--overwrite", help="Replace an existing export folder.")]
+MaxInt8DropOpt = Annotated[
+    float,
+    _export_option(help="Refuse an int8 model that loses more than this many points of the main metric against fp32."),
+]
+KeepInt8Opt = Annotated[
+    bool, _export_option("--keep-int8", help="Keep an int8 model even when it loses more than --max-int8-drop.")
+]
+TeacherOpt = Annotated[
+    Path | None,
+    _export_option(help="Teacher to measure agreement with \\[default: the teacher the run recorded, if any]."),
+]
 
 #: the data options of export: the validation data the export is checked on (--max-length is export's own)
 EXPORT_DATA_FIELDS = VALIDATION_DATA_FIELDS
@@ -84,6 +96,27 @@ def _print_evaluation(manifest: dict[str, Any]) -> None:
     out.print(table)
 
 
+def _print_fidelity(report: FidelityReport) -> None:
+    """The fidelity report's tables (the model card's "Fidelity" section) and its sentences."""
+    headers, rows = engine_rows(report)
+    table = Table(title="fidelity (kdkit_fidelity.json)")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="right" if i else "left")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+    headers, rows = class_rows(report)
+    if rows:
+        classes = Table(title="per class, ONNX fp32 -> int8 (%, Δ in points)")
+        for i, header in enumerate(headers):
+            classes.add_column(header, justify="right" if i else "left")
+        for row in rows:
+            classes.add_row(*row)
+        out.print(classes)
+    for line in summary_lines(report):
+        out.print(line, soft_wrap=True)
+
+
 @command()
 @handle_errors
 @config_flags(_VALIDATION_DATA)
@@ -97,6 +130,9 @@ def export(
     max_length: MaxLengthOpt = None,
     tolerance: ToleranceOpt = 1e-4,
     overwrite: OverwriteOpt = False,
+    max_int8_drop: MaxInt8DropOpt = 1.0,
+    keep_int8: KeepInt8Opt = False,
+    teacher: TeacherOpt = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="Evaluation batch size.", rich_help_panel=VALIDATION_PANEL)
     ] = 32,
@@ -105,6 +141,7 @@ def export(
     flags: dict[str, Any],
 ) -> None:
     """Export a student to ONNX, validated against PyTorch on the task's validation data; optionally int8."""
+    from kdkit.export.fidelity import FidelityOptions
     from kdkit.export.stage import ExportOptions, export_onnx
 
     if not onnx:
@@ -121,14 +158,18 @@ def export(
             tolerance=tolerance,
             batch_size=batch_size,
             overwrite=overwrite,
+            fidelity=FidelityOptions(teacher=teacher, max_int8_drop=max_int8_drop, keep_int8=keep_int8),
         ),
         log=lambda line: err.print(line, soft_wrap=True),
     )
     if as_json:
-        out.print_json(json.dumps({"directory": str(result.directory), **result.manifest}))
+        fidelity = result.fidelity.model_dump(mode="json", exclude_none=True) if result.fidelity else None
+        out.print_json(json.dumps({"directory": str(result.directory), **result.manifest, "fidelity_report": fidelity}))
     else:
         _print_parity(result.manifest["parity"])
         _print_evaluation(result.manifest)
+        if result.fidelity is not None:
+            _print_fidelity(result.fidelity)
     for note in result.warnings:
         err.print(f"[yellow]warning:[/] {note}", soft_wrap=True)
     if not as_json:

@@ -22,7 +22,7 @@ from kdkit.records.manifests import ExportExample, ExportManifest, _Record
 _KEY_ORDER = (
     "format", "kdkit_version", "created_at", "task", "label_names", "max_length", "input_names", "output_names",
     "models", "tokenizer", "exporter", "source", "layout", "examples", "parity", "evaluation", "sizes", "warnings",
-    "card",
+    "card", "fidelity",
 )  # fmt: skip
 #: how many example inputs an export records (:attr:`ExportRecord.examples`), and their longest length in characters
 EXAMPLES = 4
@@ -98,6 +98,8 @@ class ExportRecord(ExportManifest):
     warnings: list[str] | None = None
     #: the model card's files (:func:`kdkit.records.model_card.card_for_export`), None when none was written
     card: dict[str, Any] | None = None
+    #: the fidelity report's file (:mod:`kdkit.records.fidelity`); absent in older exports
+    fidelity: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The content of the file: the fields set so far, as JSON values, in the file's key order."""

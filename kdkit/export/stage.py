@@ -38,6 +38,7 @@ import kdkit
 from kdkit.config import DataConfig
 from kdkit.errors import ConfigError, DataError, ExportError
 from kdkit.export import hf_layout
+from kdkit.export.fidelity import FidelityOptions, measure_into
 from kdkit.export.hf_layout import FP32_FILE, INT8_FILE, TOKENIZER_FILE
 from kdkit.export.manifest import (
     EXAMPLE_MAX_CHARS,
@@ -69,6 +70,7 @@ from kdkit.export.validation import (
 )
 from kdkit.models.loading import quiet_libraries
 from kdkit.records import model_card
+from kdkit.records.fidelity import FIDELITY_FILE, FidelityReport, read_fidelity
 from kdkit.records.manifests import (
     EXPORT_MANIFEST_FILE,
     EXPORT_MANIFEST_FORMAT,
@@ -97,11 +99,13 @@ class ExportResult:
         directory: the finished export folder.
         record: its ``kdkit_export.json`` (:class:`~kdkit.export.manifest.ExportRecord`).
         warnings: things the user should know (int8 accuracy loss), also in the manifest.
+        fidelity: its ``kdkit_fidelity.json``, read back verified (:mod:`kdkit.export.fidelity`).
     """
 
     directory: Path
     record: ExportRecord
     warnings: list[str] = field(default_factory=list)
+    fidelity: FidelityReport | None = None
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -135,6 +139,7 @@ class ExportOptions:
         tolerance: the largest |Δlogit| accepted between ONNX fp32 and PyTorch.
         batch_size: batch size of the metric evaluation.
         overwrite: replace an existing export folder.
+        fidelity: the teacher to compare with and the int8 guard (``--max-int8-drop``, ``--keep-int8``).
     """
 
     output: Path | None = None
@@ -146,6 +151,7 @@ class ExportOptions:
     tolerance: float = DEFAULT_TOLERANCE
     batch_size: int = 32
     overwrite: bool = False
+    fidelity: FidelityOptions = field(default_factory=FidelityOptions)
 
     def check(self) -> None:
         """One line for an option that cannot work, before any work."""
@@ -158,6 +164,7 @@ class ExportOptions:
         if self.batch_size < 1:
             raise ConfigError(f"bad batch size {self.batch_size}", "pass --batch-size 1 or more")
         check_opset(self.exporter, self.opset)  # an opset the exporter or onnxruntime does not support
+        self.fidelity.check()
 
 
 def export_onnx(model: str | Path, options: ExportOptions | None = None, *, log: Log | None = None) -> ExportResult:
@@ -177,7 +184,9 @@ def export_onnx(model: str | Path, options: ExportOptions | None = None, *, log:
     except BaseException:
         out.discard()
         raise
-    return ExportResult(directory=final, record=record, warnings=list(record.warnings or []))
+    return ExportResult(
+        directory=final, record=record, warnings=list(record.warnings or []), fidelity=read_fidelity(final)
+    )
 
 
 def _export_into(work: Path, source: ExportInput, options: ExportOptions, say: Log) -> ExportRecord:
@@ -203,6 +212,10 @@ def _export_into(work: Path, source: ExportInput, options: ExportOptions, say: L
     comparison = compare_engines(source.classifier, source.tokenizer, task, source.raw_splits, source.data, work,
                                  int8=int8, batch_size=options.batch_size)  # fmt: skip
     check_validation_parity(comparison, tolerance)
+    say("measuring fidelity: agreement with PyTorch and the teacher, per-class scores, calibration")
+    models = {precision: info.file for precision, info in record.models.items()}
+    measure_into(work, source, comparison, models, options.fidelity, options.batch_size)
+    record.fidelity = FIDELITY_FILE
     _add_results(record, source, cases, comparison, tolerance, int8=int8)
     manifest = record.to_json_dict()
     record.card = model_card.card_for_export(work, manifest, model_card.find_run_summary(source.path, source.model_dir))

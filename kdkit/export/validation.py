@@ -118,16 +118,21 @@ class EngineComparison:
         metrics: ``{engine: {split: {metric: value}}}`` for ``pytorch``, ``onnx_fp32`` (and ``onnx_int8``).
         fp32_diff, int8_diff: the largest |Δlogit| against PyTorch over every example.
         agreement: per split, the fraction of examples where int8 predicts PyTorch's class (classification).
+        logits: ``{engine: {split: (N, C) logits}}``, every engine's dev outputs in the data's order (what
+            :mod:`kdkit.export.fidelity` reads: the one place where an export's dev predictions are computed).
+        labels: ``{split: (N,) gold labels}``.
     """
 
     metrics: dict[str, dict[str, dict[str, float]]]
     fp32_diff: float = 0.0
     int8_diff: float = 0.0
     agreement: dict[str, float] = field(default_factory=dict)
+    logits: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
 
     def flat_metrics(self) -> dict[str, dict[str, float]]:
         """``{engine: {metric: value}}``; with several splits the keys are ``split/metric``."""
-        return {engine: _metrics_with_prefix(values) for engine, values in self.metrics.items()}
+        return {engine: metrics_with_prefix(values) for engine, values in self.metrics.items()}
 
 
 def compare_engines(
@@ -144,7 +149,7 @@ def compare_engines(
     """Run every validation example through PyTorch and through the export folder's ONNX models."""
     collator = DistillationCollator(int(tokenizer.pad_token_id or 0))
     engines = ["pytorch", "onnx_fp32", *(["onnx_int8"] if int8 else [])]
-    result = EngineComparison(metrics={engine: {} for engine in engines})
+    result = EngineComparison(metrics={engine: {} for engine in engines}, logits={engine: {} for engine in engines})
     onnx_fp32 = OnnxClassifier(export_dir, precision="fp32")
     onnx_int8 = OnnxClassifier(export_dir, precision="int8") if int8 else None
     for split_name, raw in raw_splits.items():
@@ -154,10 +159,13 @@ def compare_engines(
         result.fp32_diff = max(result.fp32_diff, float(np.abs(fp32_logits - reference).max()))
         result.metrics["pytorch"][split_name] = compute_metrics(task, reference, labels)
         result.metrics["onnx_fp32"][split_name] = compute_metrics(task, fp32_logits, labels)
+        result.labels[split_name] = labels
+        result.logits["pytorch"][split_name], result.logits["onnx_fp32"][split_name] = reference, fp32_logits
         if onnx_int8 is not None:
             int8_logits, _ = onnx_int8.logits(split_texts, split_pairs, batch_size=batch_size, warn=False)
             result.int8_diff = max(result.int8_diff, float(np.abs(int8_logits - reference).max()))
             result.metrics["onnx_int8"][split_name] = compute_metrics(task, int8_logits, labels)
+            result.logits["onnx_int8"][split_name] = int8_logits
             if not task.is_regression:
                 same = predictions_from_logits(task, int8_logits) == predictions_from_logits(task, reference)
                 result.agreement[split_name] = float(np.mean(same))
@@ -187,7 +195,8 @@ def int8_warnings(flat: dict[str, dict[str, float]], main_key: str, allowed_drop
     ]
 
 
-def _metrics_with_prefix(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+def metrics_with_prefix(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``{split: {metric: value}}`` as ``{metric: value}`` for one split, ``{split/metric: value}`` for several."""
     if len(metrics) == 1:
         return next(iter(metrics.values()))
     return {f"{split}/{k}": v for split, values in metrics.items() for k, v in values.items()}

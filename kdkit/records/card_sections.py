@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdkit.records.fidelity import FidelityReport, class_rows, engine_rows, summary_lines
+
 _SAMPLES = {"sst2": "a gripping, funny and moving film"}
 _PAIR = ("The cat sat on the mat.", "A cat was sitting on a mat.")
 _ENGINES = {"pytorch": "PyTorch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
@@ -316,15 +318,36 @@ def export_section(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def export_sections(name: str, facts: Facts, manifest: dict[str, Any], curves: str | None) -> list[str]:
-    """The export card's body (``<export>/README.md``)."""
+def fidelity_section(report: FidelityReport | None) -> str:
+    """What the export costs (``kdkit_fidelity.json``, :mod:`kdkit.records.fidelity`): the main metric, agreement
+    with PyTorch and the teacher, calibration, latency, the int8 drop and the per-class changes."""
+    if report is None:
+        return ""
+    headers, rows = engine_rows(report)
+    lines = ["## Fidelity", "", _table(headers, rows), "", " ".join(summary_lines(report))]
+    if report.calibration:
+        lines[-1] += (
+            " ECE: 15 equal-width bins of the top probability; temperature-scaled: each half of the dev set scaled by"
+            " the temperature fitted on the other half."
+        )
+    lines[-1] += " All figures: `kdkit_fidelity.json`."
+    headers, rows = class_rows(report)
+    if rows:
+        lines += ["", "Per class, ONNX fp32 → int8 (%, Δ in points):", "", _table(headers, rows)]
+    return "\n".join(lines)
+
+
+def export_sections(
+    name: str, facts: Facts, manifest: dict[str, Any], curves: str | None, fidelity: FidelityReport | None = None
+) -> list[str]:
+    """The export card's body (``<export>/README.md``); ``fidelity``: its ``kdkit_fidelity.json``, if any."""
     source = (manifest.get("source") or {}).get("path", "?")
     title = (
         f"# {name} (ONNX)\n\nThe ONNX export of `{source}` by `kdkit export`, in the layout optimum-onnx and "
         "transformers.js load: `config.json`, the tokenizer, `onnx/model.onnx` (fp32) and "
         "`onnx/model_quantized.onnx` (int8, when exported), plus kdkit's manifest `kdkit_export.json`."
     )
-    sections = [title, export_section(manifest)]
+    sections = [title, export_section(manifest), fidelity_section(fidelity)]
     if facts.summary.get("command"):
         sections += [
             model_section(facts),

@@ -23,6 +23,7 @@ import yaml
 from kdkit.config import DEFAULT_BASE_MODEL_ID, default_base_model
 from kdkit.records.card_sections import Facts, export_sections, run_sections
 from kdkit.records.curves import CURVES_FILE, write_training_curves
+from kdkit.records.fidelity import FIDELITY_FILE, read_fidelity
 from kdkit.records.runs import BEST_DIR, RUN_FILE
 
 CARD_FILE = "README.md"
@@ -192,7 +193,10 @@ def write_export_card(export_dir: Path, manifest: dict[str, Any], summary: dict[
         write_training_curves(export_dir / CURVES_FILE, summary, title=f"{name}: training curves")
         curves = CURVES_FILE
     facts = _facts(run, export_dir, display_path(final))
-    card = render(front_matter(name, run, export=True), export_sections(name, facts, manifest, curves))
+    fidelity = None
+    if (export_dir / FIDELITY_FILE).is_file():  # read back verified: it must describe these ONNX files
+        fidelity = read_fidelity(export_dir)
+    card = render(front_matter(name, run, export=True), export_sections(name, facts, manifest, curves, fidelity))
     (export_dir / CARD_FILE).write_text(card, encoding="utf-8")
     return {"file": CARD_FILE, "curves": curves}
 

@@ -256,3 +256,13 @@ def task_for(provenance: Provenance, task: TaskSpec | None) -> TaskSpec:
     if provenance.task is None:
         raise ConfigError(f"{provenance.source} does not record its task", "pass --task")
     return provenance.task
+
+
+def recorded_teacher(path: str | Path) -> str | None:
+    """The teacher a distillation run recorded (``run.json``'s ``teacher``: its model folder or hub id) for a run
+    directory or its ``best/``; None for a fine-tune, a bare model folder, or a run that records none."""
+    saved = of_model(path)
+    if saved.run_dir is None:
+        return None
+    summary = read_json(saved.run_dir / RUN_FILE, RunSummary, what="the run record", fix="train the run again")
+    return summary.teacher or None

@@ -311,8 +311,11 @@ def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
         from kdkit.records.web_record import WEB_ENTRIES
 
         return name in WEB_ENTRIES
+    from kdkit.records.fidelity import FIDELITY_FILE
+
     return (
         name in EXPORT_ENTRIES
+        or name == FIDELITY_FILE
         or name.startswith(TOKENIZER_PREFIXES)
         or (name == EXPORT_WEB_DIR and kdkit_output_kind(folder / name) == "web")
     )

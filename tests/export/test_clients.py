@@ -26,6 +26,7 @@ from kdkit.cli import app
 from kdkit.config import DataConfig
 from kdkit.data.tasks import TaskSpec
 from kdkit.errors import ModelError, TruncationWarning
+from kdkit.export.fidelity import FidelityOptions
 from kdkit.export.inference import OnnxClassifier
 from kdkit.export.stage import ExportOptions, export_onnx
 from kdkit.models.saving import save_model
@@ -35,6 +36,8 @@ from kdkit.testing.models import BINARY_TASK, TINY_WORDS, perturb_parameters, ti
 pytestmark = pytest.mark.slow  # optimum-onnx and transformers.js in their own environments
 
 REPO = Path(__file__).resolve().parents[2]
+#: keep an int8 model whatever it loses: these tests check the clients, not int8's accuracy (test_fidelity.py does)
+KEEP_INT8 = FidelityOptions(keep_int8=True)
 PAIR_TASK = TaskSpec(
     name="tinypair",
     text_fields=("premise", "hypothesis"),
@@ -81,9 +84,8 @@ def _export(directory: Path, task: TaskSpec, seed: int) -> Path:
         for i, text in enumerate(TEXTS):
             writer.writerow([text, *([PAIRS[i]] if len(task.text_fields) == 2 else []), task.label_names[i % 2]])
     export = directory / "export"
-    export_onnx(
-        directory / "model", ExportOptions(output=export, data=DataConfig(validation_file=validation), quantize="int8")
-    )
+    data = DataConfig(validation_file=validation)
+    export_onnx(directory / "model", ExportOptions(output=export, data=data, quantize="int8", fidelity=KEEP_INT8))
     return export
 
 
@@ -272,7 +274,10 @@ def test_a_minilm_student_on_sst2_gives_kdkit_predict_labels_in_both_clients(glu
     export = export_onnx(
         save_minilm_sst2_student(tmp_path, glue_dir, layers=2),
         ExportOptions(
-            output=tmp_path / "export", data=DataConfig(data_dir=glue_dir, max_eval_samples=32), quantize="int8"
+            output=tmp_path / "export",
+            data=DataConfig(data_dir=glue_dir, max_eval_samples=32),
+            quantize="int8",
+            fidelity=KEEP_INT8,  # an untrained head: its int8 loses 9 of 32 points (docs/deploy.md)
         ),
     ).directory
     texts, pairs = check.sentences(export, glue_dir, 20)
