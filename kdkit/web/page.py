@@ -38,6 +38,7 @@ from kdkit.export.manifest import ExportExample
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, ExportManifest, check_files, describe_files, read_json
 from kdkit.records.provenance import resolve_export_dir
 from kdkit.records.runs import RunDirectory, kdkit_output_kind
+from kdkit.records.safe_paths import PARTIAL_MARK
 from kdkit.records.web_record import WEB_RECORD_FILE, WebRecord
 from kdkit.web.occlusion import OCCLUSION_BATCH, occlusion_token, special_ids
 from kdkit.web.runtime import JsRuntime, find_runtime
@@ -105,9 +106,10 @@ def make_page(
     )
     models = _chosen_models(export_dir, manifest, precision)
     runtime = find_runtime(node_modules, cdn=cdn)
-    out = RunDirectory(output or default_output(export_dir), overwrite=overwrite)
-    if out.final.resolve() in (export_dir.resolve(), *export_dir.resolve().parents):
-        raise ConfigError(f"--output {out.final} would replace the export itself", "choose another --output")
+    inputs = {"export": export_dir, "JavaScript runtime": node_modules}
+    out = RunDirectory(
+        output or default_output(export_dir), overwrite=overwrite, inputs=inputs, may_hold_output=["export"]
+    )
     out.start_fresh()
     try:
         record = _write_page(out.work, export_dir, manifest, models, runtime)
@@ -180,7 +182,7 @@ def _write_page(
             },
             "examples": [ExportExample.model_validate(e).model_dump(exclude_none=True) for e in examples],
             "runtime": runtime.page_settings(),
-            "files": describe_files(work),
+            "files": describe_files(work, exclude=(PARTIAL_MARK,)),
         }
     )
     # a plain write (the folder is renamed into place only when complete): its permissions follow the umask like
