@@ -105,7 +105,11 @@ def _lock_fix(path: Path) -> str:
 
 
 def check_not_an_input(
-    output: Path, inputs: Mapping[str, str | Path | None], *, may_hold_output: Collection[str] = ()
+    output: Path,
+    inputs: Mapping[str, str | Path | None],
+    *,
+    may_hold_output: Collection[str] = (),
+    flag: str = "--output",
 ) -> None:
     """Refuse an ``output`` that is an input of the command, holds one, or lies inside one (one line naming it).
 
@@ -114,6 +118,7 @@ def check_not_an_input(
         inputs: ``{role: path}`` of what the command reads (``teacher``, ``base model``, ``training data``, ...);
             ``None`` and paths that do not exist (a hub id) are skipped. Links are resolved.
         may_hold_output: roles whose folder may hold the output (an export inside the run it exports).
+        flag: the option that named the output (in the message).
     """
     final = output.expanduser().resolve()
     work = final.with_name(final.name + ".partial")
@@ -123,13 +128,18 @@ def check_not_an_input(
         source = Path(given).expanduser().resolve()
         if any(target == source or target in source.parents for target in (final, work)):
             raise ConfigError(
-                f"--output {output} would replace the {role} {given}, an input of this command",
-                "choose another --output",
+                f"{flag} {output} would replace the {role} {given}, an input of this command",
+                f"choose another {flag}",
+            )
+        if source in final.parents and final.is_file():  # a file of the input (its weights, its config.json)
+            raise ConfigError(
+                f"{flag} {output} would replace a file of the {role} {given}, an input of this command",
+                f"choose another {flag}",
             )
         if source in final.parents and role not in may_hold_output:
             raise ConfigError(
-                f"--output {output} is inside the {role} {given}, an input of this command",
-                "choose an --output outside it",
+                f"{flag} {output} is inside the {role} {given}, an input of this command",
+                f"choose a {flag} outside it",
             )
 
 

@@ -253,3 +253,12 @@ def test_export_and_web_wait_for_no_one_and_refuse_an_output_in_use(tiny_teacher
         holder.kill()
         holder.wait()
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_explain_never_writes_its_heatmap_over_a_file_of_the_model(teacher_run):
+    before = _snapshot(teacher_run)
+    for target in (teacher_run / "best" / "config.json", teacher_run / "run.json"):
+        result = runner.invoke(app, ["explain", str(teacher_run), "a fine film", "--html", str(target)])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "would replace a file of the model" in " ".join(result.output.split())
+    assert _snapshot(teacher_run) == before
