@@ -19,7 +19,6 @@ every lock. This module imports neither torch nor transformers.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Collection, Iterator, Mapping
@@ -83,8 +82,8 @@ def open_lock_file(path: Path) -> int:
             break
         except FileNotFoundError:
             continue
-        except OSError as exc:
-            if exc.errno == errno.ELOOP or path.is_symlink():
+        except OSError:
+            if path.is_symlink():  # O_NOFOLLOW refused it (ELOOP)
                 raise ConfigError(f"the lock file {path} is a link (to {os.readlink(path)})", _lock_fix(path)) from None
             raise
     else:  # pragma: no cover - a file created and removed a hundred times in a row
