@@ -38,7 +38,7 @@ from kdkit.config import (
 from kdkit.data.batching import DistillationCollator
 from kdkit.data.checks import glue_name_warning
 from kdkit.data.loading import RawData, load_raw
-from kdkit.data.sources import data_files, given_paths, record_paths
+from kdkit.data.sources import data_files, data_inputs, given_paths, record_paths
 from kdkit.data.tasks import TaskSpec
 from kdkit.data.tokenizing import load_task_data, tokenize_data
 from kdkit.errors import ConfigError, KdkitWarning
@@ -61,7 +61,7 @@ from kdkit.plugins.manager import PluginManager, get_plugin_manager
 from kdkit.plugins.options import check_options_used, provider_factory, resolve_options
 from kdkit.records.home import home_dir
 from kdkit.records.provenance import of_model
-from kdkit.records.runs import Command, RunDirectory, is_main_process
+from kdkit.records.runs import Command, RunDirectory, is_main_process, resolve_model_dir
 from kdkit.training import teachers, tracking
 from kdkit.training.arguments import check_compile, resolve_device
 from kdkit.training.evaluation import evaluate_splits
@@ -152,8 +152,11 @@ def _finetune(config: FinetuneConfig, session: _Session, raw: RawData | None = N
         base_config = None  # load_base_for_task reports it
     check_token_types(base_config, tokenizer, raw.task, role="base model", name=base)
     output = config.output or default_output(raw.task.name, "teacher")
-    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume)
-    with run_dir.open(Command.FINETUNE, config, data_files(config.data)):
+    inputs = {"base model": config.model, **data_inputs(config.data)}
+    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume, inputs=inputs)
+    with run_dir.open(
+        Command.FINETUNE, config, {**data_files(config.data), **weight_files("base model", config.model)}
+    ):
         loss_cls = session.plugins.loss("ce")
         loss = loss_cls(loss_cls.Options(), raw.task)
         job = TrainingJob(
@@ -189,9 +192,20 @@ def distill(
     check_options_used(session.plugins, config, options, raw.task)
     _check_models(config, loss_cls, raw.task)
     output = config.output or default_output(config.data.task_name, loss_cls.name)
-    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume)
-    with run_dir.open(Command.DISTILL, config, data_files(config.data)):
+    inputs = {"teacher": config.teacher, "student": config.student.model, **data_inputs(config.data)}
+    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume, inputs=inputs)
+    reused = {**data_files(config.data), **weight_files("teacher", config.teacher)}  # compared on --resume
+    with run_dir.open(Command.DISTILL, config, reused):
         return train(_distill_job(config, loss_cls, options, raw, run_dir, session))
+
+
+def weight_files(role: str, model: str | None) -> dict[str, Path]:
+    """``{"<role>/<file>": path}`` of a local model's weight files (a run directory's ``best/``): what ``--resume``
+    compares by content (a teacher replaced at the same path would otherwise teach the rest of the run)."""
+    if not model or not Path(model).is_dir():
+        return {}
+    folder = resolve_model_dir(Path(model))
+    return {f"{role}/{path.name}": path for path in sorted(folder.glob("*.safetensors"))}
 
 
 def _needs_teacher(config: DistillConfig, loss_cls: type[DistillationLoss]) -> bool:

@@ -40,6 +40,10 @@ class TrainingError(KdkitError):
     """Training went wrong (for example, the loss became NaN)."""
 
 
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite: resuming would repeat the same steps, so the advice is to start again."""
+
+
 class ExportError(KdkitError):
     """An export that cannot be made, or that fails its validation against PyTorch."""
 

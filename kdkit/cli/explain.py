@@ -47,11 +47,13 @@ def explain(
     from kdkit.data.tasks import get_task
     from kdkit.data.texts import check_text_encoding
     from kdkit.plugins.options import build_provider
+    from kdkit.records.safe_paths import check_not_an_input
 
     check_text_encoding([text], [text_pair] if text_pair is not None else None)
     for path, flag in ((html, "--html"), (svg, "--svg")):
         if path is not None:
             check_output_file(path, flag)
+            check_not_an_input(path, {"model": model}, may_hold_output=["model"], flag=flag)
     attribution = build_provider(plugin_manager(), provider, options_of(provider, set_ or []))
     classifier, tokenizer, task_spec, max_length = load_for_explain(model, get_task(task) if task else None)
     result = explain_text(

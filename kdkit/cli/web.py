@@ -40,9 +40,11 @@ def web(
 ) -> None:
     """Make a web page that classifies and explains text with an export, in the browser, offline."""
     from kdkit.records.provenance import resolve_export_dir
-    from kdkit.web.page import default_output, make_page, read_page
+    from kdkit.web.page import check_port, default_output, make_page, read_page
     from kdkit.web.page import serve as serve_page
 
+    if serve:
+        check_port(port)  # before the page is made
     folder = output or default_output(resolve_export_dir(export))
     if serve and folder.exists() and not overwrite:
         read_page(folder)  # an existing page is served as it is
@@ -62,6 +64,11 @@ def web(
                 out.print(f"try: kdkit web {export} --serve   (or: cd {folder} && python -m http.server 8000)")
     if serve:
         try:
-            serve_page(folder, port, ready=lambda url: err.print(f"serving {folder} at {url} (Ctrl-C stops)"))
+            serve_page(
+                folder,
+                port,
+                ready=lambda url: err.print(f"serving {folder} at {url} (Ctrl-C stops)"),
+                log=lambda line: err.print(line, highlight=False, markup=False),
+            )
         except KeyboardInterrupt:  # how a server is stopped: not an interrupted command
             err.print("stopped")

@@ -60,6 +60,11 @@ def _check_csv(path: Path) -> None:
         header = next(reader, None)
         if header is None:
             raise DataError(f"{path} is empty", "give a file with a header row and at least one example")
+        if delimiter == "," and len(header) == 1 and "\t" in header[0]:
+            raise DataError(
+                f"{path} looks tab-separated (its header is {header[0]!r}), but a .csv is read as comma-separated",
+                "rename it to .tsv",
+            )
         rows = 0
         for row in reader:
             if row and len(row) != len(header):
@@ -78,6 +83,8 @@ def _load_file(path: Path) -> Dataset:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"unsupported data file {path}", "use a .csv, .tsv, .json or .jsonl file")
+    if path.exists() and not path.is_file():
+        raise DataError(f"data file {path} is not a regular file (a device, pipe or socket)", "give the file itself")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist", "check --train-file / --validation-file")
     check_utf8(path)

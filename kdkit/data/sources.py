@@ -44,6 +44,12 @@ def data_files(data: DataConfig) -> dict[str, Path]:
     return files
 
 
+def data_inputs(data: DataConfig) -> dict[str, Path]:
+    """The local data files as inputs a command must not write over: ``{"training data": path, ...}``."""
+    roles = {"train_file": "training data", "validation_file": "validation data", "data_dir": "data folder"}
+    return {roles[name]: path for name, path in data_files(data).items()}
+
+
 def given_paths(data: DataConfig) -> dict[str, str]:
     """The data paths as the user gave them: ``{"train_file": "train.csv", ...}``."""
     return {name: str(value) for name in PATH_FIELDS if (value := getattr(data, name)) is not None}

@@ -77,9 +77,38 @@ def load_yaml(text: str, where: str) -> Any:
                 "parts over and over)",
                 "write the values out, or use fewer aliases (*name)",
             )
+        _check_unique_keys(node, where)
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _check_unique_keys(root: yaml.Node, where: str) -> None:
+    """A key given twice in one mapping (two ``training:`` sections, an option written twice) is an error naming
+    the key and both lines: YAML would keep the last one and drop the first without a word."""
+    seen: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen or not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+            continue
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            pending.extend((key, value))
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            if key.value in lines:
+                raise ConfigError(
+                    f"{where}: the key '{key.value}' is given twice (lines {lines[key.value]} and {line}); YAML "
+                    "would keep only the last one",
+                    "keep one of them (merge the two into one)",
+                )
+            lines[key.value] = line
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int], limit: int) -> int:

@@ -303,6 +303,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if path.is_dir():
         raise DataError(f"{path} is a directory", "give the CSV, TSV or JSONL file itself to --file")
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is not a regular file (a device, pipe or socket)", "give a CSV, TSV or JSONL file")
     if not path.is_file():
         raise DataError(f"file {path} does not exist", "check the path given to --file")
     try:

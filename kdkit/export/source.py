@@ -14,7 +14,7 @@ from kdkit.config import DataConfig
 from kdkit.data.batching import MODEL_INPUTS
 from kdkit.data.loading import load_raw
 from kdkit.data.tasks import TaskSpec
-from kdkit.errors import ConfigError, ExportError, ModelError
+from kdkit.errors import ExportError, ModelError
 from kdkit.models.checks import check_length_fits
 from kdkit.models.loading import load_classifier, load_tokenizer
 from kdkit.records.provenance import of_model
@@ -49,16 +49,6 @@ def check_classifier_config(model_dir: Path) -> None:
         raise ModelError(
             f"{model_dir} is {what}, not a sequence classifier",
             "export a run directory or a model saved by 'kdkit finetune'/'kdkit distill'",
-        )
-
-
-def check_not_the_source(output: Path, model: Path) -> None:
-    """The export folder must not be (or hold) the model it exports: ``--overwrite`` would replace the run."""
-    final, source = output.resolve(), model.resolve()
-    if final == source or final in source.parents:
-        raise ConfigError(
-            f"--output {output} would replace the model being exported ({model})",
-            "choose another --output (the default is <run>/onnx)",
         )
 
 

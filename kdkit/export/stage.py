@@ -36,6 +36,7 @@ import torch
 
 import kdkit
 from kdkit.config import DataConfig
+from kdkit.data.sources import data_inputs
 from kdkit.errors import ConfigError, DataError, ExportError
 from kdkit.export import hf_layout
 from kdkit.export.fidelity import FidelityOptions, measure_into
@@ -57,7 +58,7 @@ from kdkit.export.onnx import (
     export_model,
     quantize_int8,
 )
-from kdkit.export.source import ExportInput, check_not_the_source, load_source
+from kdkit.export.source import ExportInput, load_source
 from kdkit.export.validation import (
     PARITY_BATCH,
     EngineComparison,
@@ -81,8 +82,10 @@ from kdkit.records.manifests import (
     ExportTokenizer,
     write_json,
 )
-from kdkit.records.runs import RunDirectory
+from kdkit.records.runs import RunDirectory, resolve_model_dir
 
+#: what the model given to export is called in an error (the export may go inside it: ``<run>/onnx``)
+SOURCE_ROLE = "model being exported"
 #: default parity tolerance: max |Δlogit| between ONNX fp32 and PyTorch
 DEFAULT_TOLERANCE = 1e-4
 #: int8 may lose at most this much of the main metric (a fraction: 0.01 = 1 point) before a warning
@@ -174,8 +177,11 @@ def export_onnx(model: str | Path, options: ExportOptions | None = None, *, log:
     say = log or (lambda _line: None)
     quiet_libraries()
     options.check()
-    out = RunDirectory(options.output or default_output(Path(model)), overwrite=options.overwrite)
-    check_not_the_source(out.final, Path(model))
+    sources = {SOURCE_ROLE: resolve_model_dir(Path(model)), "run being exported": model}
+    inputs = {**sources, **(data_inputs(options.data) if options.data else {})}
+    output = options.output or default_output(Path(model))
+    out = RunDirectory(output, overwrite=options.overwrite, inputs=inputs, may_hold_output=sources)
+    out.check_output()  # before the model is loaded
     source = load_source(Path(model), options.data, options.max_length)
     out.start_fresh()
     try:

@@ -153,8 +153,8 @@ def load_classifier(
     if task is not None:
         check_head_fits(config, task, role=role, name=name_or_path)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, attn_implementation=attn_implementation, trust_remote_code=False
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path, attn_implementation=attn_implementation, trust_remote_code=False, output_loading_info=True
         )
     except Exception as exc:
         fix = (
@@ -164,7 +164,26 @@ def load_classifier(
         )
         detail = f"{type(exc).__name__}: {str(exc)[:160]}"
         raise ModelError(f"cannot load the {role} '{name_or_path}' ({detail})", fix) from None
+    check_weights_match(info, role, name_or_path)
     return model
+
+
+def check_weights_match(info: dict[str, Any], role: str, name: str) -> None:
+    """The weights must be the ones its ``config.json`` describes: a tensor the configuration expects that the
+    weights lack (left random) or one the weights hold that the configuration has no place for (dropped) is a
+    one-line :class:`ModelError` (an edited ``num_hidden_layers``, weights of another model)."""
+    missing, unused = sorted(info.get("missing_keys") or []), sorted(info.get("unexpected_keys") or [])
+    problems = [
+        f"{len(names)} tensor(s) {what} (first: {names[0]})"
+        for names, what in ((missing, "that config.json asks for are missing from the weights"),
+                            (unused, "of the weights are not used by config.json"))
+        if names
+    ]  # fmt: skip
+    if problems:
+        raise ModelError(
+            f"the {role} {name} does not match its config.json: {'; '.join(problems)}",
+            "restore the config.json it was saved with, or save the model again",
+        )
 
 
 def set_attention(model: PreTrainedModel, implementation: str) -> None:

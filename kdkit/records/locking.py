@@ -4,8 +4,10 @@
 holder's PID into it. The kernel releases the lock when the holder exits, however it exits (``kill -9``
 included), so a lock never goes stale; the file is removed on release. A second process asking for the lock
 gets a :class:`~kdkit.errors.ConfigError` naming the holder's PID, or waits for it with ``wait=True``.
-Locks are re-entrant within a process (the default teacher's folder is locked by ``ensure_teacher`` and again
-by the fine-tune it starts). Where ``fcntl`` is missing (Windows), locking is a no-op.
+The lock file is created exclusively and never opened through a link
+(:func:`kdkit.records.safe_paths.open_lock_file`). Locks are re-entrant within a process (the default teacher's
+folder is locked by ``ensure_teacher`` and again by the fine-tune it starts). Where ``fcntl`` is missing (Windows),
+locking is a no-op.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from kdkit.errors import ConfigError
+from kdkit.records.safe_paths import open_lock_file
 
 try:
     import fcntl
@@ -62,7 +65,7 @@ class RunLock:
             _HELD[self.path] = (fd, count + 1)
             return
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(self.path)  # never through a link, never another file's second name
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

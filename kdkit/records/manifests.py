@@ -211,9 +211,17 @@ def write_json(path: Path, data: dict[str, Any] | BaseModel) -> None:
     """Write JSON atomically: a temporary file in the same folder, flushed to disk, then renamed over ``path``
     (so a reader sees the old file or the new one, never half of one)."""
     payload = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
-    text = json.dumps(payload, indent=2, default=str) + "\n"
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (see :func:`write_json`); a link at ``path`` is replaced, never written
+    through."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.fchmod(handle, 0o666 & ~umask)  # as a plain write would (mkstemp makes it private)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()

@@ -13,11 +13,10 @@ A finished run directory holds::
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -26,11 +25,22 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-import kdkit
-from kdkit.errors import ConfigError, KdkitError, StorageError, is_disk_full
+from kdkit.errors import ConfigError, KdkitError, NonFiniteLossError, StorageError, is_disk_full
 from kdkit.records.home import make_writable_dir
 from kdkit.records.locking import RunLock
-from kdkit.records.manifests import EXPORT_MANIFEST_FILE, RunStart, digest_paths, read_json, write_json
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE, read_json, write_json, write_text
+from kdkit.records.resume import START_FILE, compare_with_start, start_record
+from kdkit.records.safe_paths import (
+    FILES_RECORD,
+    PARTIAL_MARK,
+    check_no_links,
+    check_not_an_input,
+    check_stale_partial,
+    listed_files,
+    mark_partial,
+    unlisted_files,
+    write_files_record,
+)
 
 
 class Command(str, Enum):
@@ -47,29 +57,14 @@ RUN_FILE = "run.json"
 BEST_DIR = "best"
 LAST_DIR = "last"
 CHECKPOINT_DIR = "checkpoints"
-#: the configuration a run was started with (compared on --resume)
-START_FILE = "start.json"
-#: options that may differ on --resume: they change how a run is shown or stored, not what it computes
-HARMLESS_ON_RESUME = frozenset(
-    {
-        "output",
-        "overwrite",
-        "resume",
-        "quiet",
-        "training.logging_steps",
-        "training.dataloader_workers",
-        "training.keep_checkpoints",
-        "training.eval_batch_size",
-        "training.term_grad_norm_steps",
-        "training.device",
-    }
-)
-#: data locations compared by the content of their files (a moved file is the same data)
-COMPARED_BY_CONTENT = frozenset({"data.train_file", "data.validation_file", "data.data_dir"})
 #: what kdkit writes in a run folder (an export made into the run, ``onnx/``, is recognised by its own record)
-RUN_ENTRIES = frozenset({BEST_DIR, LAST_DIR, RUN_FILE, "config.yaml", CHECKPOINT_DIR, START_FILE, "tensorboard"})
+RUN_ENTRIES = frozenset(
+    {BEST_DIR, LAST_DIR, RUN_FILE, "config.yaml", CHECKPOINT_DIR, START_FILE, "tensorboard", FILES_RECORD}
+)
 #: what kdkit writes in an export folder besides the tokenizer's files
-EXPORT_ENTRIES = frozenset({EXPORT_MANIFEST_FILE, "README.md", "training_curves.svg", "config.json", "onnx"})
+EXPORT_ENTRIES = frozenset(
+    {EXPORT_MANIFEST_FILE, "README.md", "training_curves.svg", "config.json", "onnx", FILES_RECORD}
+)
 #: the web page folder 'kdkit web' writes inside an export (recognised by its own record, kdkit_web.json)
 EXPORT_WEB_DIR = "web"
 TOKENIZER_PREFIXES = ("tokenizer", "vocab", "merges", "special_tokens_map", "added_tokens", "spm", "sentencepiece")
@@ -92,25 +87,43 @@ def take_unfinished() -> list[Path]:
 class RunDirectory:
     """The working and final locations of one run.
 
+    Every check of :mod:`kdkit.records.safe_paths` is made here: the output is none of ``inputs``, no link is
+    written through, and only what kdkit wrote is replaced.
+
     Args:
         final: where the finished run goes.
         overwrite: replace an existing finished run at ``final``.
         resume: continue from ``<final>.partial``.
+        inputs: ``{role: path}`` of what the command reads (the teacher, the model, the data): never written over.
+        may_hold_output: the roles of ``inputs`` whose folder may hold the output (an export inside its run).
     """
 
-    def __init__(self, final: Path, *, overwrite: bool = False, resume: bool = False) -> None:
+    def __init__(
+        self,
+        final: Path,
+        *,
+        overwrite: bool = False,
+        resume: bool = False,
+        inputs: Mapping[str, str | Path | None] | None = None,
+        may_hold_output: Collection[str] = (),
+    ) -> None:
         self.final = final.expanduser().absolute()
         self.work = self.final.with_name(self.final.name + ".partial")
         self.overwrite = overwrite
         self.resume = resume
+        self.inputs = dict(inputs or {})
+        self.may_hold_output = frozenset(may_hold_output)
         #: set by the training code once training proper starts: from then on a failed run is kept
         self.training_started = False
         self._opened = False
+        self._lock: RunLock | None = None  # a one-go output's (start_fresh), released by commit or discard
 
     def check(self) -> None:
         """Fail early (before any expensive work) if the run could not be written where asked."""
-        self._check_final()
-        if is_main_process() and self.work.exists() and not self.resume:
+        self.check_output()
+        if is_main_process() and self.resume and self.work.is_symlink():
+            check_no_links(self.work)
+        if is_main_process() and (self.work.exists() or self.work.is_symlink()) and not self.resume:
             raise ConfigError(
                 f"an unfinished run exists at {self.work}",
                 "pass --resume to continue it, or delete it to start again",
@@ -140,8 +153,9 @@ class RunDirectory:
         try:
             self.check()
             if main:
-                record = _start_record(command, config, data_files or {})
+                record = start_record(command.value, config, data_files or {})
                 if self.resume:
+                    check_no_links(self.work, fix=f"remove the link, or delete {self.work} to start again")
                     compare_with_start(self.work, record)
                 else:
                     self.work.mkdir()
@@ -158,6 +172,9 @@ class RunDirectory:
                 shutil.rmtree(self.work, ignore_errors=True)
             if (kept and isinstance(exc, StorageError)) or (is_disk_full(exc) and not isinstance(exc, StorageError)):
                 raise self._disk_full(exc, kept=kept) from None
+            if kept and isinstance(exc, NonFiniteLossError) and main:
+                how = f"delete {self.work} first (--resume would repeat the same steps), or pass another --output"
+                raise NonFiniteLossError(exc.problem, f"{exc.fix}, and start again: {how}") from None
             raise  # a StorageError of a nested run (the default teacher's) already says what it kept
         finally:
             if lock is not None:
@@ -193,6 +210,11 @@ class RunDirectory:
         self._make_parent()
         self.work.mkdir(exist_ok=True)
 
+    def check_output(self) -> None:
+        """The output is none of the command's inputs, and an existing one may be replaced."""
+        check_not_an_input(self.final, self.inputs, may_hold_output=self.may_hold_output)
+        self._check_final()
+
     def _check_final(self) -> None:
         """An existing output is replaced only with ``--overwrite``, and only if kdkit wrote it."""
         if not (self.final.exists() or self.final.is_symlink()):
@@ -204,47 +226,73 @@ class RunDirectory:
         check_replaceable(self.final)
 
     def start_fresh(self) -> None:
-        """For an output written in one go (an export, not resumable): check the final location, remove a stale
-        ``<output>.partial`` (a failed earlier attempt of ours, never a result) and create it empty."""
-        self._check_final()
+        """For an output written in one go (an export, a page; not resumable): take the output's lock (the one
+        training takes), check the final location, remove a stale ``<output>.partial`` (only one kdkit marked: a
+        failed earlier attempt of ours) and create it, marked. :meth:`commit` or :meth:`discard` release the lock."""
+        self.check_output()
         self._make_parent()
+        self._lock = RunLock(self.final)
+        self._lock.acquire()
         try:
+            self._check_final()
+            check_stale_partial(self.work)
             if self.work.exists():
                 shutil.rmtree(self.work)
             self.work.mkdir()
+            mark_partial(self.work)
         except OSError as exc:
+            self._release()
             raise ConfigError(
                 f"output location {self.final.parent} is not writable ({exc.strerror or exc})",
                 "choose a writable --output",
             ) from None
+        except BaseException:
+            self._release()
+            raise
         self._opened = True
 
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def discard(self) -> None:
-        """Remove the working directory (a failed one-go output leaves nothing behind)."""
-        shutil.rmtree(self.work, ignore_errors=True)
+        """Remove the working directory (a failed one-go output leaves nothing behind); release its lock."""
+        try:
+            if not self.work.is_symlink():
+                shutil.rmtree(self.work, ignore_errors=True)
+        finally:
+            self._release()
 
     @property
     def checkpoints(self) -> Path:
         return self.work / CHECKPOINT_DIR
 
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        (self.work / name).write_text(json.dumps(data, indent=2, default=str) + "\n")
+        write_json(self.work / name, data)  # atomic: a link there is replaced, not written through
 
     def write_yaml(self, name: str, data: dict[str, Any]) -> None:
-        (self.work / name).write_text(yaml.safe_dump(data, sort_keys=False))
+        write_text(self.work / name, yaml.safe_dump(data, sort_keys=False))
 
     def commit(self, *, keep_checkpoints: bool = False) -> Path:
-        """Rename the working directory to its final name; returns the final path."""
-        if not keep_checkpoints and self.checkpoints.exists():
-            shutil.rmtree(self.checkpoints)
-        self._check_final()  # again: files may have appeared there while the run trained (the work is kept)
-        if self.final.exists():
-            trash = self.final.with_name(self.final.name + f".old-{uuid.uuid4().hex[:8]}")
-            self.final.rename(trash)
-            self.work.rename(self.final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            self.work.rename(self.final)
+        """List the working directory's files (:data:`~kdkit.records.safe_paths.FILES_RECORD`) and rename it to
+        its final name; returns the final path. A link in it (put there while the run trained) is refused."""
+        try:
+            check_no_links(self.work, fix=f"remove the link; the unfinished run is kept in {self.work}")
+            if not keep_checkpoints and self.checkpoints.exists():
+                shutil.rmtree(self.checkpoints)
+            (self.work / PARTIAL_MARK).unlink(missing_ok=True)
+            write_files_record(self.work)
+            self._check_final()  # again: files may have appeared there while the run trained (the work is kept)
+            if self.final.exists():
+                trash = self.final.with_name(self.final.name + f".old-{uuid.uuid4().hex[:8]}")
+                self.final.rename(trash)
+                self.work.rename(self.final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                self.work.rename(self.final)
+        finally:
+            self._release()
         return self.final
 
 
@@ -253,7 +301,8 @@ class RunDirectory:
 
 def check_replaceable(path: Path) -> None:
     """``--overwrite`` replaces only what kdkit wrote: an empty folder, a finished run (``run.json``), an export
-    (``kdkit_export.json``) or a web page (``kdkit_web.json``) that holds nothing else. Anything else (a file, the
+    (``kdkit_export.json``) or a web page (``kdkit_web.json``) that holds nothing else, at any depth (the folder's
+    :data:`~kdkit.records.safe_paths.FILES_RECORD` lists what kdkit wrote) and no link. Anything else (a file, the
     current folder or one above it, a folder of other files) is a one-line :class:`ConfigError` naming what is
     there; nothing is touched."""
     keep = "--overwrite replaces only what kdkit wrote: choose another --output"
@@ -273,7 +322,7 @@ def check_replaceable(path: Path) -> None:
             f"--overwrite would replace {path}, which is not a kdkit run or export (it holds {_listing(entries)})",
             keep + ", or move those files away",
         )
-    foreign = [name for name in entries if not _written_by_kdkit(path, kind, name)]
+    foreign = _foreign_files(path, kind)
     if foreign:
         raise ConfigError(
             f"--overwrite would replace the kdkit {kind} {path}, which also holds {_listing(foreign)} "
@@ -304,6 +353,24 @@ def kdkit_output_kind(path: Path) -> str | None:
     return None
 
 
+def _foreign_files(folder: Path, kind: str) -> list[str]:
+    """What the kdkit output ``folder`` of ``kind`` holds that kdkit did not write: a link anywhere; at the top
+    level, a name kdkit never writes there; deeper, a file its file list does not name (a folder of an older kdkit
+    has no list: only its top level is known). A kdkit output inside it (an export in a run, a page in an export)
+    is checked against its own list."""
+    listed = listed_files(folder)
+    foreign: list[str] = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if entry.is_symlink() or not _written_by_kdkit(folder, kind, name):
+            foreign.append(name)
+        elif entry.is_dir() and name in ("onnx", EXPORT_WEB_DIR) and (inner := kdkit_output_kind(entry)):
+            foreign += [f"{name}/{file}" for file in _foreign_files(entry, inner)]
+        elif listed is not None and entry.is_dir():
+            foreign += unlisted_files(folder, name, listed)
+    return foreign
+
+
 def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
     if kind == "run":
         return name in RUN_ENTRIES or (name == "onnx" and kdkit_output_kind(folder / name) == "export")
@@ -324,63 +391,6 @@ def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
 def _listing(names: list[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-# -- what a run was started with ------------------------------------------------------------------------
-
-
-def _start_record(command: Command, config: BaseModel, data_files: dict[str, Path]) -> RunStart:
-    return RunStart(
-        kdkit_version=kdkit.__version__,
-        command=command.value,
-        config=config.model_dump(mode="json"),
-        data_files=digest_paths(data_files),
-    )
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value and key != "options":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_differences(started: RunStart, now: RunStart) -> list[str]:
-    """``name: old -> new`` for every option (and data file) that differs and would change the run."""
-    old, new = _flatten(started.config), _flatten(now.config)
-    changed = [
-        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
-        for key in sorted(set(old) | set(new))
-        if key not in HARMLESS_ON_RESUME | COMPARED_BY_CONTENT and old.get(key) != new.get(key)
-    ]
-    if started.command != now.command:
-        changed.insert(0, f"command: {started.command} -> {now.command}")
-    for name in sorted(set(started.data_files) | set(now.data_files)):
-        if started.data_files.get(name) != now.data_files.get(name):
-            changed.append(f"the content of data.{name} changed")
-    return changed
-
-
-def compare_with_start(work: Path, now: RunStart) -> None:
-    """Refuse to resume ``work`` with options that would change the run (listing them)."""
-    path = work / START_FILE
-    if not path.is_file():
-        raise ConfigError(
-            f"cannot check that --resume continues the same run: {work} has no {START_FILE} "
-            "(an older kdkit started it)",
-            "delete it to start again",
-        )
-    started = read_json(path, RunStart, what="the run record", fix=f"delete {work} to start again", error=ConfigError)
-    changed = config_differences(started, now)
-    if changed:
-        raise ConfigError(
-            f"--resume with options that differ from the interrupted run's ({'; '.join(changed)})",
-            f"resume with the options it was started with (recorded in {path}), or start a new run "
-            "with another --output",
-        )
 
 
 # -- finding models -------------------------------------------------------------------------------------

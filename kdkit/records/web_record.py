@@ -16,12 +16,13 @@ from typing import Literal
 from pydantic import Field
 
 from kdkit.records.manifests import ExportExample, ExportTask, FileEntry, _Record
+from kdkit.records.safe_paths import FILES_RECORD
 
 WEB_RECORD_FILE = "kdkit_web.json"
 #: layout version of the record
 WEB_FORMAT = 1
 #: what kdkit writes in a page folder
-WEB_ENTRIES = frozenset({WEB_RECORD_FILE, "index.html", "app.js", "style.css", "model", "vendor"})
+WEB_ENTRIES = frozenset({WEB_RECORD_FILE, "index.html", "app.js", "style.css", "model", "vendor", FILES_RECORD})
 
 
 class WebModel(_Record):

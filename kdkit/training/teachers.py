@@ -41,8 +41,9 @@ from kdkit.models.saving import read_task_file, verify_saved_model
 from kdkit.records.home import home_dir, kdkit_home
 from kdkit.records.locking import RunLock
 from kdkit.records.manifests import TASK_FILE, TeacherRecord, digest_paths, read_json, write_json
+from kdkit.records.resume import HARMLESS_ON_RESUME
 from kdkit.records.run_summary import RunSummary
-from kdkit.records.runs import BEST_DIR, HARMLESS_ON_RESUME, RUN_FILE, is_main_process, resolve_model_dir
+from kdkit.records.runs import BEST_DIR, RUN_FILE, is_main_process, resolve_model_dir
 from kdkit.training import teacher_budget
 from kdkit.training.job import RunResult
 

@@ -30,7 +30,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kdkit.data.batching import MODEL_INPUTS, TEACHER_PREFIX, ColumnarDataset
 from kdkit.data.metrics import compute_metrics
-from kdkit.errors import TrainingError
+from kdkit.errors import NonFiniteLossError, TrainingError
 from kdkit.losses.base import Batch, DistillationLoss, LossContext
 from kdkit.losses.formulas import task_loss
 from kdkit.training.loss_modules import LossModulesMixin
@@ -182,9 +182,8 @@ class DistillationTrainer(LossModulesMixin, Trainer):
     @staticmethod
     def _raise_non_finite(step: int, terms: dict[str, float]) -> None:
         bad = ", ".join(f"{name}={value:.4g}" for name, value in terms.items())
-        raise TrainingError(
-            f"the loss became non-finite at step {step} ({bad})",
-            "lower --learning-rate, use fp32, or check the data; the unfinished run is kept for --resume",
+        raise NonFiniteLossError(  # the run directory adds where the unfinished run is and how to start again
+            f"the loss became non-finite at step {step} ({bad})", "lower --learning-rate, use fp32, or check the data"
         )
 
     def train(self, *args: Any, **kwargs: Any) -> Any:

@@ -23,12 +23,15 @@ import functools
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from tokenizers import Tokenizer
 
@@ -38,6 +41,7 @@ from kdkit.export.manifest import ExportExample
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, ExportManifest, check_files, describe_files, read_json
 from kdkit.records.provenance import resolve_export_dir
 from kdkit.records.runs import RunDirectory, kdkit_output_kind
+from kdkit.records.safe_paths import PARTIAL_MARK, find_link
 from kdkit.records.web_record import WEB_RECORD_FILE, WebRecord
 from kdkit.web.occlusion import OCCLUSION_BATCH, occlusion_token, special_ids
 from kdkit.web.runtime import JsRuntime, find_runtime
@@ -105,9 +109,10 @@ def make_page(
     )
     models = _chosen_models(export_dir, manifest, precision)
     runtime = find_runtime(node_modules, cdn=cdn)
-    out = RunDirectory(output or default_output(export_dir), overwrite=overwrite)
-    if out.final.resolve() in (export_dir.resolve(), *export_dir.resolve().parents):
-        raise ConfigError(f"--output {out.final} would replace the export itself", "choose another --output")
+    inputs = {"export": export_dir, "JavaScript runtime": node_modules}
+    out = RunDirectory(
+        output or default_output(export_dir), overwrite=overwrite, inputs=inputs, may_hold_output=["export"]
+    )
     out.start_fresh()
     try:
         record = _write_page(out.work, export_dir, manifest, models, runtime)
@@ -180,7 +185,7 @@ def _write_page(
             },
             "examples": [ExportExample.model_validate(e).model_dump(exclude_none=True) for e in examples],
             "runtime": runtime.page_settings(),
-            "files": describe_files(work),
+            "files": describe_files(work, exclude=(PARTIAL_MARK,)),
         }
     )
     # a plain write (the folder is renamed into place only when complete): its permissions follow the umask like
@@ -191,13 +196,9 @@ def _write_page(
 
 
 def _place(source: Path, target: Path) -> None:
-    """``target`` as a copy of ``source``: a hard link where the file system allows (no second copy of a model on
-    disk; a zip, an upload or ``cp -r`` still see plain files), else a copy."""
+    """``target`` as a copy of ``source`` (never a hard link: editing the page's copy must not edit the export)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
+    shutil.copyfile(source, target)
 
 
 # -- serving ------------------------------------------------------------------------------------------------
@@ -209,33 +210,103 @@ def read_page(directory: Path) -> WebRecord:
     if kdkit_output_kind(directory) != "web":
         raise ModelError(f"{directory} is not a page folder written by 'kdkit web'", "make one with 'kdkit web EXPORT'")
     record = read_json(directory / WEB_RECORD_FILE, WebRecord, what="the page record", fix="make the page again")
+    link = find_link(directory)
+    if link is not None:
+        raise ModelError(f"the page in {directory} holds {link}, which is a link (to {os.readlink(link)})",
+                         "remove it (kdkit serves no link), or make the page again with --overwrite")  # fmt: skip
     problem = check_files(directory, record.files, checksums=False)
     if problem is not None:
         raise ModelError(f"the page in {directory} is incomplete: {problem.message}", "make it again with --overwrite")
     return record
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
+#: the names a browser may use for a server bound to the loopback address (any other Host header is refused:
+#: a page of another site whose name resolves here, DNS rebinding, gets nothing)
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+
+
+class _PageHandler(SimpleHTTPRequestHandler):
+    """Serves the files the page's record lists (``/`` is ``index.html``) and nothing else: no listing, no link
+    followed, no other Host; one line per request to ``log``; a client that goes away ends its request quietly."""
+
+    files: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+    log: Callable[[str], None] = staticmethod(lambda _line: None)
+
+    def send_head(self) -> Any:
+        name = unquote(urlsplit(self.path).path).lstrip("/") or "index.html"
+        host = (self.headers.get("Host") or "").strip().lower()
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if host and hostname not in self.hosts:
+            self.send_error(HTTPStatus.MISDIRECTED_REQUEST, "unknown Host")
+            return None
+        if name not in self.files or _through_link(Path(self.directory), name):
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        return super().send_head()
+
+    def list_directory(self, path: Any) -> Any:
+        self.send_error(HTTPStatus.NOT_FOUND)
+        return None
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.log(f"{self.command} {self.path} {int(code) if str(code).isdigit() else code}")
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-def make_server(directory: Path, port: int = 8000, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    """An HTTP server for a page folder (the handler of ``python -m http.server``), not yet serving; port 0 picks
-    a free one (``server.server_address``)."""
-    read_page(directory)
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+def _through_link(root: Path, name: str) -> bool:
+    """Whether ``root / name`` is a link or lies below one (inside the page folder)."""
+    path = root
+    for part in Path(name).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
+class _PageServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away is no error
+            super().handle_error(request, client_address)
+
+
+def check_port(port: int) -> None:
+    """A port number (0: any free one), else one line."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port} is not a port number", "pass a port from 1 to 65535 (0: any free one)")
+
+
+def make_server(
+    directory: Path, port: int = 8000, host: str = "127.0.0.1", log: Callable[[str], None] | None = None
+) -> ThreadingHTTPServer:
+    """An HTTP server for a page folder, not yet serving; port 0 picks a free one (``server.server_address``);
+    ``log`` gets one line per request (method, path, status)."""
+    record = read_page(directory)
+    check_port(port)
+    attributes = {
+        "files": frozenset([*record.files, WEB_RECORD_FILE]),
+        "hosts": LOOPBACK_NAMES | {host.lower()} if host in LOOPBACK_NAMES else frozenset({host.lower()}),
+        "log": staticmethod(log or (lambda _line: None)),
+    }
+    handler = functools.partial(type("PageHandler", (_PageHandler,), attributes), directory=str(directory))
     try:
-        return ThreadingHTTPServer((host, port), handler)
+        return _PageServer((host, port), handler)
     except OSError as exc:
         raise ConfigError(f"cannot serve on {host}:{port} ({exc.strerror or exc})", "pass another --port") from None
 
 
 def serve(
-    directory: Path, port: int = 8000, host: str = "127.0.0.1", ready: Callable[[str], None] | None = None
+    directory: Path,
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    ready: Callable[[str], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve a page folder until interrupted; ``ready`` is called with the page's address once it listens."""
-    with make_server(directory, port, host) as server:
+    """Serve a page folder until interrupted; ``ready`` is called with the page's address once it listens, ``log``
+    with one line per request."""
+    with make_server(directory, port, host, log) as server:
         if ready is not None:
             ready(f"http://{host}:{server.server_address[1]}/")
         server.serve_forever()

@@ -15,6 +15,7 @@ from kdkit.export.manifest import ExportRecord
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, read_json
 from kdkit.records.run_summary import RunSummary
 from kdkit.records.runs import RUN_FILE, RunDirectory
+from kdkit.records.safe_paths import PARTIAL_MARK, mark_partial
 from kdkit.training.precision import cpu_bf16_features, resolve_precision
 
 
@@ -92,9 +93,10 @@ def test_a_bad_parity_case_is_rejected() -> None:
 def test_a_one_go_output_replaces_a_stale_partial_and_is_renamed_on_commit(tmp_path: Path) -> None:
     output = RunDirectory(tmp_path / "onnx")
     output.work.mkdir()
+    mark_partial(output.work)  # a failed export of kdkit's
     (output.work / "stale.onnx").write_text("from a failed export")
     output.start_fresh()
-    assert list(output.work.iterdir()) == []
+    assert [p.name for p in output.work.iterdir()] == [PARTIAL_MARK]
     (output.work / "model.onnx").write_text("new")
     assert output.commit() == tmp_path / "onnx" and (tmp_path / "onnx" / "model.onnx").read_text() == "new"
     with pytest.raises(ConfigError, match="already exists"):

@@ -28,6 +28,7 @@ from kdkit.errors import ConfigError, ModelError
 from kdkit.export.inference import OnnxClassifier
 from kdkit.records.manifests import ExportManifest, file_sha256
 from kdkit.records.runs import RunDirectory, check_replaceable
+from kdkit.records.safe_paths import FILES_RECORD
 from kdkit.records.web_record import WEB_RECORD_FILE
 from kdkit.web.occlusion import OCCLUSION_BATCH, occlude, occlusion_token, special_ids
 from kdkit.web.page import ASSETS, PAGE_FILES, Precisions, make_page, make_server, read_page
@@ -80,7 +81,7 @@ def test_an_export_records_a_few_example_inputs_of_its_validation_data(tiny_expo
 def test_the_page_folder_holds_the_page_the_model_and_the_javascript(page: Path, tiny_export: Path):
     files = sorted(p.relative_to(page).as_posix() for p in page.rglob("*") if p.is_file())
     assert files == sorted([
-        *PAGE_FILES, WEB_RECORD_FILE,
+        *PAGE_FILES, WEB_RECORD_FILE, FILES_RECORD,
         "model/config.json", "model/tokenizer.json", "model/tokenizer_config.json",
         "model/onnx/model_quantized.onnx", "model/onnx/model.onnx",
         "vendor/transformers.min.js", *(f"vendor/{name}" for name in WASM_FILES),
@@ -168,7 +169,7 @@ def test_an_export_holding_its_page_is_still_replaceable_but_not_with_a_foreign_
     (export / "web" / "index.html").write_text("my page")
     with pytest.raises(ConfigError, match=r"also holds web \(not written by kdkit\)"):
         RunDirectory(export, overwrite=True).start_fresh()
-    with pytest.raises(ConfigError, match="would replace the export itself"):
+    with pytest.raises(ConfigError, match="would replace the export "):
         make_page(export, export, overwrite=True, cdn=True)
 
 
@@ -301,3 +302,69 @@ def test_the_checkouts_npm_install_is_looked_for_in_clients_js():
 
     assert CHECKOUT_NODE_MODULES == REPO / "clients" / "js" / "node_modules"
     assert (CHECKOUT_NODE_MODULES.parent / "package.json").is_file()
+
+
+# -- issue 29: the server serves the page's own files only ----------------------------------------------------------
+
+
+def _get(port: int, path: str, host: str | None = None) -> int:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", path, headers={"Host": host} if host else {})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status
+
+
+def test_the_server_serves_only_the_pages_files_and_logs_each_request(page: Path, tmp_path: Path):
+    copy = Path(shutil.copytree(page, tmp_path / "web"))
+    (copy / "notes.txt").write_text("not the page's")
+    lines: list[str] = []
+    with make_server(copy, port=0, log=lines.append) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        (copy / "style.css").unlink()
+        (copy / "style.css").symlink_to("/etc/passwd")  # a link put in the page folder while it is served
+        port = server.server_address[1]
+        assert _get(port, "/") == 200 and _get(port, "/app.js?x=1") == 200
+        assert _get(port, "/model/") == 404 and _get(port, "/vendor") == 404  # no listing
+        assert _get(port, "/style.css") == 404 and _get(port, "/notes.txt") == 404  # no link, no other file
+        assert _get(port, "/../../etc/passwd") == 404
+        assert _get(port, "/", host="evil.example:8000") == 421  # DNS rebinding
+        assert _get(port, "/", host=f"localhost:{port}") == 200
+        server.shutdown()
+    assert lines[:3] == ["GET / 200", "GET /app.js?x=1 200", "GET /model/ 404"]
+    assert len(lines) == 9
+    with pytest.raises(ModelError, match=r"web/style.css, which is a link \(to /etc/passwd\)"):
+        make_server(copy)  # a page with a link in it is not served at all
+
+
+def test_a_client_that_disconnects_during_a_download_is_no_traceback(page: Path, capfd: pytest.CaptureFixture[str]):
+    import socket
+    import struct
+
+    with make_server(page, port=0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=10)
+            client.sendall(b"GET /model/onnx/model.onnx HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            client.recv(64)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not close
+            client.close()
+        assert _get(server.server_address[1], "/") == 200
+        server.shutdown()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_port_out_of_range_is_one_line(page: Path):
+    result = CliRunner().invoke(app, ["web", str(page.parent), "--serve", "--port", "80000"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--port 80000 is not a port number" in result.output
+
+
+def test_the_page_holds_copies_not_hard_links_of_the_export(page: Path):
+    export = page.parent
+    for name in ("onnx/model.onnx", "tokenizer.json", "config.json"):
+        copied, original = (page / "model" / name).stat(), (export / name).stat()
+        assert copied.st_ino != original.st_ino and copied.st_nlink == 1
