@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from datasets import Dataset
 from pydantic import BaseModel
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,9 +39,10 @@ from kdkit.config import (
 from kdkit.data.batching import DistillationCollator
 from kdkit.data.checks import glue_name_warning
 from kdkit.data.loading import RawData, load_raw
-from kdkit.data.sources import data_files, given_paths, record_paths
+from kdkit.data.sources import data_files, given_paths, record_paths, transfer_data_files
 from kdkit.data.tasks import TaskSpec
-from kdkit.data.tokenizing import load_task_data, tokenize_data
+from kdkit.data.tokenizing import add_unlabelled, load_task_data, tokenize_data
+from kdkit.data.transfer import load_transfer
 from kdkit.errors import ConfigError, KdkitWarning
 from kdkit.losses.base import DistillationLoss
 from kdkit.losses.composite import build_loss, loss_parts
@@ -92,8 +94,12 @@ ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 
 def _recorded(config: ConfigT) -> ConfigT:
-    """``config`` with its data paths made absolute (:func:`kdkit.data.sources.record_paths`)."""
-    return config.model_copy(update={"data": record_paths(config.data)})
+    """``config`` with its data paths made absolute (:func:`kdkit.data.sources.record_paths`; a distillation's
+    transfer files too)."""
+    update: dict[str, Any] = {"data": record_paths(config.data)}
+    if isinstance(config, DistillConfig) and config.transfer_files:
+        update["transfer_files"] = [str(Path(path).expanduser().absolute()) for path in config.transfer_files]
+    return config.model_copy(update=update)
 
 
 def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = None) -> DistillConfig:
@@ -185,12 +191,25 @@ def distill(
     options = resolve_options(session.plugins, config)
     tracking.check_installed(config.training.report_to)
     raw = load_raw(config.data)  # once: bad data fails before a teacher is fine-tuned for it
+    transfer = _load_transfer(config, loss_cls, raw.task)
     check_options_used(session.plugins, config, options, raw.task)
     _check_models(config, loss_cls, raw.task)
     output = config.output or default_output(config.data.task_name, loss_cls.name)
     run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume)
-    with run_dir.open(Command.DISTILL, config, data_files(config.data)):
-        return train(_distill_job(config, loss_cls, options, raw, run_dir, session))
+    files = {**data_files(config.data), **transfer_data_files(config.transfer_files)}
+    with run_dir.open(Command.DISTILL, config, files):
+        return train(_distill_job(config, loss_cls, options, raw, run_dir, session, transfer))
+
+
+def _load_transfer(config: DistillConfig, loss_cls: type[DistillationLoss], task: TaskSpec) -> Dataset | None:
+    """The transfer files' texts (:mod:`kdkit.data.transfer`), refused with a loss that uses no teacher."""
+    if config.transfer_files and not loss_cls.needs.teacher:
+        raise ConfigError(
+            f"--transfer-file given with the '{loss_cls.name}' loss, which uses no teacher: transfer examples have no "
+            "labels, so nothing would be learnt from them",
+            "use a loss with a teacher (kd, adkd ...), or drop --transfer-file",
+        )
+    return load_transfer([Path(path) for path in config.transfer_files], task, config.data)
 
 
 def _needs_teacher(config: DistillConfig, loss_cls: type[DistillationLoss]) -> bool:
@@ -220,15 +239,19 @@ def _distill_job(
     raw: RawData,
     run_dir: RunDirectory,
     session: _Session,
+    transfer: Dataset | None = None,
 ) -> TrainingJob:
-    """The distillation's job: the teacher (given, cached or fine-tuned now), the tokenised data, the student
-    and the loss built with its options (and those of the providers it uses, recorded in run.json)."""
+    """The distillation's job: the teacher (given, cached or fine-tuned now), the tokenised data (with the
+    ``transfer`` texts, unlabelled), the student and the loss built with its options (and those of the providers
+    it uses, recorded in run.json)."""
     needs = loss_cls.needs
     teacher_path = None
     if _needs_teacher(config, loss_cls):
         teacher_path = ensure_teacher(config, plugins=session.plugins, console=session.console, data=raw)
     tokenizer = load_tokenizer(teacher_path or str(config.student))
     task_data = tokenize_data(raw, tokenizer, config.data)
+    if transfer is not None:
+        task_data = add_unlabelled(task_data, transfer, tokenizer, config.data)
     teacher = _load_teacher(teacher_path, config, tokenizer, raw.task, needs.teacher_attention)
     student = _build_student(config, teacher, tokenizer, raw.task, needs.student_attention)
     loss = build_loss(loss_cls, options, raw.task)
@@ -253,6 +276,7 @@ def _distill_job(
             "student": str(config.student),
             "teacher_parameters": count_parameters(teacher) if teacher is not None else None,
             "data_given": session.given,
+            "examples": {"labelled": len(raw.train or ()), "transfer": len(transfer or ()), "augmented": 0},
         },
     )
 

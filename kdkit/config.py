@@ -231,11 +231,21 @@ class DistillConfig(RunConfig):
         default_factory=dict, description="component options: {name: {option: value}}"
     )
     teacher_cache: bool = Field(True, description="cache teacher signals on disk (else compute every step)")
+    transfer_files: list[str] = Field(
+        default_factory=list,
+        description="unlabelled texts the teacher labels, added to the training set: .txt (one text a line), "
+        "CSV, TSV, JSON or JSONL with the text column(s) of the training data",
+    )
 
     @field_validator("loss", mode="before")
     @classmethod
     def _join_losses(cls, value: Any) -> Any:
         return loss_name(value)
+
+    @field_validator("transfer_files", mode="before")
+    @classmethod
+    def _one_or_more_files(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, Path)) else value
 
 
 # -- the loss's name: one loss, or the losses of a composite joined by "+" ----------------------------------

@@ -37,6 +37,7 @@ from kdkit.losses.attention import attention_dropout_off
 from kdkit.losses.base import Batch, DistillationLoss, LossContext, LossNeeds, PresetFunction, ProviderFactory
 from kdkit.losses.formulas import (
     annealed_temperature,
+    labelled,
     soft_distillation_loss,
     step_temperature,
     supervised_term,
@@ -73,6 +74,7 @@ __all__ = [
     "embedding_block",
     "hidden_size",
     "hookimpl",
+    "labelled",
     "layer_block",
     "layer_list",
     "layer_pairs",

@@ -125,6 +125,7 @@ def data_section(facts: Facts) -> str:
             str((s.get("train") or {}).get("examples", "?"))
             + (f" (first {data['max_train_samples']})" if data.get("max_train_samples") else ""),
         ],
+        *_sources_row(s),
         [
             "evaluated on",
             f"held-out {100 * float(data['holdout_fraction']):g}% of train"
@@ -134,6 +135,20 @@ def data_section(facts: Facts) -> str:
         ["max length", f"{data.get('max_length', '?')} tokens (longer inputs are truncated)"],
     ]
     return "## Data\n\n" + _table(["", ""], rows)
+
+
+def _sources_row(summary: dict[str, Any]) -> list[list[str]]:
+    """The training examples by source, when a distillation added some without labels (run.json's ``examples``)."""
+    counts = summary.get("examples") or {}
+    if not counts.get("transfer") and not counts.get("augmented"):
+        return []
+    teacher = summary.get("soft_labels") or "the teacher"
+    parts = [
+        f"{counts.get('labelled', 0)} labelled",
+        f"{counts.get('transfer', 0)} transfer",
+        f"{counts.get('augmented', 0)} augmented",
+    ]
+    return [["examples by source", ", ".join(parts) + f" (transfer and augmented ones labelled by {teacher})"]]
 
 
 def results_section(facts: Facts) -> str:

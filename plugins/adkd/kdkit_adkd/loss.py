@@ -40,6 +40,7 @@ from kdkit.plugin_api import (
     PresetFunction,
     TaskSpec,
     TrainingError,
+    labelled,
     num_layers,
     replace_embedding_output,
     step_temperature,
@@ -255,8 +256,9 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         one = torch.ones(1, device=device)
         if self.task.is_regression:
             return torch.zeros(size, 1, dtype=torch.long, device=device), one
-        if self.options.views == "gold":
-            return labels.long().view(-1, 1), one
+        if self.options.views == "gold":  # an example without a label (transfer data): the teacher's prediction
+            gold = torch.where(labelled(self.task, labels), labels.long(), teacher_logits.argmax(dim=-1))
+            return gold.view(-1, 1), one
         if self.options.views == "pred":
             return teacher_logits.argmax(dim=-1).view(-1, 1), one
         classes = int(own_logits.shape[-1])

@@ -1,0 +1,112 @@
+"""Transfer data in training (issue 27): the teacher-signal cache covers transfer examples and its key follows them,
+the teacher-only terms train on them, and a tiny distillation with a transfer file runs through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from typer.testing import CliRunner
+
+from kdkit.cli import app
+from kdkit.data.labels import UNLABELLED
+from kdkit.losses.base import Batch, LossContext
+from kdkit.losses.composite import build_loss
+from kdkit.losses.formulas import supervised_term
+from kdkit.models.loading import set_attention
+from kdkit.plugins.manager import PluginManager
+from kdkit.plugins.options import provider_factory
+from kdkit.testing import BINARY_TASK, tiny_classifier
+from kdkit.training.step import step_teacher_signals, student_step_forward
+from kdkit.training.teacher_cache import add_teacher_signals, cache_key
+
+runner = CliRunner()
+
+
+def _rows(lengths: tuple[int, ...], labels: list[int]) -> Dataset:
+    rows = [[2, *range(10, 10 + n), 3] for n in lengths]
+    return Dataset.from_dict(
+        {
+            "input_ids": rows,
+            "attention_mask": [[1] * len(r) for r in rows],
+            "labels": labels,
+            "length": [len(r) for r in rows],
+        }
+    )
+
+
+def test_the_teacher_signal_cache_covers_transfer_examples_and_its_key_follows_them() -> None:
+    manager = PluginManager(autoload=False)
+    teacher = tiny_classifier("bert", num_labels=2)
+    loss = build_loss(manager.loss("kd"), {}, BINARY_TASK)
+    ctx = LossContext(BINARY_TASK, teacher, teacher)
+    labelled_only = _rows((5, 1, 8), [0, 1, 0])
+    with_transfer = _rows((5, 1, 8, 4, 9), [0, 1, 0, UNLABELLED, UNLABELLED])
+    other_transfer = _rows((5, 1, 8, 4, 7), [0, 1, 0, UNLABELLED, UNLABELLED])
+    keys = {cache_key(teacher, d, loss, ctx) for d in (labelled_only, with_transfer, other_transfer)}
+    assert len(keys) == 3
+    signals = add_teacher_signals(with_transfer, loss, ctx, device=torch.device("cpu"), pad_token_id=0)
+    assert len(signals["teacher_logits"]) == 5
+    for row in (3, 4):  # the transfer rows carry the teacher's logits of their own text
+        ids = torch.tensor([with_transfer["input_ids"][row]])
+        with torch.no_grad():
+            expected = teacher(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        assert torch.allclose(torch.tensor(signals["teacher_logits"][row]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_name", ["kd", "kd+hidden", "kd+attention", "adkd"])
+def test_teacher_only_terms_train_on_a_batch_without_labels(loss_name: str) -> None:
+    manager = PluginManager(autoload=False, enable=["adkd"])
+    loss_cls = manager.loss(loss_name)
+    teacher, student = tiny_classifier("bert", num_labels=2, seed=1), tiny_classifier("bert", num_labels=2, seed=2)
+    for model in (teacher, student):
+        set_attention(model, "eager")
+    student.train()
+    loss = build_loss(loss_cls, {}, BINARY_TASK)
+    ctx = LossContext(BINARY_TASK, student, teacher, provider_factory=provider_factory(manager.provider, {}))
+    loss.prepare(ctx)
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 14, 3, 0]])
+    batch = Batch({"input_ids": ids, "attention_mask": (ids != 0).long()}, torch.full((2,), UNLABELLED))
+    signals = step_teacher_signals(loss, teacher, batch, {}, ctx)
+    outputs = student_step_forward(student, batch, loss, ctx)
+    terms = loss(batch, outputs.logits, signals, ctx)
+    assert float(terms[supervised_term(BINARY_TASK)].detach()) == 0.0
+    teacher_terms = {name: value for name, value in terms.items() if name != supervised_term(BINARY_TASK)}
+    assert teacher_terms and all(torch.isfinite(value).all() for value in teacher_terms.values())
+    total = sum(teacher_terms.values())
+    assert isinstance(total, torch.Tensor)
+    grads = torch.autograd.grad(total, [p for p in student.parameters() if p.requires_grad], allow_unused=True)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_a_tiny_distillation_with_a_transfer_file_through_the_cli(
+    tmp_path: Path, tiny_teacher: Path, tiny_csv: tuple[Path, Path]
+) -> None:
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(f"good film number {i}" for i in range(40)) + "\n", encoding="utf-8")
+    before = pool.read_bytes()
+    output = tmp_path / "run"
+    args = ["distill", "--teacher", str(tiny_teacher), "--train-file", str(tiny_csv[0])]
+    args += ["--validation-file", str(tiny_csv[1]), "--transfer-file", str(pool), "--max-length", "32"]
+    args += ["--student", "copy:1", "--max-steps", "3", "--batch-size", "16", "--quiet", "--output", str(output)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((output / "run.json").read_text())
+    assert summary["examples"] == {"labelled": 96, "transfer": 40, "augmented": 0}
+    assert summary["train"]["examples"] == 136
+    assert summary["config"]["transfer_files"] == [str(pool)]
+    assert "96 labelled, 40 transfer, 0 augmented" in (output / "best" / "README.md").read_text()
+    assert pool.read_bytes() == before
+
+
+def test_transfer_files_with_the_ce_loss_are_refused(tmp_path: Path, tiny_teacher: Path, tiny_csv) -> None:
+    pool = tmp_path / "pool.txt"
+    pool.write_text("good\n", encoding="utf-8")
+    args = ["distill", "--plugin", "ce", "--teacher", str(tiny_teacher), "--train-file", str(tiny_csv[0])]
+    args += ["--validation-file", str(tiny_csv[1]), "--transfer-file", str(pool), "--output", str(tmp_path / "r")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "uses no teacher" in result.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
