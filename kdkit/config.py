@@ -236,6 +236,11 @@ class DistillConfig(RunConfig):
         description="unlabelled texts the teacher labels, added to the training set: .txt (one text a line), "
         "CSV, TSV, JSON or JSONL with the text column(s) of the training data",
     )
+    soft_labels: Path | None = Field(
+        None,
+        description="a teacher given as a file: JSONL of class probabilities (or top-k log-probabilities) per "
+        "training example, by text or id; no teacher model is loaded",
+    )
 
     @field_validator("loss", mode="before")
     @classmethod

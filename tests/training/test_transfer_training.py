@@ -4,6 +4,7 @@ the teacher-only terms train on them, and a tiny distillation with a transfer fi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,54 @@ def test_transfer_files_with_the_ce_loss_are_refused(tmp_path: Path, tiny_teache
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "uses no teacher" in result.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "r.partial").exists()
+
+
+# -- a teacher given as a file -----------------------------------------------------------------------------------
+
+
+def _soft_label_file(path: Path, rows: int) -> Path:
+    lines = [json.dumps({"id": i, "probs": {"neg": 0.8, "pos": 0.2} if i % 2 else {"pos": 1.0}}) for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_tiny_distillation_from_soft_labels_through_the_cli(
+    tmp_path: Path, tiny_teacher: Path, tiny_csv: tuple[Path, Path]
+) -> None:
+    pool = tmp_path / "pool.txt"
+    pool.write_text("\n".join(f"good film number {i}" for i in range(20)) + "\n", encoding="utf-8")
+    soft = _soft_label_file(tmp_path / "soft.jsonl", 96 + 20)
+    output = tmp_path / "run"
+    args = ["distill", "--soft-labels", str(soft), "--base-model", str(tiny_teacher), "--train-file", str(tiny_csv[0])]
+    args += ["--validation-file", str(tiny_csv[1]), "--transfer-file", str(pool), "--max-length", "32"]
+    args += ["--student", "copy:1", "--max-steps", "3", "--batch-size", "16", "--quiet", "--output", str(output)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((output / "run.json").read_text())
+    assert summary["soft_labels"]["file"] == str(soft) and len(summary["soft_labels"]["sha256"]) == 64
+    assert summary["teacher"] is None and summary["teacher_cache"]["used"] is False
+    assert summary["examples"] == {"labelled": 96, "transfer": 20, "augmented": 0}
+    card = (output / "best" / "README.md").read_text()
+    assert f"soft labels from the file `soft.jsonl` (sha256 `{summary['soft_labels']['sha256']}`)" in card
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--plugin", "adkd"], "the 'adkd' loss needs the teacher's model \\(attr_map\\)"),
+        (["--plugin", "kd", "--plugin", "hidden"], "needs the teacher's model \\(hidden_states\\)"),
+        (["--plugin", "ce"], "which uses no teacher"),
+        (["--teacher", "some/teacher"], "--soft-labels and --teacher both given"),
+    ],
+)
+def test_soft_labels_refuse_what_needs_the_teachers_model(
+    tmp_path: Path, tiny_csv: tuple[Path, Path], extra: list[str], message: str
+) -> None:
+    soft = _soft_label_file(tmp_path / "soft.jsonl", 96)
+    args = ["distill", "--soft-labels", str(soft), "--train-file", str(tiny_csv[0]), "--validation-file"]
+    args += [str(tiny_csv[1]), "--output", str(tmp_path / "r"), *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(message, " ".join(result.stderr.split())), result.stderr
+    assert not (tmp_path / "r.partial").exists()
