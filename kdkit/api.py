@@ -65,7 +65,7 @@ from kdkit.records.runs import Command, RunDirectory, is_main_process
 from kdkit.training import teachers, tracking
 from kdkit.training.arguments import check_compile, resolve_device
 from kdkit.training.evaluation import evaluate_splits
-from kdkit.training.examples import DistillInputs, load_inputs, training_data
+from kdkit.training.examples import DistillInputs, augmented_texts, load_inputs, training_data
 from kdkit.training.job import RunResult, TrainingJob
 from kdkit.training.stage import train
 
@@ -192,7 +192,8 @@ def distill(
     options = resolve_options(session.plugins, config)
     tracking.check_installed(config.training.report_to)
     raw = load_raw(config.data)  # once: bad data fails before a teacher is fine-tuned for it
-    inputs = load_inputs(config, loss_cls, raw)  # transfer texts and soft labels, checked before any work
+    augmenter = session.plugins.augmenter(config.augment) if config.augment else None
+    inputs = load_inputs(config, loss_cls, raw, augmenter)  # transfer texts, soft labels: checked before any work
     check_options_used(session.plugins, config, options, raw.task)
     _check_models(config, loss_cls, raw.task)
     output = config.output or default_output(config.data.task_name, loss_cls.name)
@@ -242,8 +243,12 @@ def _distill_job(
         teacher_path = ensure_teacher(config, plugins=session.plugins, console=session.console, data=raw)
     source = teacher_path or (_soft_label_base(config) if soft is not None else str(config.student))
     tokenizer = load_tokenizer(source)
-    task_data = training_data(inputs, tokenize_data(raw, tokenizer, config.data), tokenizer, config.data)
     teacher = _load_teacher(teacher_path, config, tokenizer, raw.task, needs.teacher_attention)
+    augmented = None
+    if inputs.augmenter is not None:
+        augment_options = options.setdefault(inputs.augmenter.name, inputs.augmenter.Options())  # run.json
+        augmented = augmented_texts(inputs, augment_options, config, tokenizer, teacher)
+    task_data = training_data(inputs, tokenize_data(raw, tokenizer, config.data), tokenizer, config.data, augmented)
     copied = teacher if soft is None or config.student.layers is None else _soft_label_source(config, raw.task)
     student = _build_student(config, copied, tokenizer, raw.task, needs.student_attention)
     loss = build_loss(loss_cls, options, raw.task)
@@ -268,7 +273,7 @@ def _distill_job(
             "student": str(config.student),
             "teacher_parameters": count_parameters(teacher) if teacher is not None else None,
             "data_given": session.given,
-            "examples": inputs.counts(),
+            "examples": inputs.counts(len(augmented or ())),
             **({"soft_labels": soft.record()} if soft is not None else {}),
         },
     )

@@ -231,16 +231,10 @@ class DistillConfig(RunConfig):
         default_factory=dict, description="component options: {name: {option: value}}"
     )
     teacher_cache: bool = Field(True, description="cache teacher signals on disk (else compute every step)")
-    transfer_files: list[str] = Field(
-        default_factory=list,
-        description="unlabelled texts the teacher labels, added to the training set: .txt (one text a line), "
-        "CSV, TSV, JSON or JSONL with the text column(s) of the training data",
-    )
-    soft_labels: Path | None = Field(
-        None,
-        description="a teacher given as a file: JSONL of class probabilities (or top-k log-probabilities) per "
-        "training example, by text or id; no teacher model is loaded",
-    )
+    transfer_files: list[str] = Field(default_factory=list, description="unlabelled texts the teacher labels")
+    soft_labels: Path | None = Field(None, description="the teacher as a JSONL file of class probabilities")
+    augment: str | None = Field(None, description="augmenter (mask, swap, neighbours ...): texts the teacher labels")
+    augment_copies: int = Field(4, ge=1, le=100, description="augmented copies of each labelled training example")
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -249,7 +243,7 @@ class DistillConfig(RunConfig):
 
     @field_validator("transfer_files", mode="before")
     @classmethod
-    def _one_or_more_files(cls, value: Any) -> Any:
+    def _one_or_more_files(cls, value: Any) -> Any:  # a config file's single path
         return [value] if isinstance(value, (str, Path)) else value
 
 

@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from pydantic import BaseModel
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from kdkit.config import DataConfig, DistillConfig
+from kdkit.data.augmentation import AugmentContext, Augmenter, augment_split
 from kdkit.data.batching import TEACHER_PREFIX
 from kdkit.data.loading import RawData
 from kdkit.data.soft_labels import SoftLabels, read_soft_labels
@@ -29,11 +32,14 @@ from kdkit.losses.base import DistillationLoss
 @dataclass(frozen=True)
 class DistillInputs:
     """What a distillation trains on, loaded and checked: the labelled data, the transfer texts (the task's text
-    fields, or ``None``) and the soft labels (or ``None``: the teacher model labels what has no label)."""
+    fields, or ``None``), the soft labels (or ``None``: the teacher model labels what has no label) and the
+    augmenter."""
 
     raw: RawData
     transfer: Dataset | None = None
     soft_labels: SoftLabels | None = None
+    #: the augmenter class of ``--augment`` (built when the teacher is there), or ``None``
+    augmenter: type[Augmenter[Any]] | None = None
 
     def texts(self) -> list[Any]:
         """Each training example's text (a ``(text, pair)`` tuple for sentence pairs): labelled, then transfer."""
@@ -62,6 +68,11 @@ def check_soft_label_loss(config: DistillConfig, loss_cls: type[DistillationLoss
         raise ConfigError(
             f"--soft-labels given with the '{loss_cls.name}' loss, which uses no teacher", "use --plugin kd"
         )
+    if config.augment:
+        raise ConfigError(
+            "--augment given with --soft-labels: no teacher model is there to label the new texts",
+            "drop --augment, or give the teacher model with --teacher instead of --soft-labels",
+        )
     wanted = sorted(needs.token_signals | needs.teacher_outputs)
     if wanted:
         raise ConfigError(
@@ -71,21 +82,50 @@ def check_soft_label_loss(config: DistillConfig, loss_cls: type[DistillationLoss
         )
 
 
-def load_inputs(config: DistillConfig, loss_cls: type[DistillationLoss], raw: RawData) -> DistillInputs:
-    """The transfer texts and the soft labels of ``config``, read and checked (one-line errors) before training."""
-    if config.transfer_files and not loss_cls.needs.teacher:
+def load_inputs(
+    config: DistillConfig,
+    loss_cls: type[DistillationLoss],
+    raw: RawData,
+    augmenter: type[Augmenter[Any]] | None = None,
+) -> DistillInputs:
+    """The transfer texts and the soft labels of ``config``, read and checked (one-line errors) before training;
+    ``augmenter``: the class of ``--augment``."""
+    unlabelled = [
+        flag for flag, given in (("--transfer-file", config.transfer_files), ("--augment", config.augment)) if given
+    ]
+    if unlabelled and not loss_cls.needs.teacher:
         raise ConfigError(
-            f"--transfer-file given with the '{loss_cls.name}' loss, which uses no teacher: transfer examples have no "
+            f"{unlabelled[0]} given with the '{loss_cls.name}' loss, which uses no teacher: its examples have no "
             "labels, so nothing would be learnt from them",
-            "use a loss with a teacher (kd, adkd ...), or drop --transfer-file",
+            f"use a loss with a teacher (kd, adkd ...), or drop {unlabelled[0]}",
         )
     check_soft_label_loss(config, loss_cls)
     transfer = load_transfer([Path(path) for path in config.transfer_files], raw.task, config.data)
-    inputs = DistillInputs(raw, transfer)
+    inputs = DistillInputs(raw, transfer, augmenter=augmenter)
     if config.soft_labels is None:
         return inputs
     soft = read_soft_labels(Path(config.soft_labels), raw.task, inputs.texts())
-    return DistillInputs(raw, transfer, soft)
+    return DistillInputs(raw, transfer, soft, augmenter)
+
+
+def augmented_texts(
+    inputs: DistillInputs,
+    options: BaseModel,
+    config: DistillConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher: nn.Module | None,
+) -> Dataset:
+    """``config.augment_copies`` copies of each labelled training text made by the augmenter (built here with its
+    validated ``options``, the teacher's tokenizer and, when it asks, the teacher's input embeddings)."""
+    augmenter_cls = inputs.augmenter
+    assert augmenter_cls is not None and inputs.raw.train is not None
+    embeddings = None
+    if augmenter_cls.needs_embeddings:
+        if teacher is None:
+            raise ConfigError(f"augmenter '{augmenter_cls.name}' needs the teacher's embeddings", "give a teacher")
+        embeddings = teacher.get_input_embeddings().weight.detach().float().cpu()  # type: ignore[operator]
+    augmenter = augmenter_cls(options, AugmentContext(tokenizer=tokenizer, embeddings=embeddings))
+    return augment_split(inputs.raw.train, inputs.raw.task, augmenter, config.augment_copies, config.training.seed)
 
 
 def training_data(
