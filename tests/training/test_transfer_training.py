@@ -162,3 +162,35 @@ def test_soft_labels_refuse_what_needs_the_teachers_model(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and re.search(message, " ".join(result.stderr.split())), result.stderr
     assert not (tmp_path / "r.partial").exists()
+
+
+def test_a_config_file_gives_transfer_files_and_augmentation(
+    tmp_path: Path, tiny_teacher: Path, tiny_csv: tuple[Path, Path]
+) -> None:
+    pool = tmp_path / "pool.csv"
+    pool.write_text("text\nfine acting\ndull plot\n", encoding="utf-8")
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"teacher: {tiny_teacher}\nstudent: copy:1\ntransfer_files: {pool}\naugment: swap\naugment_copies: 1\n"
+        f"data: {{train_file: {tiny_csv[0]}, validation_file: {tiny_csv[1]}, max_length: 32}}\n"
+        "training: {max_steps: 2, batch_size: 32}\nquiet: true\n",
+        encoding="utf-8",
+    )
+    output = tmp_path / "run"
+    result = runner.invoke(app, ["distill", "--config", str(config), "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((output / "run.json").read_text())
+    assert summary["examples"] == {"labelled": 96, "transfer": 2, "augmented": 96}
+    assert summary["config"]["transfer_files"] == [str(pool)] and summary["config"]["augment"] == "swap"
+
+
+def test_regression_transfer_examples_are_unlabelled_nan(tmp_path: Path) -> None:
+    import math
+
+    from kdkit.config import DataConfig
+    from kdkit.data.tokenizing import tokenize
+    from kdkit.testing import REGRESSION_TASK, tiny_tokenizer
+
+    texts = Dataset.from_dict({"text": ["good film", "bad"]})
+    tokenized = tokenize(texts, REGRESSION_TASK, tiny_tokenizer(tmp_path), DataConfig(max_length=16))
+    assert all(math.isnan(value) for value in tokenized["labels"])
