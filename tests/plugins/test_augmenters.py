@@ -119,3 +119,17 @@ def test_kdkit_plugins_lists_the_augmenters_with_their_options() -> None:
     rows = {row["name"]: row for row in json.loads(result.stdout)["components"] if row["kind"] == "augmenter"}
     assert set(rows) >= {"mask", "swap", "neighbours"} and "presets" not in rows["mask"]
     assert rows["neighbours"]["options"]["k"]["default"] == 15
+
+
+def test_the_example_augmenter_plugin_conforms_and_is_found() -> None:
+    """examples/kdkit-repeat, the third-party augmenter of docs/plugins.md as a package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "kdkit-repeat" / "kdkit_repeat" / "augmenter.py"
+    spec = importlib.util.spec_from_file_location("kdkit_repeat_example", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    manager = PluginManager(autoload=False, extra_plugins={"repeat": module})
+    assert manager.augmenter("repeat") is module.RepeatWord
+    check_augmenter(module.RepeatWord, {"times": 2})
