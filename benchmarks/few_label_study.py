@@ -3,7 +3,8 @@
 SST-2, a fine-tuned teacher (the embedded MiniLM fine-tuned on SST-2's training set: ``--teacher RUN/best``, or
 fine-tuned here), ``copy:3`` students, labelled subsets of K examples per class drawn per seed, the rest of SST-2's
 training texts as the unlabelled pool (their labels unused). Rows, each trained for the same number of optimiser
-steps (``--steps``, batch 32) and evaluated on SST-2's dev set (the best of ``--evals`` evaluations):
+steps (``--steps``, batch 32; rows with unlabelled examples draw ``--transfer-ratio`` of each batch from them) and
+evaluated on SST-2's dev set (the best of ``--evals`` evaluations):
 
 - ``ce``: the labelled subset alone (``--plugin ce``);
 - ``kd``: the labelled subset, with the teacher;
@@ -65,6 +66,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2000, help="optimiser steps of every student row")
     parser.add_argument("--evals", type=int, default=5, help="dev evaluations per run (the best is kept)")
     parser.add_argument("--pool", type=int, help="use N texts of the unlabelled pool (default: all)")
+    parser.add_argument("--transfer-ratio", type=float, default=0.5, help="unlabelled share of each batch")
     parser.add_argument("--augmenter", default="neighbours")
     parser.add_argument("--augment-copies", type=int, default=16)
     parser.add_argument("--eval-samples", type=int, help="evaluate on the first N dev examples (smoke tests)")
@@ -172,6 +174,8 @@ def _distill_config(row: str, files: dict[str, Path], teacher: str, args: argpar
     every = max(1, args.steps // args.evals)
     training = TrainingConfig(max_steps=args.steps, batch_size=32, seed=seed, eval_steps=every, learning_rate=1e-4)
     values: dict[str, Any] = {"loss": "ce" if row == "ce" else "kd", "teacher": teacher, "student": "copy:3"}
+    if row in ("kd+transfer", "kd+augment", "soft"):
+        values["transfer_ratio"] = args.transfer_ratio
     if row == "kd+transfer":
         values["transfer_files"] = [str(files["pool"])]
     if row == "kd+augment":

@@ -99,6 +99,10 @@ def load_inputs(
             "labels, so nothing would be learnt from them",
             f"use a loss with a teacher (kd, adkd ...), or drop {unlabelled[0]}",
         )
+    if config.transfer_ratio is not None and not unlabelled:
+        raise ConfigError(
+            "--transfer-ratio given without unlabelled examples", "add --transfer-file or --augment, or drop it"
+        )
     check_soft_label_loss(config, loss_cls)
     transfer = load_transfer([Path(path) for path in config.transfer_files], raw.task, config.data)
     inputs = DistillInputs(raw, transfer, augmenter=augmenter)

@@ -51,11 +51,14 @@ def test_the_report_table_has_a_row_per_method_and_a_column_per_k(study: ModuleT
 
 
 def test_the_distill_configs_of_the_rows(study: ModuleType, tmp_path: Path) -> None:
-    namespace = argparse.Namespace(steps=10, evals=5, max_length=32, augmenter="mask", augment_copies=3, work=tmp_path)
+    namespace = argparse.Namespace(
+        steps=10, evals=5, max_length=32, augmenter="mask", augment_copies=3, work=tmp_path, transfer_ratio=0.5
+    )
     files = {k: tmp_path / f"{k}.csv" for k in ("train", "validation")} | {"pool": tmp_path / "p.txt", "k": 16}
     files["soft"] = tmp_path / "soft.jsonl"
     configs = {row: study._distill_config(row, files, "teacher-dir", namespace, 0) for row in study.ROWS[:-1]}
-    assert configs["ce"].loss == "ce" and configs["kd"].transfer_files == []
+    assert configs["ce"].loss == "ce" and configs["kd"].transfer_files == [] and configs["kd"].transfer_ratio is None
+    assert configs["kd+transfer"].transfer_ratio == 0.5
     assert configs["kd+transfer"].transfer_files == [str(tmp_path / "p.txt")]
     assert (configs["kd+augment"].augment, configs["kd+augment"].augment_copies) == ("mask", 3)
     soft = configs["soft"]

@@ -84,8 +84,18 @@ def test_teacher_only_terms_train_on_a_batch_without_labels(loss_name: str) -> N
 
 
 def test_a_tiny_distillation_with_a_transfer_file_through_the_cli(
-    tmp_path: Path, tiny_teacher: Path, tiny_csv: tuple[Path, Path]
+    tmp_path: Path, tiny_teacher: Path, tiny_csv: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from kdkit.training import trainer
+
+    samplers: list[trainer.MixedBatchSampler] = []
+
+    class Recorded(trainer.MixedBatchSampler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            samplers.append(self)
+
+    monkeypatch.setattr(trainer, "MixedBatchSampler", Recorded)
     pool = tmp_path / "pool.txt"
     pool.write_text("\n".join(f"good film number {i}" for i in range(40)) + "\n", encoding="utf-8")
     before = pool.read_bytes()
@@ -93,14 +103,24 @@ def test_a_tiny_distillation_with_a_transfer_file_through_the_cli(
     args = ["distill", "--teacher", str(tiny_teacher), "--train-file", str(tiny_csv[0])]
     args += ["--validation-file", str(tiny_csv[1]), "--transfer-file", str(pool), "--max-length", "32"]
     args += ["--student", "copy:1", "--max-steps", "3", "--batch-size", "16", "--quiet", "--output", str(output)]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--transfer-ratio", "0.25"])
     assert result.exit_code == 0, result.output
     summary = json.loads((output / "run.json").read_text())
     assert summary["examples"] == {"labelled": 96, "transfer": 40, "augmented": 0}
+    assert summary["config"]["transfer_ratio"] == 0.25
+    assert [s.per_batch for s in samplers] == [(12, 4)] and len(samplers[0].unlabelled_rows) == 40
     assert summary["train"]["examples"] == 136
     assert summary["config"]["transfer_files"] == [str(pool)]
     assert "96 labelled, 40 transfer, 0 augmented" in (output / "best" / "README.md").read_text()
     assert pool.read_bytes() == before
+
+
+def test_a_transfer_ratio_without_unlabelled_examples_is_refused(tmp_path: Path, tiny_teacher: Path, tiny_csv) -> None:
+    args = ["distill", "--teacher", str(tiny_teacher), "--train-file", str(tiny_csv[0]), "--transfer-ratio", "0.5"]
+    result = runner.invoke(app, [*args, "--validation-file", str(tiny_csv[1]), "--output", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--transfer-ratio given without unlabelled examples" in result.stderr
+    result = runner.invoke(app, [*args, "--validation-file", str(tiny_csv[1]), "--transfer-ratio", "1.5"])
+    assert result.exit_code == 2 and "transfer_ratio" in result.stderr
 
 
 def test_transfer_files_with_the_ce_loss_are_refused(tmp_path: Path, tiny_teacher: Path, tiny_csv) -> None:
