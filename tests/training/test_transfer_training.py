@@ -214,3 +214,13 @@ def test_regression_transfer_examples_are_unlabelled_nan(tmp_path: Path) -> None
     texts = Dataset.from_dict({"text": ["good film", "bad"]})
     tokenized = tokenize(texts, REGRESSION_TASK, tiny_tokenizer(tmp_path), DataConfig(max_length=16))
     assert all(math.isnan(value) for value in tokenized["labels"])
+
+
+def test_adkd_gold_views_explain_the_teachers_prediction_where_there_is_no_label() -> None:
+    manager = PluginManager(autoload=False, enable=["adkd"])
+    loss_cls = manager.loss("adkd")
+    loss = loss_cls(loss_cls.Options(views="gold"), BINARY_TASK)
+    labels = torch.tensor([1, UNLABELLED, 0, UNLABELLED])
+    teacher_logits = torch.tensor([[0.0, 1.0], [2.0, -1.0], [0.0, 3.0], [-1.0, 1.0]])
+    targets, weights = loss.views(teacher_logits, labels, teacher_logits, None)  # type: ignore[arg-type]
+    assert targets.view(-1).tolist() == [1, 0, 0, 1] and weights.tolist() == [1.0]

@@ -247,7 +247,8 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         provider says the two views' maps are equal (IG with m = 1), one view (weight 1, as in the
         reference), the class that ``own_logits`` finds least likely (its gradient is the best conditioned);
         otherwise (or with ``binary_single_view`` off) both, weight 1/2 each, so L_attr keeps its scale.
-        ``gold``: the label. ``pred``: the teacher's prediction. Regression: the single output.
+        ``gold``: the label (the teacher's prediction for an example without one: transfer data).
+        ``pred``: the teacher's prediction. Regression: the single output.
         ``other``: the other side's provider when teacher and student use different ones; one view only if
         both say the two views' maps are equal, so teacher and student always have the same views.
         """
