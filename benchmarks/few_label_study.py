@@ -187,8 +187,9 @@ def _distill_config(row: str, files: dict[str, Path], teacher: str, args: argpar
     return DistillConfig(data=data, training=training, output=output, overwrite=True, quiet=True, **values)
 
 
-def _setfit(labelled: list[Any], dev: list[Any], seed: int, max_steps: int) -> float:
-    """SetFit on the embedded MiniLM (the teacher's base model) and the labelled subset: dev accuracy."""
+def _setfit(labelled: list[Any], dev: list[Any], seed: int, max_steps: int, output: Path) -> float:
+    """SetFit on the embedded MiniLM (the teacher's base model) and the labelled subset: dev accuracy (its
+    checkpoints in ``output``, not saved: ``save_strategy="no"``)."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
@@ -196,7 +197,9 @@ def _setfit(labelled: list[Any], dev: list[Any], seed: int, max_steps: int) -> f
 
     model = SetFitModel.from_pretrained(default_base_model())
     train = Dataset.from_dict({"text": [t for t, _ in labelled], "label": [label for _, label in labelled]})
-    arguments = TrainingArguments(batch_size=16, num_epochs=1, seed=seed, max_steps=max_steps)
+    arguments = TrainingArguments(
+        output_dir=str(output), batch_size=16, num_epochs=1, seed=seed, max_steps=max_steps, save_strategy="no"
+    )
     trainer = Trainer(model=model, args=arguments, train_dataset=train)
     trainer.train()
     predictions = model.predict([text for text, _ in dev])
@@ -209,7 +212,8 @@ def _run_row(row: str, files: dict[str, Any], teacher: str, args: argparse.Names
     record: dict[str, Any] = {"row": row, "k": files["k"], "seed": seed}
     if row == "setfit":
         try:
-            record["accuracy"] = _setfit(files["labelled"], files["dev"], seed, args.setfit_steps)
+            output = args.work / f"k{files['k']}-s{seed}" / "setfit"
+            record["accuracy"] = _setfit(files["labelled"], files["dev"], seed, args.setfit_steps, output)
         except ImportError as exc:
             record["skipped"] = f"setfit is not installed ({exc.name}): pip install setfit"
     else:
