@@ -38,7 +38,7 @@ from kdkit.config import (
 from kdkit.data.batching import DistillationCollator
 from kdkit.data.checks import glue_name_warning
 from kdkit.data.loading import RawData, load_raw
-from kdkit.data.sources import data_files, data_inputs, given_paths, record_paths
+from kdkit.data.sources import data_files, data_inputs, given_paths, record_paths, transfer_data_files
 from kdkit.data.tasks import TaskSpec
 from kdkit.data.tokenizing import load_task_data, tokenize_data
 from kdkit.errors import ConfigError, KdkitWarning
@@ -65,6 +65,7 @@ from kdkit.records.runs import Command, RunDirectory, is_main_process, resolve_m
 from kdkit.training import teachers, tracking
 from kdkit.training.arguments import check_compile, resolve_device
 from kdkit.training.evaluation import evaluate_splits
+from kdkit.training.examples import DistillInputs, augmented_texts, load_inputs, training_data
 from kdkit.training.job import RunResult, TrainingJob
 from kdkit.training.precision import autocast, resolve_precision
 from kdkit.training.stage import train
@@ -93,8 +94,14 @@ ConfigT = TypeVar("ConfigT", bound=RunConfig)
 
 
 def _recorded(config: ConfigT) -> ConfigT:
-    """``config`` with its data paths made absolute (:func:`kdkit.data.sources.record_paths`)."""
-    return config.model_copy(update={"data": record_paths(config.data)})
+    """``config`` with its data paths made absolute (:func:`kdkit.data.sources.record_paths`; a distillation's
+    transfer files too)."""
+    update: dict[str, Any] = {"data": record_paths(config.data)}
+    if isinstance(config, DistillConfig):
+        update["transfer_files"] = [str(Path(path).expanduser().absolute()) for path in config.transfer_files]
+        if config.soft_labels is not None:
+            update["soft_labels"] = Path(config.soft_labels).expanduser().absolute()
+    return config.model_copy(update=update)
 
 
 def resolve_distill_config(raw: dict[str, Any], plugins: PluginManager | None = None) -> DistillConfig:
@@ -189,14 +196,29 @@ def distill(
     options = resolve_options(session.plugins, config)
     tracking.check_installed(config.training.report_to)
     raw = load_raw(config.data)  # once: bad data fails before a teacher is fine-tuned for it
+    augmenter = session.plugins.augmenter(config.augment) if config.augment else None
+    inputs = load_inputs(config, loss_cls, raw, augmenter)  # transfer texts, soft labels: checked before any work
     check_options_used(session.plugins, config, options, raw.task)
     _check_models(config, loss_cls, raw.task)
     output = config.output or default_output(config.data.task_name, loss_cls.name)
-    inputs = {"teacher": config.teacher, "student": config.student.model, **data_inputs(config.data)}
-    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume, inputs=inputs)
-    reused = {**data_files(config.data), **weight_files("teacher", config.teacher)}  # compared on --resume
+    read, reused = _distill_inputs(config)
+    run_dir = RunDirectory(output, overwrite=config.overwrite, resume=config.resume, inputs=read)
     with run_dir.open(Command.DISTILL, config, reused):
-        return train(_distill_job(config, loss_cls, options, raw, run_dir, session))
+        return train(_distill_job(config, loss_cls, options, inputs, run_dir, session))
+
+
+def _distill_inputs(config: DistillConfig) -> tuple[dict[str, str | Path | None], dict[str, Path]]:
+    """What a distillation reads: ``{role: path}`` never written over (teacher, student, data, transfer files, soft
+    labels), and the files compared by content on ``--resume`` (data, transfer files, soft labels, the teacher's
+    weights)."""
+    extra = transfer_data_files(config.transfer_files)
+    if config.soft_labels is not None:
+        extra["soft_labels"] = Path(config.soft_labels)
+    read: dict[str, str | Path | None] = {"teacher": config.teacher, "student": config.student.model}
+    read.update(data_inputs(config.data))
+    read.update({name.replace("_", " "): path for name, path in extra.items()})
+    reused = {**data_files(config.data), **extra, **weight_files("teacher", config.teacher)}
+    return read, reused
 
 
 def weight_files(role: str, model: str | None) -> dict[str, Path]:
@@ -209,8 +231,9 @@ def weight_files(role: str, model: str | None) -> dict[str, Path]:
 
 
 def _needs_teacher(config: DistillConfig, loss_cls: type[DistillationLoss]) -> bool:
-    """A teacher is loaded when the loss asks for one or the student copies its layers (``copy:N``)."""
-    return loss_cls.needs.teacher or config.student.layers is not None
+    """A teacher is loaded when the loss asks for one or the student copies its layers (``copy:N``); never with
+    ``--soft-labels`` (the file is the teacher; ``copy:N`` copies the base model's layers)."""
+    return config.soft_labels is None and (loss_cls.needs.teacher or config.student.layers is not None)
 
 
 def _check_models(config: DistillConfig, loss_cls: type[DistillationLoss], task: TaskSpec) -> None:
@@ -232,20 +255,27 @@ def _distill_job(
     config: DistillConfig,
     loss_cls: type[DistillationLoss],
     options: dict[str, BaseModel],
-    raw: RawData,
+    inputs: DistillInputs,
     run_dir: RunDirectory,
     session: _Session,
 ) -> TrainingJob:
-    """The distillation's job: the teacher (given, cached or fine-tuned now), the tokenised data, the student
-    and the loss built with its options (and those of the providers it uses, recorded in run.json)."""
-    needs = loss_cls.needs
+    """The distillation's job: the teacher (given, cached or fine-tuned now; none with soft labels), the tokenised
+    data (with the transfer texts, unlabelled: :mod:`kdkit.training.examples`), the student and the loss built
+    with its options (and those of the providers it uses, recorded in run.json)."""
+    needs, raw, soft = loss_cls.needs, inputs.raw, inputs.soft_labels
     teacher_path = None
     if _needs_teacher(config, loss_cls):
         teacher_path = ensure_teacher(config, plugins=session.plugins, console=session.console, data=raw)
-    tokenizer = load_tokenizer(teacher_path or str(config.student))
-    task_data = tokenize_data(raw, tokenizer, config.data)
+    source = teacher_path or (_soft_label_base(config) if soft is not None else str(config.student))
+    tokenizer = load_tokenizer(source)
     teacher = _load_teacher(teacher_path, config, tokenizer, raw.task, needs.teacher_attention)
-    student = _build_student(config, teacher, tokenizer, raw.task, needs.student_attention)
+    augmented = None
+    if inputs.augmenter is not None:
+        augment_options = options.setdefault(inputs.augmenter.name, inputs.augmenter.Options())  # run.json
+        augmented = augmented_texts(inputs, augment_options, config, tokenizer, teacher)
+    task_data = training_data(inputs, tokenize_data(raw, tokenizer, config.data), tokenizer, config.data, augmented)
+    copied = teacher if soft is None or config.student.layers is None else _soft_label_source(config, raw.task)
+    student = _build_student(config, copied, tokenizer, raw.task, needs.student_attention)
     loss = build_loss(loss_cls, options, raw.task)
     for provider_name in loss.providers_used():
         provider_cls = session.plugins.provider(provider_name)  # fail early on a missing provider
@@ -262,14 +292,27 @@ def _distill_job(
         teacher=teacher if needs.teacher else None,
         options=options,
         providers=provider_factory(session.plugins.provider, options),
-        teacher_cache=config.teacher_cache,
+        teacher_cache=config.teacher_cache and soft is None,
         record={
             "teacher": teacher_path,
             "student": str(config.student),
             "teacher_parameters": count_parameters(teacher) if teacher is not None else None,
             "data_given": session.given,
+            "examples": inputs.counts(len(augmented or ())),
+            **({"soft_labels": soft.record()} if soft is not None else {}),
         },
     )
+
+
+def _soft_label_base(config: DistillConfig) -> str:
+    """With ``--soft-labels``, what ``copy:N`` copies and whose tokenizer reads the data: ``--base-model`` (default:
+    the embedded MiniLM), not a fine-tuned teacher."""
+    return config.base_model or default_base_model()
+
+
+def _soft_label_source(config: DistillConfig, task: TaskSpec) -> PreTrainedModel:
+    """The base model (a fresh head for the task) whose layers a ``copy:N`` student takes with ``--soft-labels``."""
+    return load_base_for_task(_soft_label_base(config), task, seed=config.training.seed)
 
 
 def _load_teacher(

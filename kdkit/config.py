@@ -231,11 +231,21 @@ class DistillConfig(RunConfig):
         default_factory=dict, description="component options: {name: {option: value}}"
     )
     teacher_cache: bool = Field(True, description="cache teacher signals on disk (else compute every step)")
+    transfer_files: list[str] = Field(default_factory=list, description="unlabelled texts the teacher labels")
+    transfer_ratio: float | None = Field(None, gt=0, lt=1, description="unlabelled share of each training batch")
+    soft_labels: Path | None = Field(None, description="the teacher as a JSONL file of class probabilities")
+    augment: str | None = Field(None, description="augmenter (mask, swap, neighbours ...): texts the teacher labels")
+    augment_copies: int = Field(4, ge=1, le=100, description="augmented copies of each labelled training example")
 
     @field_validator("loss", mode="before")
     @classmethod
     def _join_losses(cls, value: Any) -> Any:
         return loss_name(value)
+
+    @field_validator("transfer_files", mode="before")
+    @classmethod
+    def _one_or_more_files(cls, value: Any) -> Any:  # a config file's single path
+        return [value] if isinstance(value, (str, Path)) else value
 
 
 # -- the loss's name: one loss, or the losses of a composite joined by "+" ----------------------------------

@@ -18,6 +18,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from kdkit.attribution.base import AttributionProvider
+    from kdkit.data.augmentation import Augmenter
     from kdkit.losses.base import DistillationLoss
 
 PROJECT_NAME = "kdkit"
@@ -39,4 +40,13 @@ def kdkit_attribution_providers() -> list[type[AttributionProvider]]:  # type: i
     """Contribute attribution providers: :class:`~kdkit.attribution.base.AttributionProvider` subclasses.
 
     See docs/plugins.md, "kdkit_attribution_providers".
+    """
+
+
+@hookspec
+def kdkit_augmenters() -> list[type[Augmenter]]:  # type: ignore[empty-body]
+    """Contribute augmenters: :class:`~kdkit.data.augmentation.Augmenter` subclasses, which turn a training text into
+    new texts that the teacher labels (``kdkit distill --augment NAME``).
+
+    See docs/plugins.md, "kdkit_augmenters".
     """

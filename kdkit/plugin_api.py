@@ -11,6 +11,7 @@ walked through in docs/writing-plugins.md; nothing else of kdkit is promised to 
   normalised token maps;
 - layers: the layer list, depth and width of a model, the uniform layer map of intermediate-layer losses, and
   the attention dropout a loss comparing attention distributions turns off;
+- an augmenter: :class:`Augmenter` and what it is handed (:class:`AugmentContext`);
 - the task (:class:`TaskSpec`), the errors a component raises, and :class:`PluginManager` (to load a plugin in a
   test; ``kdkit.testing`` has the rest of the test kit).
 
@@ -30,6 +31,7 @@ from kdkit.attribution.base import (
     replace_embedding_output,
     token_maps,
 )
+from kdkit.data.augmentation import AugmentContext, Augmenter
 from kdkit.data.tasks import TaskSpec
 from kdkit.errors import ConfigError, DataError, KdkitError, ModelError, PluginError, TrainingError
 from kdkit.hookspecs import hookimpl
@@ -37,6 +39,7 @@ from kdkit.losses.attention import attention_dropout_off
 from kdkit.losses.base import Batch, DistillationLoss, LossContext, LossNeeds, PresetFunction, ProviderFactory
 from kdkit.losses.formulas import (
     annealed_temperature,
+    labelled,
     soft_distillation_loss,
     step_temperature,
     supervised_term,
@@ -49,6 +52,8 @@ from kdkit.plugins.manager import PluginManager
 
 __all__ = [
     "AttributionProvider",
+    "AugmentContext",
+    "Augmenter",
     "Batch",
     "ConfigError",
     "DataError",
@@ -73,6 +78,7 @@ __all__ = [
     "embedding_block",
     "hidden_size",
     "hookimpl",
+    "labelled",
     "layer_block",
     "layer_list",
     "layer_pairs",

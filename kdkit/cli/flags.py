@@ -59,12 +59,16 @@ FLAG_NAMES: dict[str, tuple[str, ...]] = {
     "model": ("--model", "-m"),
     "output": ("--output", "-o"),
     "quiet": ("--quiet", "-q"),
+    "transfer_files": ("--transfer-file",),
 }
 #: flags that may be repeated, and what joins their values into the field (``--plugin adkd --plugin hidden``
-#: -> ``loss = "adkd+hidden"``, a composite loss: kdkit.losses.composite)
-REPEATABLE = {"loss": LOSS_SEPARATOR}
+#: -> ``loss = "adkd+hidden"``, a composite loss: kdkit.losses.composite); None: the field takes the list
+REPEATABLE: dict[str, str | None] = {"loss": LOSS_SEPARATOR, "transfer_files": None}
 #: what the help of a repeatable flag adds to its field's description
-REPEAT_HELP = {"loss": "Repeat it to sum the terms of several: --plugin adkd --plugin hidden."}
+REPEAT_HELP = {
+    "loss": "Repeat it to sum the terms of several: --plugin adkd --plugin hidden.",
+    "transfer_files": "Repeat it for several files.",
+}
 #: placeholders of string values (numbers, paths and choices get theirs from the type)
 METAVARS = {
     "task": "TASK",
@@ -77,6 +81,7 @@ METAVARS = {
     "model": "MODEL",
     "student": "copy:N|MODEL",
     "preset": "NAME",
+    "transfer_files": "FILE",
 }
 
 
@@ -218,8 +223,9 @@ def _nest(values: dict[str, Any], sets: dict[str, FlagSet]) -> dict[str, Any]:
         if value is None or (value is False and flags.switches):
             continue
         target = result.setdefault(flags.section, {}) if flags.section else result
-        if name in REPEATABLE and isinstance(value, list):
-            value = REPEATABLE[name].join(value)
+        separator = REPEATABLE.get(name)
+        if separator is not None and isinstance(value, list):
+            value = separator.join(value)
         target[name] = str(value) if isinstance(value, Path) else value
     return result
 

@@ -7,6 +7,9 @@
 - :mod:`~kdkit.data.labels`: classes or regression, decided from the labels as written;
 - :mod:`~kdkit.data.checks`: data options that would be ignored, a custom task named like a GLUE task, one class;
 - :mod:`~kdkit.data.texts`: text files must be UTF-8, YAML is bounded, texts given on the command line valid;
+- :mod:`~kdkit.data.transfer`, :mod:`~kdkit.data.soft_labels`: unlabelled texts the teacher labels; a teacher given
+  as a file of soft labels;
+- :mod:`~kdkit.data.augmentation` and :mod:`~kdkit.data.augmenters`: augmenters (a plugin kind) and the built-in ones;
 - :mod:`~kdkit.data.tokenizing`: raw splits become model inputs (``datasets.map``, cached);
 - :mod:`~kdkit.data.batching`: splits held as numpy columns, padded batches (``DistillationCollator``);
 - :mod:`~kdkit.data.metrics` and :mod:`~kdkit.data.baselines`: task metrics, and what a guess scores.

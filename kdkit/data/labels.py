@@ -21,6 +21,10 @@ from typing import Any
 
 from kdkit.errors import DataError
 
+#: the class-id label of an example that has none (a transfer or augmented example: the teacher labels it);
+#: regression uses NaN (:func:`kdkit.data.transfer.unlabelled_value`)
+UNLABELLED = -100
+
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 

@@ -50,6 +50,11 @@ def data_inputs(data: DataConfig) -> dict[str, Path]:
     return {roles[name]: path for name, path in data_files(data).items()}
 
 
+def transfer_data_files(paths: list[str]) -> dict[str, Path]:
+    """The transfer files of a distillation by name (``transfer_file_1`` ...), hashed with the data files."""
+    return {f"transfer_file_{number}": Path(path) for number, path in enumerate(paths, start=1)}
+
+
 def given_paths(data: DataConfig) -> dict[str, str]:
     """The data paths as the user gave them: ``{"train_file": "train.csv", ...}``."""
     return {name: str(value) for name in PATH_FIELDS if (value := getattr(data, name)) is not None}

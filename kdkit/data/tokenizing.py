@@ -21,6 +21,7 @@ from kdkit.config import DataConfig
 from kdkit.data.batching import MODEL_INPUTS
 from kdkit.data.loading import RawData, load_raw
 from kdkit.data.tasks import TaskSpec
+from kdkit.data.transfer import unlabelled_value
 from kdkit.errors import CacheWarning
 
 
@@ -46,6 +47,7 @@ class _Tokenize:
         self.tokenizer = tokenizer
         self.text_fields = task.text_fields
         self.label_column = task.label_column
+        self.task = task
         self.label_ids = None if task.label_names is None else {n: i for i, n in enumerate(task.label_names)}
         self.max_length = max_length
         self.pad_to_max = pad_to_max
@@ -59,8 +61,10 @@ class _Tokenize:
             padding="max_length" if self.pad_to_max else False,
         )
         out: dict[str, list[Any]] = {key: encoded[key] for key in MODEL_INPUTS if key in encoded}
-        raw = examples[self.label_column]
-        if self.label_ids is None:
+        raw = examples.get(self.label_column)
+        if raw is None:  # transfer or augmented texts: the teacher labels them (kdkit.data.transfer)
+            out["labels"] = [unlabelled_value(self.task)] * len(texts[0])
+        elif self.label_ids is None:
             out["labels"] = [float(v) for v in raw]
         else:
             out["labels"] = [self.label_ids[v] if isinstance(v, str) else int(v) for v in raw]
@@ -99,6 +103,18 @@ def tokenize_data(raw: RawData, tokenizer: PreTrainedTokenizerBase, data: DataCo
         train=tokenize(train, task, tokenizer, data) if train is not None else None,
         validation={name: tokenize(split, task, tokenizer, data) for name, split in validation.items()},
     )
+
+
+def add_unlabelled(
+    task_data: TaskData, texts: Dataset, tokenizer: PreTrainedTokenizerBase, data: DataConfig
+) -> TaskData:
+    """``task_data`` with ``texts`` (the task's text fields, no labels: transfer or augmented examples) tokenised and
+    appended to its training split, labelled :func:`~kdkit.data.transfer.unlabelled_value` (the teacher labels
+    them)."""
+    assert task_data.train is not None
+    tokenized = tokenize(texts, task_data.task, tokenizer, data).cast(task_data.train.features)
+    train = datasets.concatenate_datasets([task_data.train, tokenized])
+    return TaskData(task=task_data.task, train=train, validation=task_data.validation)
 
 
 def load_task_data(data: DataConfig, tokenizer: PreTrainedTokenizerBase, *, need_train: bool = True) -> TaskData:

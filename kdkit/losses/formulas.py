@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdkit.data.labels import UNLABELLED
 from kdkit.data.tasks import TaskSpec
 from kdkit.losses.base import LossContext
 
@@ -16,11 +17,31 @@ def supervised_term(task: TaskSpec) -> str:
     return "mse" if task.is_regression else "ce"
 
 
-def task_loss(task: TaskSpec, logits: Tensor, labels: Tensor) -> Tensor:
-    """The supervised loss: cross-entropy over (B, C) logits, or MSE for regression (C = 1)."""
+def labelled(task: TaskSpec, labels: Tensor) -> Tensor:
+    """(B,) bool: which examples carry a label. Transfer and augmented examples (:mod:`kdkit.data.transfer`)
+    carry none: the class id ``UNLABELLED`` (-100), or ``NaN`` for regression."""
     if task.is_regression:
-        return F.mse_loss(logits.float().reshape(-1), labels.float().reshape(-1))
-    return F.cross_entropy(logits.float(), labels.long())
+        return torch.isfinite(labels.reshape(-1))
+    return labels.reshape(-1) != UNLABELLED
+
+
+def task_loss(task: TaskSpec, logits: Tensor, labels: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The supervised loss over the labelled examples: cross-entropy over (B, C) logits, or MSE for regression
+    (C = 1), summed over the examples with ``mask`` (default :func:`labelled`) and divided by their number N_l:
+
+        L_sup = Σ_i m_i · ℓ(s_i, y_i) / max(N_l, 1)
+
+    so a batch of transfer examples alone contributes 0 (its gradient is zero), and a fully labelled batch gives
+    the usual mean."""
+    mask = labelled(task, labels) if mask is None else mask.reshape(-1).bool()
+    if task.is_regression:
+        targets = torch.where(mask, labels.float().reshape(-1), 0.0)
+        per_example = (logits.float().reshape(-1) - targets) ** 2
+    else:
+        targets = torch.where(mask, labels.long().reshape(-1), 0)
+        per_example = F.cross_entropy(logits.float(), targets, reduction="none")
+    total = torch.where(mask, per_example, 0.0).sum()
+    return total / mask.sum().clamp(min=1)
 
 
 def soft_distillation_loss(

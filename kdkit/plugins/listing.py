@@ -63,7 +63,7 @@ def _component_row(info: PluginInfo, component: Any, kind: ComponentKind) -> Com
             for name, option in component.Options.model_fields.items()
         },
         differentiable=bool(component.differentiable) if is_provider else None,
-        presets=None if is_provider else list(component.presets),
+        presets=list(component.presets) if kind is ComponentKind.LOSS else None,
     )
 
 

@@ -34,6 +34,7 @@ import pluggy
 from kdkit import hookspecs
 from kdkit.attribution.base import AttributionProvider
 from kdkit.config import LOSS_SEPARATOR, split_loss_names
+from kdkit.data.augmentation import Augmenter
 from kdkit.errors import PluginError
 from kdkit.losses.base import DistillationLoss
 from kdkit.losses.composite import composite_class
@@ -61,6 +62,7 @@ class ComponentKind(Enum):
 
     LOSS = ("loss", "kdkit_losses", DistillationLoss)
     PROVIDER = ("attribution provider", "kdkit_attribution_providers", AttributionProvider)
+    AUGMENTER = ("augmenter", "kdkit_augmenters", Augmenter)
 
     def __init__(self, label: str, hook: str, base: type) -> None:
         #: what ``kdkit plugins`` calls it
@@ -86,6 +88,10 @@ class PluginInfo:
     @property
     def providers(self) -> list[type[AttributionProvider]]:
         return self.components[ComponentKind.PROVIDER]
+
+    @property
+    def augmenters(self) -> list[type[Augmenter[Any]]]:
+        return self.components[ComponentKind.AUGMENTER]
 
 
 #: what a broken plugin may raise while it is imported or asked for its components (SystemExit: it called
@@ -229,6 +235,11 @@ class PluginManager:
         """The attribution provider classes by name."""
         return self.registries[ComponentKind.PROVIDER]
 
+    @property
+    def augmenters(self) -> dict[str, type[Augmenter[Any]]]:
+        """The augmenter classes by name."""
+        return self.registries[ComponentKind.AUGMENTER]
+
     @staticmethod
     def _check_components(returned: Any, base: type) -> list[Any]:
         if returned is None:
@@ -283,9 +294,20 @@ class PluginManager:
                 f"use one of: {known} (see 'kdkit plugins')",
             ) from None
 
+    def augmenter(self, name: str) -> type[Augmenter[Any]]:
+        """The augmenter class ``name``, or a :class:`PluginError` naming the known ones."""
+        try:
+            return self.augmenters[name]
+        except KeyError:
+            known = ", ".join(sorted(self.augmenters)) or "none installed"
+            raise PluginError(
+                f"unknown augmenter '{name}'" + self._failure_hint(name),
+                f"use one of: {known} (see 'kdkit plugins')",
+            ) from None
+
     def component_options(self, name: str) -> type[Any] | None:
-        """The options model of the loss or provider ``name`` (None if unknown)."""
-        component: Any = self.losses.get(name) or self.providers.get(name)
+        """The options model of the loss, provider or augmenter ``name`` (None if unknown)."""
+        component: Any = self.losses.get(name) or self.providers.get(name) or self.augmenters.get(name)
         return None if component is None else component.Options
 
     def _failure_hint(self, name: str) -> str:

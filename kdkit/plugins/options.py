@@ -35,7 +35,7 @@ def resolve_options(plugins: PluginManager, config: DistillConfig) -> dict[str, 
     for name, values in config.options.items():
         options_model = plugins.component_options(name)
         if options_model is None:
-            known = ", ".join(sorted([*plugins.losses, *plugins.providers]))
+            known = ", ".join(sorted([*plugins.losses, *plugins.providers, *plugins.augmenters]))
             raise ConfigError(f"unknown component '{name}' in --set/options", f"known components: {known}")
         resolved[name] = validated_options(name, options_model, values)
     for part in loss_parts(plugins.loss(config.loss)):  # each loss of a composite (kdkit.losses.composite)
@@ -53,7 +53,7 @@ def check_options_used(
     loss_cls = plugins.loss(config.loss)
     parts = [part.name for part in loss_parts(loss_cls)]
     given = list(config.options)
-    losses = [name for name in given if name not in parts and name not in plugins.providers]
+    losses = [name for name in given if name not in parts and name not in plugins.providers and name != config.augment]
     if losses:
         raise ConfigError(
             f"options are given for '{losses[0]}' (--set {losses[0]}.OPTION or options.{losses[0]}), which is not "

@@ -73,7 +73,13 @@ def model_section(facts: Facts) -> str:
             metric = next((k for k in facts.teacher_run["metrics"] if k.split("/")[-1] == main), "")
             if metric:
                 teacher_metric = f", dev {metric} {value(metric, facts.teacher_run['metrics'][metric])}"
-        rows.append(["teacher", f"`{s.get('teacher')}` ({_params(s.get('teacher_parameters'))}{teacher_metric})"])
+        soft = s.get("soft_labels")
+        if soft:  # a teacher given as a file of soft labels (kdkit.data.soft_labels)
+            rows.append(
+                ["teacher", f"soft labels from the file `{Path(soft['file']).name}` (sha256 `{soft['sha256']}`)"]
+            )
+        else:
+            rows.append(["teacher", f"`{s.get('teacher')}` ({_params(s.get('teacher_parameters'))}{teacher_metric})"])
         layers = facts.model_config.get("kdkit_copied_layers")
         built = f"; built from teacher layers {layers}" if layers else ""
         student = f"`{s.get('student')}`: {facts.model_config.get('num_hidden_layers', '?')} layer(s){built}"
@@ -127,6 +133,7 @@ def data_section(facts: Facts) -> str:
             str((s.get("train") or {}).get("examples", "?"))
             + (f" (first {data['max_train_samples']})" if data.get("max_train_samples") else ""),
         ],
+        *_sources_row(s),
         [
             "evaluated on",
             f"held-out {100 * float(data['holdout_fraction']):g}% of train"
@@ -136,6 +143,21 @@ def data_section(facts: Facts) -> str:
         ["max length", f"{data.get('max_length', '?')} tokens (longer inputs are truncated)"],
     ]
     return "## Data\n\n" + _table(["", ""], rows)
+
+
+def _sources_row(summary: dict[str, Any]) -> list[list[str]]:
+    """The training examples by source, when a distillation added some without labels (run.json's ``examples``)."""
+    counts = summary.get("examples") or {}
+    if not counts.get("transfer") and not counts.get("augmented") and not summary.get("soft_labels"):
+        return []
+    soft = summary.get("soft_labels")
+    teacher = f"the soft-label file `{Path(soft['file']).name}`" if soft else "the teacher"
+    parts = [
+        f"{counts.get('labelled', 0)} labelled",
+        f"{counts.get('transfer', 0)} transfer",
+        f"{counts.get('augmented', 0)} augmented",
+    ]
+    return [["examples by source", ", ".join(parts) + f" (transfer and augmented examples labelled by {teacher})"]]
 
 
 def results_section(facts: Facts) -> str:

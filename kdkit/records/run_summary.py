@@ -90,6 +90,11 @@ class RunSummary(_Record):
     teacher_parameters: int | None = None
     #: the data paths as the user gave them (``{"train_file": "train.csv"}``)
     data_given: dict[str, str] = Field(default_factory=dict)
+    #: a distillation: its training examples by source (``{"labelled": 64, "transfer": 5000, "augmented": 0}``:
+    #: transfer and augmented examples are labelled by the teacher)
+    examples: dict[str, int] | None = None
+    #: a distillation whose teacher was a file of soft labels: ``{"file": ..., "sha256": ...}``
+    soft_labels: dict[str, str] | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The content of ``run.json``: the fields that were set, as JSON values."""

@@ -12,6 +12,7 @@
 See docs/writing-plugins.md.
 """
 
+from kdkit.testing.conformance_augmenter import check_augmenter
 from kdkit.testing.conformance_base import ConformanceError, ConformanceReport, model_inputs
 from kdkit.testing.conformance_loss import check_loss
 from kdkit.testing.conformance_provider import check_attribution_provider
@@ -48,6 +49,7 @@ __all__ = [
     "ConformanceReport",
     "TinyRun",
     "check_attribution_provider",
+    "check_augmenter",
     "check_loss",
     "model_inputs",
     "perturb_parameters",

@@ -84,6 +84,7 @@ def train(job: TrainingJob) -> RunResult:
         loss=job.loss,
         context=replace(ctx, teacher=job.teacher if live_teacher else None),
         term_grad_norm_steps=training.term_grad_norm_steps if training.term_grad_norm_steps else 0,
+        transfer_ratio=getattr(job.config, "transfer_ratio", None),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(CompleteCheckpointCallback())

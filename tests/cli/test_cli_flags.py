@@ -19,6 +19,7 @@ from kdkit.cli import app
 from kdkit.cli.command import config_fields
 from kdkit.cli.evaluate import EVALUATE_DATA_FIELDS
 from kdkit.cli.export import EXPORT_DATA_FIELDS
+from kdkit.cli.flags import REPEATABLE
 from kdkit.config import DataConfig, DistillConfig, FinetuneConfig, StudentSpec, TrainingConfig, build_config
 
 runner = CliRunner()
@@ -78,6 +79,8 @@ def _sample(name: str, info: Any) -> tuple[Any, Any]:
         return (default or 1.0) / 2, (default or 1.0) / 2
     if kind is Path:
         return "some/where.csv", Path("some/where.csv")
+    if typing.get_origin(kind) is list and REPEATABLE.get(name, "") is None:
+        return "a, b.txt", ["a, b.txt"]  # a repeatable file flag: one file a flag, a comma in its name kept
     if typing.get_origin(kind) is list:
         return "a, b", ["a", "b"]
     if kind is StudentSpec:

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from kdkit import hookspecs
 from kdkit.attribution.base import AttributionProvider, EmbeddingForward
+from kdkit.data.augmentation import Augmenter
+from kdkit.data.augmenters import MaskAugmenter, NeighbourAugmenter, SwapAugmenter
 from kdkit.losses.attention import AttentionLoss
 from kdkit.losses.base import DistillationLoss, LossNeeds
 from kdkit.losses.formulas import task_loss
@@ -27,7 +29,7 @@ from kdkit.losses.hidden import HiddenStateLoss
 from kdkit.losses.kd import CrossEntropy, VanillaKD
 from kdkit.plugin_api import hookimpl
 from kdkit.plugins.manager import PluginManager
-from kdkit.testing import BINARY_TASK, check_attribution_provider, check_loss
+from kdkit.testing import BINARY_TASK, check_attribution_provider, check_augmenter, check_loss
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS_DOC = REPO / "docs" / "plugins.md"
@@ -51,7 +53,7 @@ def _test_names() -> set[str]:
 
 
 def test_the_hook_specs_are_found() -> None:
-    assert HOOKS == ["kdkit_attribution_providers", "kdkit_losses"]
+    assert HOOKS == ["kdkit_attribution_providers", "kdkit_augmenters", "kdkit_losses"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
@@ -80,7 +82,11 @@ def test_every_hook_spec_has_a_test(hook: str) -> None:
 
 @pytest.mark.parametrize(
     ("hook", "base"),
-    [("kdkit_losses", DistillationLoss), ("kdkit_attribution_providers", AttributionProvider)],
+    [
+        ("kdkit_losses", DistillationLoss),
+        ("kdkit_attribution_providers", AttributionProvider),
+        ("kdkit_augmenters", Augmenter),
+    ],
 )
 def test_the_docs_describe_every_attribute_of_the_component(hook: str, base: type) -> None:
     """Each public class attribute and method of the component's base class is named in the hook's section."""
@@ -106,7 +112,7 @@ def test_the_base_classes_declare_the_protocol_kdkit_relies_on() -> None:
     assert AttributionProvider.binary_views_equal(_Uniform()) is False  # the declared default
 
 
-@pytest.mark.parametrize("base", [DistillationLoss, AttributionProvider])
+@pytest.mark.parametrize("base", [DistillationLoss, AttributionProvider, Augmenter])
 def test_every_overridable_method_is_in_the_override_table_of_docs_plugins_md(base: type) -> None:
     """docs/plugins.md's 'What a plugin may override' has a table per base class listing exactly its methods."""
     section = _sections(PLUGINS_DOC.read_text())["What a plugin may override"]
@@ -176,6 +182,24 @@ def test_hook_kdkit_attribution_providers() -> None:
     check_attribution_provider(_Uniform, regression=False)
 
 
+class _Shout(Augmenter):
+    name = "shout"
+
+    def augment(self, text: str, copies: int, rng: Any) -> list[str]:
+        words = text.split()
+        return [" ".join(w.upper() if rng.random() < 0.5 else w for w in words) or text for _ in range(copies)]
+
+
+def test_hook_kdkit_augmenters() -> None:
+    plugin = _plugin(kdkit_augmenters=lambda: [_Shout])
+    manager = PluginManager(autoload=False, extra_plugins={"mine": plugin})
+    results = manager.hooks.hook.kdkit_augmenters()
+    assert results == [[_Shout], [MaskAugmenter, SwapAugmenter, NeighbourAugmenter]]
+    assert manager.augmenter("shout") is _Shout
+    assert {p.name: p for p in manager.plugins()}["mine"].augmenters == [_Shout]
+    check_augmenter(_Shout)
+
+
 @pytest.mark.parametrize(
     ("returned", "error"),
     [
@@ -220,10 +244,12 @@ def test_the_example_of_each_hook_runs_and_conforms(hook: str) -> None:
         manager = PluginManager(autoload=False, extra_plugins={"example": module})
         assert manager.failures == []
         info = {p.name: p for p in manager.plugins()}["example"]
-        components = info.losses if hook == "kdkit_losses" else info.providers
+        components = {"kdkit_losses": info.losses, "kdkit_augmenters": info.augmenters}.get(hook, info.providers)
         assert components, f"the example of {hook} contributes nothing"
         for component in components:
-            if issubclass(component, DistillationLoss):
+            if issubclass(component, Augmenter):
+                check_augmenter(component)
+            elif issubclass(component, DistillationLoss):
                 check_loss(component)
             else:
                 check_attribution_provider(component, architectures=("bert", "distilbert"))

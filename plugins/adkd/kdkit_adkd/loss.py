@@ -40,6 +40,7 @@ from kdkit.plugin_api import (
     PresetFunction,
     TaskSpec,
     TrainingError,
+    labelled,
     num_layers,
     replace_embedding_output,
     step_temperature,
@@ -246,7 +247,8 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         provider says the two views' maps are equal (IG with m = 1), one view (weight 1, as in the
         reference), the class that ``own_logits`` finds least likely (its gradient is the best conditioned);
         otherwise (or with ``binary_single_view`` off) both, weight 1/2 each, so L_attr keeps its scale.
-        ``gold``: the label. ``pred``: the teacher's prediction. Regression: the single output.
+        ``gold``: the label (the teacher's prediction for an example without one: transfer data).
+        ``pred``: the teacher's prediction. Regression: the single output.
         ``other``: the other side's provider when teacher and student use different ones; one view only if
         both say the two views' maps are equal, so teacher and student always have the same views.
         """
@@ -255,8 +257,9 @@ class ADKDLoss(DistillationLoss[ADKDOptions]):
         one = torch.ones(1, device=device)
         if self.task.is_regression:
             return torch.zeros(size, 1, dtype=torch.long, device=device), one
-        if self.options.views == "gold":
-            return labels.long().view(-1, 1), one
+        if self.options.views == "gold":  # an example without a label (transfer data): the teacher's prediction
+            gold = torch.where(labelled(self.task, labels), labels.long(), teacher_logits.argmax(dim=-1))
+            return gold.view(-1, 1), one
         if self.options.views == "pred":
             return teacher_logits.argmax(dim=-1).view(-1, 1), one
         classes = int(own_logits.shape[-1])

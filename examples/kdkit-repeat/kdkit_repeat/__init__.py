@@ -1,0 +1,1 @@
+"""kdkit-repeat: an example augmenter plugin for kdkit (``kdkit distill --augment repeat``)."""
