@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel
 
 from kdkit.errors import ConfigError, KdkitError, NonFiniteLossError, StorageError, is_disk_full
+from kdkit.records.fidelity import FIDELITY_FILE
 from kdkit.records.home import make_writable_dir
 from kdkit.records.locking import RunLock
 from kdkit.records.manifests import EXPORT_MANIFEST_FILE, read_json, write_json, write_text
@@ -63,7 +64,7 @@ RUN_ENTRIES = frozenset(
 )
 #: what kdkit writes in an export folder besides the tokenizer's files
 EXPORT_ENTRIES = frozenset(
-    {EXPORT_MANIFEST_FILE, "README.md", "training_curves.svg", "config.json", "onnx", FILES_RECORD}
+    {EXPORT_MANIFEST_FILE, FIDELITY_FILE, "README.md", "training_curves.svg", "config.json", "onnx", FILES_RECORD}
 )
 #: the web page folder 'kdkit web' writes inside an export (recognised by its own record, kdkit_web.json)
 EXPORT_WEB_DIR = "web"
@@ -378,11 +379,8 @@ def _written_by_kdkit(folder: Path, kind: str, name: str) -> bool:
         from kdkit.records.web_record import WEB_ENTRIES
 
         return name in WEB_ENTRIES
-    from kdkit.records.fidelity import FIDELITY_FILE
-
     return (
         name in EXPORT_ENTRIES
-        or name == FIDELITY_FILE
         or name.startswith(TOKENIZER_PREFIXES)
         or (name == EXPORT_WEB_DIR and kdkit_output_kind(folder / name) == "web")
     )
@@ -392,8 +390,6 @@ def _listing(names: list[str], limit: int = 4) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
-
-# -- finding models -------------------------------------------------------------------------------------
 
 
 def resolve_model_dir(path: Path) -> Path:

@@ -140,7 +140,6 @@ def _cache_teacher_signals(job: TrainingJob, ctx: LossContext, args: TrainingArg
             pad_token_id=int(job.tokenizer.pad_token_id or 0),
             batch_size=max(args.per_device_eval_batch_size, 1),
             precision=run_precision(args),
-            say=lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True),
             console=console,
         )
     return train_dataset, time.perf_counter() - start

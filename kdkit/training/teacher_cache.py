@@ -19,6 +19,7 @@ import hashlib
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,13 @@ def compute_signals(
     return out
 
 
+def _warning_on(console: Console | None) -> Callable[[str], None]:
+    """How a damaged cache entry is reported: a ``warning:`` line on ``console``, else a :class:`CacheWarning`."""
+    if console is None:
+        return lambda line: warnings.warn(line, CacheWarning, stacklevel=3)
+    return lambda line: console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
+
+
 def add_teacher_signals(
     dataset: Dataset,
     loss: DistillationLoss,
@@ -126,20 +134,21 @@ def add_teacher_signals(
     pad_token_id: int,
     batch_size: int = 64,
     precision: str = "fp32",
-    say: Callable[[str], None] | None = None,
     console: Console | None = None,
 ) -> Dataset:
     """``dataset`` plus ``teacher_<name>`` columns of ``ctx.teacher``, read from the verified cache or computed (and
-    cached) in ``precision`` (the run's: autocast in bf16); ``say`` reports a damaged cache entry (default: a
-    :class:`CacheWarning`); the pass over the data shows its progress on ``console`` (a bar on a terminal, plain
-    lines in a log; default: stderr)."""
+    cached) in ``precision`` (the run's: autocast in bf16). A damaged cache entry is a ``warning:`` line on
+    ``console`` (without one: a :class:`CacheWarning`); the pass over the data shows its progress there (a bar on
+    a terminal, plain lines in a log; default: stderr)."""
     teacher = ctx.teacher
     if teacher is None:
         raise ValueError("add_teacher_signals needs the teacher in ctx.teacher")
     collator = DistillationCollator(pad_token_id)
     key = cache_key(teacher, dataset, loss, ctx, precision)
-    say = say or (lambda line: warnings.warn(line, CacheWarning, stacklevel=3))
+    say = _warning_on(console)
     ordered = _sorted_by(dataset.add_column(_ROW, list(range(len(dataset)))), "length")
+    # attribution maps (providers) differentiate the teacher
+    in_precision = partial(teacher_precision, teacher, precision, device, differentiated=bool(loss.providers_used()))
 
     def build(cache_file: str | None) -> Dataset:
         bars_were_enabled = is_progress_bar_enabled()
@@ -149,15 +158,7 @@ def add_teacher_signals(
             def fn(examples: dict[str, list[Any]]) -> dict[str, Any]:
                 count = len(examples["input_ids"])
                 features = [{k: examples[k][i] for k in examples} for i in range(count)]
-                signals = compute_signals(
-                    loss,
-                    teacher,
-                    features,
-                    ctx,
-                    device,
-                    collator,
-                    lambda: teacher_precision(teacher, precision, device, differentiated=bool(loss.providers_used())),
-                )
+                signals = compute_signals(loss, teacher, features, ctx, device, collator, in_precision)
                 progress.advance(count)
                 return signals
 
