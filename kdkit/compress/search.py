@@ -249,7 +249,7 @@ def compress(
     *,
     plugins: PluginManager | None = None,
     console: Console | None = None,
-    runner: Runner = run_trial,
+    runner: Runner | None = None,
 ) -> CompressResult:
     """Search for the most accurate student within ``options.budget`` (see the module docstring); writes
     ``report.md`` and, when a trial meets the budget, exports it to ``output/student``; otherwise raises
@@ -274,15 +274,14 @@ def compress(
         exporter=options.exporter, plugins=plugins or get_plugin_manager(), console=Console(stderr=True, quiet=True),
     )  # fmt: skip
     progress = _Progress(console, study, options, float(teacher["score"]))
+    objective = _objective(study, space, setup, options, runner or run_trial, progress)
+    enough = optuna.study.MaxTrialsCallback(options.trials, states=(optuna.trial.TrialState.COMPLETE,))
     done, _ = finished_rows(study)
-    if len(done) < options.trials:
-        study.optimize(
-            _objective(study, space, setup, options, runner, progress),
-            n_trials=options.trials - len(done),
-            catch=(Exception,),
-            callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=(optuna.trial.TrialState.COMPLETE,)),
-                       progress],
-        )  # fmt: skip
+    while len(done) < options.trials:  # failed trials do not count: run more until enough have finished
+        study.optimize(objective, n_trials=options.trials - len(done), catch=(Exception,), callbacks=[enough, progress])
+        before, (done, _) = len(done), finished_rows(study)
+        if len(done) == before:  # every trial of the round failed: report them rather than retry forever
+            break
     return _finish(study, options, space, teacher)
 
 
