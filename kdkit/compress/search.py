@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from kdkit.compress.space import PERCENTILES, Plan, SearchSpace, check_losses, l
 from kdkit.compress.study import open_study, storage_url
 from kdkit.compress.trial import TrialSetup, dev_set, measure_teacher, run_trial
 from kdkit.config import DataConfig
-from kdkit.errors import ConfigError
+from kdkit.errors import ConfigError, KdkitWarning
 from kdkit.plugins.manager import PluginManager, get_plugin_manager
 from kdkit.records.manifests import file_sha256
 
@@ -226,7 +227,7 @@ def _objective(
         trial.set_user_attr("plan", {**plan.to_dict(), "student": plan.student})
         progress.starting(trial.number, plan)
         try:
-            measured = runner(plan, setup, options.output / "trials" / f"{trial.number:04d}")
+            measured = runner(plan, setup, options.output / "trials" / options.study_name / f"{trial.number:04d}")
         except KeyboardInterrupt:
             trial.set_user_attr("error", "interrupted (Ctrl-C)")
             raise
@@ -268,11 +269,7 @@ def compress(
         f"study '{options.study_name}' in {url}; measuring the teacher (exported, {options.threads} thread(s))"
     )
     teacher = measure_teacher(options.teacher, options.data, options.output, options.threads, options.exporter)
-    setup = TrialSetup(
-        teacher=options.teacher, data=options.data, dev=dev_set(options.data),
-        teacher_predictions=_as_array(teacher["predictions"]), training=options.training, threads=options.threads,
-        exporter=options.exporter, plugins=plugins or get_plugin_manager(), console=Console(stderr=True, quiet=True),
-    )  # fmt: skip
+    setup = trial_setup(options, teacher, plugins)
     progress = _Progress(console, study, options, float(teacher["score"]))
     objective = _objective(study, space, setup, options, runner or run_trial, progress)
     enough = optuna.study.MaxTrialsCallback(options.trials, states=(optuna.trial.TrialState.COMPLETE,))
@@ -285,10 +282,15 @@ def compress(
     return _finish(study, options, space, teacher)
 
 
-def _as_array(values: list[Any]) -> Any:
+def trial_setup(options: CompressOptions, teacher: dict[str, Any], plugins: PluginManager | None) -> TrialSetup:
+    """What every trial of ``options`` shares (``teacher``: the teacher's measured reference)."""
     import numpy as np
 
-    return np.asarray(values)
+    return TrialSetup(
+        teacher=options.teacher, data=options.data, dev=dev_set(options.data),
+        teacher_predictions=np.asarray(teacher["predictions"]), training=options.training, threads=options.threads,
+        exporter=options.exporter, plugins=plugins or get_plugin_manager(), console=Console(stderr=True, quiet=True),
+    )  # fmt: skip
 
 
 def _finish(study: Any, options: CompressOptions, space: SearchSpace, teacher: dict[str, Any]) -> CompressResult:
@@ -297,8 +299,15 @@ def _finish(study: Any, options: CompressOptions, space: SearchSpace, teacher: d
     teacher_score = float(teacher["score"])
     frontier = pareto_front(done, options.budget.limits_size)
     chosen = choose(done, options.budget, teacher_score)
-    if chosen is not None:
+    if chosen is not None and Path(chosen["measured"]["export"]).is_dir():
         _install_student(Path(chosen["measured"]["export"]), options.output / STUDENT_DIR)
+    elif chosen is not None:  # a trial of a shared study that ran on another machine
+        warnings.warn(
+            f"the chosen trial #{chosen['number']} was exported on another machine ({chosen['measured']['export']}): "
+            f"copy it from there; {STUDENT_DIR}/ was not written",
+            KdkitWarning,
+            stacklevel=2,
+        )
     report = write_report(options.output, options.budget, space, teacher, done, failed, frontier, chosen)
     result = CompressResult(options.output, report, teacher, done, frontier, chosen, len(failed))
     if chosen is None:
