@@ -16,7 +16,10 @@ from kdkit.errors import ConfigError, KdkitError
 
 
 class BudgetUnmet(KdkitError):
-    """No finished trial meets every budget (the message names the closest ones and what each misses)."""
+    """No finished trial meets every budget (the message names the closest ones and what each misses);
+    ``result`` is the search's :class:`~kdkit.compress.search.CompressResult` all the same (set by ``compress``)."""
+
+    result: Any = None
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,9 @@ def _finish(study: Any, options: CompressOptions, space: SearchSpace, teacher: d
     report = write_report(options.output, options.budget, space, teacher, done, failed, frontier, chosen)
     result = CompressResult(options.output, report, teacher, done, frontier, chosen, len(failed))
     if chosen is None:
-        raise unmet_error(done, options.budget, teacher_score)
+        error = unmet_error(done, options.budget, teacher_score)
+        error.result = result  # what was found all the same (the frontier, every trial)
+        raise error
     return result
 
 

@@ -156,8 +156,9 @@ def _validation_only(data: DataConfig) -> DataConfig:
 
 def run_trial(plan: Plan, setup: TrialSetup, directory: Path) -> dict[str, Any]:
     """Distil, export and measure ``plan`` in ``directory`` (``run/``, ``pruned/`` when the vocabulary is
-    pruned, ``onnx/``); returns what was measured (with ``seconds``, the trial's wall time)."""
-    start = time.perf_counter()
+    pruned, ``onnx/``); returns what was measured (with ``seconds`` and ``cpu_seconds``, the trial's wall and CPU
+    time)."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
     data = setup.data.model_copy(update={"max_length": plan.max_length})
     raw = {
         "loss": plan.loss,
@@ -186,7 +187,15 @@ def run_trial(plan: Plan, setup: TrialSetup, directory: Path) -> dict[str, Any]:
     measured.pop("predictions")
     shutil.rmtree(directory / "run" / "last", ignore_errors=True)  # best/ is what was exported
     return {**measured, "vocab_size": vocab_size, "seconds": time.perf_counter() - start,
-            "train_metrics": result.metrics}  # fmt: skip
+            "cpu_seconds": _cpu_seconds() - cpu, "train_metrics": result.metrics}  # fmt: skip
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (every thread) and its finished children."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _all_texts(data: DataConfig) -> list[str]:

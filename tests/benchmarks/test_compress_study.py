@@ -36,14 +36,17 @@ def test_the_section_reports_the_frontier_the_baselines_and_the_latency_check(st
     facts = {
         "date": "2026-12-08", "size": "3 trials", "command": "python benchmarks/compress_study.py ...",
         "teacher": _measured(0.91, 9.0), "result": result, "budget": Budget(max_latency_ms=3.0, max_drop=1.5),
-        "speedup": 3.0, "search_cpu": 600.0, "baseline_cpu": 300.0, "unmet": None, "check_p95": 2.1,
-        "check_ratio": 1.05, "baselines": [{"depth": 1, "measured": _measured(0.85, 1.5), "cpu_seconds": 60.0}],
+        "speedup": 3.0, "search_cpu": 600.0, "baseline_cpu": 300.0, "unmet": None,
+        "checks": [("trial #4", (1.0, 2.0), (1.1, 2.1))],
+        "baselines": [{"depth": 1, "measured": _measured(0.85, 1.5), "cpu_seconds": 60.0}],
     }  # fmt: skip
     text = study.section(facts)
     assert "| search #4 (copy:2, int8, vocab pruned) | 90.00 | +1.00 | 1.00 | 2.00 | 4.5x | 20.0 | - |" in text
     assert "| copy:1 KD (hand-made) | 85.00 | +6.00 | 0.75 | 1.50 | 6.0x | 20.0 | 1.0 |" in text
-    assert "ratio 1.05; within 10%: yes" in text
-    facts["check_ratio"] = 1.2
+    assert (
+        "trial #4: p50 1.10 / p95 2.10 ms against the reported 1.00 / 2.00 ms (p95 ratio 1.05, within 10%: yes)" in text
+    )
+    facts["checks"] = [("trial #4", (1.0, 2.0), (1.0, 2.4))]
     assert "within 10%: no" in study.section(facts)
 
 

@@ -88,6 +88,7 @@ def test_budget_unmet_names_the_closest_trials(tmp_path, fake_teacher):
     message = str(caught.value)
     assert "no trial meets the budget" in message and "trial 0" in message and "latency p95" in message
     assert "\n" not in message
+    assert len(caught.value.result.rows) == 2 and caught.value.result.chosen is None  # the search's findings
     assert "No finished trial meets the budget" in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "student").exists()
 
