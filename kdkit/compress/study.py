@@ -54,11 +54,10 @@ def open_study(url: str, name: str, identity: dict[str, Any], *, with_size: bool
     directions: list[Literal["minimize", "maximize"]] = ["maximize", "minimize"]
     if with_size:
         directions.append("minimize")
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
     storage = _storage(url)
     try:
         study = optuna.create_study(
-            storage=storage, study_name=name, directions=directions, sampler=sampler, load_if_exists=True
+            storage=storage, study_name=name, directions=directions, load_if_exists=True
         )
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
@@ -66,6 +65,9 @@ def open_study(url: str, name: str, identity: dict[str, Any], *, with_size: bool
             f"cannot open study '{name}' in {url} ({first})", "check --storage and --study-name"
         ) from None
     _check_identity(study, url, identity)
+    # seeded by the trials already there: a rerun with the same --sampler-seed must not draw its first trials again
+    offset = len(study.get_trials(deepcopy=False)) if seed is not None else 0
+    study.sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + offset, n_startup_trials=6)
     made = [d.name.lower() for d in study.directions]
     if made != directions:
         had = "with" if len(made) == 3 else "without"

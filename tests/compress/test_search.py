@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
+from xml.etree import ElementTree
 
 import optuna
 import pytest
@@ -40,6 +41,7 @@ def test_a_rerun_continues_the_study(tmp_path, fake_teacher):
     second = FakeRunner()
     result = compress(options(tmp_path, tmp_path / "out", trials=3), runner=second)
     assert len(second.calls) == 1  # only the missing trial
+    assert second.calls[0] not in first.calls  # the seeded sampler does not draw the first run's trials again
     assert sorted(row["number"] for row in result.rows) == [0, 1, 2]
     again = FakeRunner()
     compress(options(tmp_path, tmp_path / "out", trials=3), runner=again)
@@ -59,7 +61,10 @@ def test_the_chosen_student_is_the_most_accurate_within_budget(tmp_path, fake_te
     )
     report = (tmp_path / "out" / "report.md").read_text()
     assert f"Trial #{chosen['number']}" in report and "## Pareto frontier" in report
-    assert "<svg" in (tmp_path / "out" / "frontier.svg").read_text()
+    svg = ElementTree.parse(tmp_path / "out" / "frontier.svg").getroot()  # well-formed
+    plotted = json.loads(svg.find("{http://www.w3.org/2000/svg}metadata").text)
+    assert len(plotted["trials"]) == 6 and plotted["budget"]["latency_ms"] == 1.5
+    assert plotted["chosen"][1] == pytest.approx(100 * chosen["measured"]["score"])
 
 
 def test_a_crashing_trial_is_recorded_failed_and_the_search_goes_on(tmp_path, fake_teacher):
