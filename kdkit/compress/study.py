@@ -56,9 +56,7 @@ def open_study(url: str, name: str, identity: dict[str, Any], *, with_size: bool
         directions.append("minimize")
     storage = _storage(url)
     try:
-        study = optuna.create_study(
-            storage=storage, study_name=name, directions=directions, load_if_exists=True
-        )
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ConfigError(
