@@ -318,13 +318,20 @@ def _finish(study: Any, options: CompressOptions, space: SearchSpace, teacher: d
 
 
 def _install_student(export: Path, target: Path) -> None:
-    """Copy the chosen export (with its model card) to ``target``, replacing an earlier choice atomically."""
-    work = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(export, work)
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    work.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    """Copy the chosen export (with its model card) to ``target``, replacing an earlier choice; under a lock, as
+    processes sharing a study and an output folder may finish together."""
+    from kdkit.records.locking import RunLock
+
+    lock = RunLock(target)
+    lock.acquire(wait=True)
+    try:
+        work, old = target.with_name(f".{target.name}.partial"), target.with_name(f".{target.name}.old")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(export, work)
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        work.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        lock.release()

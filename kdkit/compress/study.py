@@ -12,6 +12,7 @@ sampler steers by.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +45,45 @@ def _storage(url: str) -> Any:
         ) from None
 
 
+def _create(url: str, name: str, directions: list[Literal["minimize", "maximize"]]) -> Any:
+    import optuna
+
+    storage = _storage(url)
+    try:
+        return optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise ConfigError(
+            f"cannot open study '{name}' in {url} ({first})", "check --storage and --study-name"
+        ) from None
+
+
+def _opened(url: str, name: str, directions: list[Literal["minimize", "maximize"]], identity: dict[str, Any]) -> Any:
+    """The study, its identity checked (or recorded). Processes opening a new study at once collide while the
+    storage creates its tables: for a local SQLite file they take turns (a lock beside it); any storage is tried
+    three times before the one-line error."""
+    from kdkit.records.locking import RunLock
+
+    database = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    lock = RunLock(database) if database is not None and database.parent.is_dir() else None
+    if lock is not None:
+        lock.acquire(wait=True)
+    try:
+        for attempt in range(3):
+            try:
+                study = _create(url, name, directions)
+                break
+            except ConfigError:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
+        _check_identity(study, url, identity)
+        return study
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def open_study(url: str, name: str, identity: dict[str, Any], *, with_size: bool, seed: int | None) -> Any:
     """The study ``name`` in ``url`` (created, or loaded and checked against ``identity`` and its objectives),
     with a constrained multi-objective TPE sampler."""
@@ -54,15 +94,7 @@ def open_study(url: str, name: str, identity: dict[str, Any], *, with_size: bool
     directions: list[Literal["minimize", "maximize"]] = ["maximize", "minimize"]
     if with_size:
         directions.append("minimize")
-    storage = _storage(url)
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ConfigError(
-            f"cannot open study '{name}' in {url} ({first})", "check --storage and --study-name"
-        ) from None
-    _check_identity(study, url, identity)
+    study = _opened(url, name, directions, identity)
     # seeded by the trials already there: a rerun with the same --sampler-seed must not draw its first trials again
     offset = len(study.get_trials(deepcopy=False)) if seed is not None else 0
     study.sampler = optuna.samplers.TPESampler(seed=None if seed is None else seed + offset, n_startup_trials=6)

@@ -132,7 +132,19 @@ class TeacherRecord(BaseModel):
 
 def measure_teacher(teacher: Path, data: DataConfig, output: Path, threads: int, exporter: str) -> dict[str, Any]:
     """The teacher exported to ``output/teacher`` (fp32) and measured as a trial is; reused from
-    ``output/teacher.json`` when its weights (sha256) and threads are the same."""
+    ``output/teacher.json`` when its weights (sha256) and threads are the same. Under a lock: a second process
+    sharing the output folder waits, then reuses the first one's."""
+    from kdkit.records.locking import RunLock
+
+    lock = RunLock(output / "teacher.json")
+    lock.acquire(wait=True)
+    try:
+        return _measured_teacher(teacher, data, output, threads, exporter)
+    finally:
+        lock.release()
+
+
+def _measured_teacher(teacher: Path, data: DataConfig, output: Path, threads: int, exporter: str) -> dict[str, Any]:
     record_path, weights = output / "teacher.json", teacher / "model.safetensors"
     sha = file_sha256(weights) if weights.is_file() else "unknown"
     if record_path.is_file():
