@@ -123,7 +123,8 @@ def test_two_processes_share_one_sqlite_study(tmp_path):
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]  # fmt: skip
     outputs = [process.communicate(timeout=240) for process in processes]
-    assert all(process.returncode == 0 for process in processes), [err[err.find('Traceback'):][:3000] for _, err in outputs]
+    tracebacks = [err[err.find("Traceback") :][:3000] for _, err in outputs]
+    assert all(process.returncode == 0 for process in processes), tracebacks
     calls = [json.loads(out.strip().splitlines()[-1])["calls"] for out, _ in outputs]
     states = _states(tmp_path / "out")
     assert states.count("COMPLETE") == sum(calls) >= 4  # every trial either process ran is in the one study
