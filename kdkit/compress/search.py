@@ -137,8 +137,22 @@ def _space(options: CompressOptions, depth: int, max_length: int) -> SearchSpace
         losses=check_losses(options.losses),
         max_epochs=options.max_epochs,
         precisions=("fp32", "int8") if options.int8 else ("fp32",),
-        vocabs=("full", "pruned") if options.vocab_pruning else ("full",),
+        vocabs=("full", "pruned") if options.vocab_pruning and _prunable(tokenizer) else ("full",),
     )
+
+
+def _prunable(tokenizer: Any) -> bool:
+    """Whether vocabulary pruning applies (a WordPiece tokenizer, :mod:`kdkit.models.vocab`); when it does not,
+    the search leaves the pruned vocabulary out rather than fail every trial that draws it."""
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    if type(model).__name__ == "WordPiece":
+        return True
+    warnings.warn(
+        f"vocabulary pruning needs a WordPiece tokenizer, not {type(model).__name__}: the search keeps the full one",
+        KdkitWarning,
+        stacklevel=3,
+    )
+    return False
 
 
 def _identity(options: CompressOptions) -> dict[str, Any]:

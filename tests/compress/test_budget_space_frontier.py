@@ -93,3 +93,16 @@ def test_size_is_an_objective_only_with_a_size_budget():
     rows = [_row(0, 0.90, 2.0, mb=30), _row(1, 0.90, 2.5, mb=10)]
     assert [row["number"] for row in pareto_front(rows, with_size=False)] == [0]
     assert [row["number"] for row in pareto_front(rows, with_size=True)] == [0, 1]
+
+
+def test_pruning_is_left_out_for_a_tokenizer_that_is_not_wordpiece():
+    from tokenizers import Tokenizer, models
+
+    from kdkit.compress.search import _prunable
+    from kdkit.errors import KdkitWarning
+
+    wordpiece = type("T", (), {"backend_tokenizer": Tokenizer(models.WordPiece({"[UNK]": 0}, unk_token="[UNK]"))})()
+    bpe = type("T", (), {"backend_tokenizer": Tokenizer(models.BPE())})()
+    assert _prunable(wordpiece)
+    with pytest.warns(KdkitWarning, match="needs a WordPiece tokenizer, not BPE"):
+        assert not _prunable(bpe)
