@@ -243,6 +243,9 @@ def _objective(
         try:
             measured = runner(plan, setup, options.output / "trials" / options.study_name / f"{trial.number:04d}")
         except KeyboardInterrupt:
+            from kdkit.records.runs import take_unfinished
+
+            take_unfinished()  # the trial's half-done run is not resumed: running compress again continues the study
             trial.set_user_attr("error", "interrupted (Ctrl-C)")
             raise
         except Exception as exc:

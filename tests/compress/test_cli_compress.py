@@ -82,3 +82,21 @@ def test_one_real_trial_is_distilled_exported_and_measured(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| teacher |" in report and "| #0 |" in report
     assert (tmp_path / "out" / "teacher.json").is_file()
+
+
+def test_ctrl_c_in_a_trial_says_to_run_compress_again_not_resume(tmp_path):
+    from kdkit.records import runs
+
+    def interrupted(plan, setup, directory):
+        half_done = directory / "run.partial"
+        half_done.mkdir(parents=True)
+        runs._UNFINISHED.append(half_done)  # what a distillation stopped by Ctrl-C leaves
+        raise KeyboardInterrupt
+
+    with (
+        mock.patch("kdkit.compress.search.measure_teacher", return_value=FAKE_TEACHER),
+        mock.patch("kdkit.compress.search.run_trial", interrupted),
+    ):
+        result = runner.invoke(app, _args(tmp_path, "--trials", "2"))
+    assert result.exit_code == 130, result.stderr
+    assert "run the command again" in result.stderr and "--resume" not in result.stderr
