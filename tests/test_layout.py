@@ -30,6 +30,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("training", "export", "hookspecs"),
     ("plugins", "web"),
     ("api", "plugin_api"),
+    ("compress",),
     ("cli", "testing"),
     ("entry",),
 ]

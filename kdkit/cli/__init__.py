@@ -14,6 +14,7 @@ from kdkit.cli.base import app
 # importing a command's module registers the command; --help lists them in this order
 # isort: off
 from kdkit.cli import finetune, distill, evaluate, export, predict, web, explain, plugins, tasks  # noqa: F401
+from kdkit.cli import compress  # noqa: F401
 # isort: on
 
 __all__ = ["app"]

@@ -186,7 +186,7 @@ def test_help_shows_each_fields_description_and_default() -> None:
     assert "--student copy:N|MODEL" in text and "[default: copy:3]" in text
 
 
-COMMANDS = ["finetune", "distill", "evaluate", "export", "predict", "web", "explain", "plugins", "tasks"]
+COMMANDS = ["finetune", "distill", "compress", "evaluate", "export", "predict", "web", "explain", "plugins", "tasks"]
 
 
 @pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])
