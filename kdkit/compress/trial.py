@@ -11,6 +11,7 @@ the report and the score every drop is counted from. Trials share the teacher-si
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,13 +27,16 @@ from kdkit.compress.space import Plan
 from kdkit.config import DataConfig
 from kdkit.data.metrics import compute_metrics, predictions_from_logits
 from kdkit.data.tasks import TaskSpec
+from kdkit.export.fidelity import FidelityOptions
 from kdkit.export.inference import OnnxClassifier
 from kdkit.export.latency import measure_latency
 from kdkit.export.stage import ExportOptions, export_onnx
 from kdkit.export.validation import texts
 from kdkit.models.vocab import prune_vocabulary
 from kdkit.plugins.manager import PluginManager
-from kdkit.records.manifests import file_sha256, read_json, write_json
+from kdkit.records import model_card
+from kdkit.records.fidelity import read_fidelity, write_fidelity
+from kdkit.records.manifests import EXPORT_MANIFEST_FILE, file_sha256, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -193,10 +197,13 @@ def run_trial(plan: Plan, setup: TrialSetup, directory: Path) -> dict[str, Any]:
     export_options = ExportOptions(
         output=directory / "onnx", data=_validation_only(data), exporter=setup.exporter,  # type: ignore[arg-type]
         quantize="int8" if plan.precision == "int8" else None, max_length=plan.max_length, overwrite=True,
+        # the budget (--max-drop from the teacher, as deployed) judges int8, not export's own guard
+        fidelity=FidelityOptions(teacher=setup.teacher, keep_int8=True),
     )  # fmt: skip
     export_onnx(model_dir, export_options)
     measured = measure_export(directory / "onnx", plan.precision, setup.dev, setup.threads, setup.teacher_predictions)
     measured.pop("predictions")
+    record_latency(directory / "onnx", model_dir, measured)
     shutil.rmtree(directory / "run" / "last", ignore_errors=True)  # best/ is what was exported
     return {**measured, "vocab_size": vocab_size, "seconds": time.perf_counter() - start,
             "cpu_seconds": _cpu_seconds() - cpu, "train_metrics": result.metrics}  # fmt: skip
@@ -208,6 +215,16 @@ def _cpu_seconds() -> float:
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def record_latency(export: Path, model_dir: Path, measured: dict[str, Any]) -> None:
+    """The trial's latency (p50/p95 of the deployed precision) in its export's fidelity report and model card,
+    so that the chosen student's card states what it costs (issue 26)."""
+    report = read_fidelity(export)
+    latency = {f"onnx_{measured['precision']}": {"p50_ms": measured["p50_ms"], "p95_ms": measured["p95_ms"]}}
+    write_fidelity(export, report.model_copy(update={"latency": latency}))
+    manifest = json.loads((export / EXPORT_MANIFEST_FILE).read_text())
+    model_card.card_for_export(export, manifest, model_card.find_run_summary(model_dir, model_dir))
 
 
 def _all_texts(data: DataConfig) -> list[str]:

@@ -53,7 +53,11 @@ def test_every_field_is_a_flag_and_every_flag_a_field(command: str, model: type[
 
 def test_evaluate_and_export_take_an_explicit_subset_of_the_data_options() -> None:
     for command, fields, own in (
-        ("evaluate", (*[f"data.{n}" for n in EVALUATE_DATA_FIELDS], "training.device"), {"model", "batch_size"}),
+        (
+            "evaluate",
+            (*[f"data.{n}" for n in EVALUATE_DATA_FIELDS], "training.device", "training.precision"),
+            {"model", "batch_size"},
+        ),
         ("export", [f"data.{n}" for n in EXPORT_DATA_FIELDS], {"model", "onnx", "output", "opset", "exporter"}),
     ):
         made = config_fields(_command(command))
