@@ -11,7 +11,6 @@ module                  install                                needed for
 ``tensorboard``         ``pip install "kdkit[tensorboard]"``   ``--report-to tensorboard``
 ``trackio``             ``pip install "kdkit[trackio]"``       ``--report-to trackio``
 ``mlflow``              ``pip install "kdkit[mlflow]"``        ``--report-to mlflow``
-``optuna``              ``pip install "kdkit[compress]"``      ``kdkit compress``
 ``pytest``              ``pip install "kdkit[testing]"``       ``kdkit.testing.fixtures``
 ``kdkit_adkd``          ``pip install -e plugins/adkd``        the ``adkd`` loss and the ``ig`` provider
 ======================  =====================================  ==========================================
@@ -33,14 +32,13 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "tensorboard": ("--report-to tensorboard", 'pip install "kdkit[tensorboard]"'),
     "trackio": ("--report-to trackio", 'pip install "kdkit[trackio]"'),
     "mlflow": ("--report-to mlflow", 'pip install "kdkit[mlflow]"'),
-    "optuna": ("kdkit compress", 'pip install "kdkit[compress]"'),
     "pytest": ("kdkit.testing.fixtures", 'pip install "kdkit[testing]"'),
     "kdkit_adkd": ("the adkd loss and the ig attribution provider", "pip install -e plugins/adkd"),
 }
 #: modules kdkit itself depends on: missing means a broken install
 REQUIRED = frozenset(
     {"torch", "transformers", "datasets", "onnx", "onnxruntime", "onnxscript", "tokenizers", "numpy", "scipy"}
-    | {"sklearn", "safetensors", "accelerate", "pluggy", "pydantic", "typer", "rich", "yaml", "pyarrow"}
+    | {"sklearn", "safetensors", "accelerate", "pluggy", "pydantic", "typer", "rich", "yaml", "pyarrow", "optuna"}
 )
 
 

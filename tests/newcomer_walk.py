@@ -42,6 +42,12 @@ SMALL = {
     "distill": ["--max-train-samples", "48", "--max-eval-samples", "48", "--max-length", "48", "--epochs", "1"],
     "evaluate": ["--max-eval-samples", "48"],
     "export": ["--max-eval-samples", "48"],
+    # one small trial; budgets loose enough that an untrained-size student meets them (the walk checks the command
+    # runs end to end, not what it finds)
+    "compress": [
+        *("--max-train-samples", "48", "--max-eval-samples", "48", "--trials", "1", "--max-epochs", "1"),
+        *("--max-drop", "100", "--max-latency-ms", "10000", "--no-vocab-pruning"),
+    ],
 }
 #: and to a distill that fine-tunes the default teacher
 SMALL_TEACHER = ["--teacher-epochs", "1"]
@@ -169,7 +175,7 @@ class Step:
 
 def _workspace(folder: Path, shared: Path) -> Path:
     """``folder/repo`` (the working directory) beside ``folder/shared`` (-> the real shared data), as README's
-    relative paths expect; plus the custom-data example's train.csv and dev.csv."""
+    relative paths expect; plus the custom-data examples' train.csv, dev.csv and unlabelled.txt."""
     work = folder / "repo"
     work.mkdir(parents=True, exist_ok=True)
     link = folder / "shared"
@@ -180,6 +186,7 @@ def _workspace(folder: Path, shared: Path) -> Path:
     for name, count in (("train.csv", 48), ("dev.csv", 16)):
         rows = [f'"{words[i % 4][0]} {i}",{words[i % 4][1]}' for i in range(count)]
         (work / name).write_text("text,label\n" + "\n".join(rows) + "\n")
+    (work / "unlabelled.txt").write_text("".join(f"{words[i % 4][0]} again {i}\n" for i in range(32)))
     return work
 
 

@@ -158,16 +158,20 @@ def test_flags_not_given_leave_a_config_file_alone(run_config: dict[str, Any], t
 def test_evaluate_flags_set_the_data_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_evaluate(model: str, data: DataConfig, *, device: str, batch_size: int) -> tuple[Any, dict[str, float]]:
-        seen.update(data=data, device=device, batch_size=batch_size)
+    def fake_evaluate(
+        model: str, data: DataConfig, *, device: str, precision: str, batch_size: int
+    ) -> tuple[Any, dict[str, float]]:
+        seen.update(data=data, device=device, precision=precision, batch_size=batch_size)
         return SimpleNamespace(name="t"), {"accuracy": 0.5}
 
     monkeypatch.setattr(api, "evaluate", fake_evaluate)
     fields = {f"data.{n}": DataConfig.model_fields[n] for n in EVALUATE_DATA_FIELDS}
-    argv, expected = _argv("evaluate", fields | {"training.device": TrainingConfig.model_fields["device"]})
+    training = {f"training.{n}": TrainingConfig.model_fields[n] for n in ("device", "precision")}
+    argv, expected = _argv("evaluate", fields | training)
     result = runner.invoke(app, ["evaluate", "some-model", *argv, "--batch-size", "8"])
     assert result.exit_code == 0, result.output
     assert seen["device"] == expected.pop("training.device") and seen["batch_size"] == 8
+    assert seen["precision"] == expected.pop("training.precision")
     for location, value in expected.items():
         assert _value(SimpleNamespace(data=seen["data"]), location) == value, location  # type: ignore[arg-type]
 
