@@ -82,6 +82,7 @@ from kdkit.records.manifests import (
     ExportTokenizer,
     write_json,
 )
+from kdkit.records.provenance import find_model_dir
 from kdkit.records.runs import RunDirectory, resolve_model_dir
 
 #: what the model given to export is called in an error (the export may go inside it: ``<run>/onnx``)
@@ -177,6 +178,7 @@ def export_onnx(model: str | Path, options: ExportOptions | None = None, *, log:
     say = log or (lambda _line: None)
     quiet_libraries()
     options.check()
+    find_model_dir(Path(model))  # the input's own errors first: missing, unfinished, an export itself
     sources = {SOURCE_ROLE: resolve_model_dir(Path(model)), "run being exported": model}
     inputs = {**sources, **(data_inputs(options.data) if options.data else {})}
     output = options.output or default_output(Path(model))
