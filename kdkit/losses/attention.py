@@ -98,10 +98,12 @@ def attention_kl(student: Tensor, teacher: Tensor, attention_mask: Tensor, *, ep
     return per_query.sum() / (attention_mask.sum().to(student.dtype).clamp_min(1.0) * pairs * heads)
 
 
-def check_distributions(attentions: Tensor, attention_mask: Tensor, tolerance: float = 1e-3) -> None:
-    """A :class:`TrainingError` unless the rows of real queries sum to 1 over real keys: (B, P, H, L, L)."""
-    keys = attention_mask[:, None, None, None, :].to(attentions.dtype)
-    sums = (attentions * keys).sum(dim=-1)  # (B, P, H, L)
+def check_distributions(attentions: Tensor, attention_mask: Tensor, tolerance: float = 1e-2) -> None:
+    """A :class:`TrainingError` unless the rows of real queries sum to 1 over real keys: (B, P, H, L, L), within
+    ``tolerance``: 0.01 covers bf16 (weights rounded to 8 bits: measured up to 0.003 off), and dropout is far off
+    (p = 0.1 leaves a row at (1 − dropped mass) / 0.9, about 1.11, unless it dropped about a tenth of its mass)."""
+    keys = attention_mask[:, None, None, None, :].to(torch.float32)
+    sums = (attentions.float() * keys).sum(dim=-1)  # (B, P, H, L)
     real = attention_mask[:, None, None, :].expand_as(sums).bool()
     worst = float((sums[real] - 1).abs().max()) if bool(real.any()) else 0.0
     if worst > tolerance:
